@@ -1,0 +1,219 @@
+//! x86_64 syscall vocabulary shared by perch's interceptor and namespace.
+//!
+//! This crate owns: the table of syscalls perch knows (numbers, names, [`Family`] — everything
+//! that takes a path or an fd used for path resolution, plus the few that are refused or are plain
+//! fd I/O), the typed decode of `(nr, [u64; 6])` into [`Call`] (total: unknown numbers become
+//! [`Call::Other`], unknown flag bits print in hex), strace-like display, [`TraceeView`] (read a
+//! tracee's memory), [`Errno`], [`Pid`], [`SyscallSet`] and the byte layouts of `struct stat` /
+//! `struct statx`. It does no I/O and knows no policy: what perch does with a call is decided
+//! above.
+//!
+//! ```
+//! use perch_syscalls::{Call, FakeMemory, Sysno};
+//!
+//! let mut mem = FakeMemory::new();
+//! mem.map_cstr(0x1000, b"/cvmfs/x");
+//! let call = Call::decode(257, [(-100i64) as u64, 0x1000, 0o2000000, 0, 0, 0]);
+//! assert_eq!(call.sysno(), Some(Sysno::Openat));
+//! assert_eq!(
+//!     call.display(&mem).to_string(),
+//!     r#"openat(AT_FDCWD, "/cvmfs/x", O_RDONLY|O_CLOEXEC)"#
+//! );
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod args;
+mod call;
+mod errno;
+mod set;
+pub mod stat;
+mod view;
+
+pub use args::{
+    AccessFlags, AccessMode, AtFlags, DirFd, Fd, Mode, OpenFlags, PathPtr, Ptr, Size, StrPtr,
+    UnlinkFlags, AT_FDCWD, PATH_MAX,
+};
+pub use call::{Call, DisplayCall, Family, Sysno};
+pub use errno::Errno;
+pub use set::{SyscallSet, MAX_NR};
+pub use stat::{StatBuf, Timespec};
+pub use view::{FakeMemory, TraceeView};
+
+/// A process or thread id as the kernel reports it. A handle for logging and `/proc` look-ups;
+/// it may be reused once the process is gone.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pid(pub i32);
+
+impl std::fmt::Display for Pid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// `AUDIT_ARCH_X86_64`, the `arch` of native x86_64 syscalls in `seccomp_data`.
+pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+/// `__X32_SYSCALL_BIT`: set in the number of x32 syscalls.
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// Every syscall of the table that takes a path or an fd used for path resolution.
+pub fn filesystem() -> SyscallSet {
+    Sysno::ALL
+        .iter()
+        .copied()
+        .filter(|s| s.family().is_filesystem())
+        .collect()
+}
+
+/// The members of `family`.
+pub fn family(family: Family) -> SyscallSet {
+    Sysno::ALL
+        .iter()
+        .copied()
+        .filter(|s| s.family() == family)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> FakeMemory {
+        let mut m = FakeMemory::new();
+        m.map_cstr(0x1000, b"/cvmfs/x")
+            .map_cstr(0x2000, b"a\"b\n\xff")
+            .map_cstr(0x3000, b"user.name");
+        m
+    }
+
+    #[test]
+    fn numbers_and_names_match_the_kernel() {
+        for (s, nr, name) in [
+            (Sysno::Read, 0, "read"),
+            (Sysno::Open, 2, "open"),
+            (Sysno::Execve, 59, "execve"),
+            (Sysno::Chdir, 80, "chdir"),
+            (Sysno::Ptrace, 101, "ptrace"),
+            (Sysno::Openat, 257, "openat"),
+            (Sysno::Newfstatat, 262, "newfstatat"),
+            (Sysno::Execveat, 322, "execveat"),
+            (Sysno::Statx, 332, "statx"),
+            (Sysno::IoUringSetup, 425, "io_uring_setup"),
+            (Sysno::Openat2, 437, "openat2"),
+            (Sysno::Faccessat2, 439, "faccessat2"),
+        ] {
+            assert_eq!(s.nr(), nr);
+            assert_eq!(s.name(), name);
+            assert_eq!(Sysno::from_nr(nr), Some(s));
+            assert_eq!(Sysno::from_name(name), Some(s));
+        }
+    }
+
+    #[test]
+    fn table_is_consistent() {
+        let mut seen = std::collections::HashSet::new();
+        for &s in Sysno::ALL {
+            assert!(seen.insert(s.nr()), "duplicate {}", s.name());
+            assert!(s.nr() < MAX_NR);
+            assert_eq!(Sysno::from_nr(s.nr()), Some(s));
+        }
+        let fs = filesystem();
+        assert!(fs.contains(Sysno::Openat));
+        assert!(fs.contains(Sysno::Fchdir));
+        assert!(!fs.contains(Sysno::Read));
+        assert!(!fs.contains(Sysno::IoUringSetup));
+    }
+
+    #[test]
+    fn display_like_strace() {
+        let m = mem();
+        let cases: &[(u64, [u64; 6], &str)] = &[
+            (
+                257,
+                [(-100i64) as u64, 0x1000, 0o2000000, 0, 0, 0],
+                r#"openat(AT_FDCWD, "/cvmfs/x", O_RDONLY|O_CLOEXEC)"#,
+            ),
+            (
+                257,
+                [3, 0x1000, 0o101 | 0o1000, 0o644, 0, 0],
+                r#"openat(3, "/cvmfs/x", O_WRONLY|O_CREAT|O_TRUNC, 0644)"#,
+            ),
+            (2, [0x2000, 0o40000000 | 0o3, 0, 0, 0, 0], r#"open("a\"b\n\xff", 0x3|0x800000)"#),
+            (
+                262,
+                [(-100i64) as u64, 0x1000, 0x7ff0, 0x100, 0, 0],
+                r#"newfstatat(AT_FDCWD, "/cvmfs/x", 0x7ff0, AT_SYMLINK_NOFOLLOW)"#,
+            ),
+            (
+                332,
+                [5, 0, 0x1000 | 0x100, 0xfff, 0x10, 0],
+                "statx(5, NULL, AT_SYMLINK_NOFOLLOW|AT_EMPTY_PATH, STATX_BASIC_STATS|STATX_BTIME, 0x10)",
+            ),
+            (21, [0x1000, 5, 0, 0, 0, 0], r#"access("/cvmfs/x", R_OK|X_OK)"#),
+            (21, [0x1000, 0, 0, 0, 0, 0], r#"access("/cvmfs/x", F_OK)"#),
+            (
+                191,
+                [0x1000, 0x3000, 0x10, 64, 0, 0],
+                r#"getxattr("/cvmfs/x", "user.name", 0x10, 64)"#,
+            ),
+            (
+                263,
+                [(-100i64) as u64, 0x1000, 0x200, 0, 0, 0],
+                r#"unlinkat(AT_FDCWD, "/cvmfs/x", AT_REMOVEDIR)"#,
+            ),
+            (83, [0x1000, 0o755, 0, 0, 0, 0], r#"mkdir("/cvmfs/x", 0755)"#),
+            (92, [0x1000, u64::from(u32::MAX), 5, 0, 0, 0], r#"chown("/cvmfs/x", -1, 5)"#),
+            (59, [0x9999, 0x10, 0x20, 0, 0, 0], "execve(0x9999, 0x10, 0x20)"),
+            (1000, [1, 2, 3, 4, 5, 6], "syscall_1000(0x1, 0x2, 0x3, 0x4, 0x5, 0x6)"),
+            (0, [1, 0, 10, 0, 0, 0], "read(1, NULL, 10)"),
+        ];
+        for (nr, args, want) in cases {
+            let call = Call::decode(*nr, *args);
+            assert_eq!(call.display(&m).to_string(), *want);
+        }
+    }
+
+    #[test]
+    fn paths_carry_their_directory() {
+        let c = Call::decode(264, [3, 0x1000, (-100i64) as u64, 0x2000, 0, 0]);
+        assert_eq!(
+            c.paths(),
+            vec![(DirFd(3), PathPtr(0x1000)), (DirFd(AT_FDCWD), PathPtr(0x2000))]
+        );
+        let c = Call::decode(266, [0x3000, 7, 0x1000, 0, 0, 0]);
+        assert_eq!(c.paths(), vec![(DirFd(7), PathPtr(0x1000))]);
+        let c = Call::decode(4, [0x1000, 0, 0, 0, 0, 0]);
+        assert_eq!(c.path(), Some((DirFd(AT_FDCWD), PathPtr(0x1000))));
+        let c = Call::decode(5, [9, 0, 0, 0, 0, 0]);
+        assert_eq!(c.fds(), vec![Fd(9)]);
+        assert!(c.path().is_none());
+    }
+
+    #[test]
+    fn int_arguments_truncate_like_the_kernel() {
+        // The upper half of an int register is ignored by the kernel.
+        let c = Call::decode(257, [0xdead_beef_ffff_ff9c, 0x1000, 0, 0, 0, 0]);
+        assert!(matches!(c, Call::Openat { dirfd, .. } if dirfd.is_cwd()));
+    }
+
+    #[test]
+    fn read_cstr_across_pages_and_limits() {
+        let mut m = FakeMemory::new();
+        // A string that starts 3 bytes before a page boundary and ends after it.
+        m.map(0x1ffd, b"abc".to_vec()).map(0x2000, b"def\0".to_vec());
+        assert_eq!(m.read_cstr(0x1ffd, PATH_MAX).unwrap(), b"abcdef");
+        assert_eq!(m.read_cstr(0, PATH_MAX), Err(Errno::EFAULT));
+        assert_eq!(m.read_cstr(0x1ffd, 4), Err(Errno::ENAMETOOLONG));
+        assert_eq!(m.read_cstr(0x5000, 4), Err(Errno::EFAULT));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_is_total(nr in 0u64..600, args in proptest::array::uniform6(proptest::num::u64::ANY)) {
+            let call = Call::decode(nr, args);
+            let _ = call.to_string();
+            let _ = call.display(&FakeMemory::new()).to_string();
+            proptest::prop_assert_eq!(call.nr(), nr);
+        }
+    }
+}
