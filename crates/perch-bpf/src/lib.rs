@@ -1,0 +1,1 @@
+//! perch-bpf (work in progress).

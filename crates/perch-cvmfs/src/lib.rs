@@ -1,0 +1,1 @@
+//! perch-cvmfs (work in progress).

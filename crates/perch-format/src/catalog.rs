@@ -1,0 +1,671 @@
+//! File catalogs: SQLite schema 2.5, entries, chunks, nested catalogs, statistics.
+//!
+//! Catalogs are opened read-only and immutable from an uncompressed file; the
+//! writer creates the exact tables the real server tool creates.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::compress::Compression;
+use crate::hash::{path_md5, Algorithm, ContentHash};
+
+/// Entry flag: directory.
+pub const FLAG_DIR: u32 = 1;
+/// Entry flag: nested catalog mountpoint (row in the parent catalog).
+pub const FLAG_NESTED_MOUNTPOINT: u32 = 2;
+/// Entry flag: non-directory.
+pub const FLAG_FILE: u32 = 4;
+/// Entry flag: symbolic link (with `FLAG_FILE`).
+pub const FLAG_LINK: u32 = 8;
+/// Entry flag: special file (with `FLAG_FILE`).
+pub const FLAG_SPECIAL: u32 = 16;
+/// Entry flag: nested catalog root (row in the child catalog).
+pub const FLAG_NESTED_ROOT: u32 = 32;
+/// Entry flag: chunked file.
+pub const FLAG_CHUNKED: u32 = 64;
+/// Entry flag: external file.
+pub const FLAG_EXTERNAL: u32 = 128;
+/// Entry flag: bind mountpoint.
+pub const FLAG_BIND_MOUNTPOINT: u32 = 0x4000;
+/// Entry flag: hidden from listings.
+pub const FLAG_HIDDEN: u32 = 0x8000;
+/// Entry flag: direct I/O.
+pub const FLAG_DIRECT_IO: u32 = 0x10000;
+
+/// Errors reading or writing catalogs.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// SQLite failed (not a database, I/O, constraint).
+    #[error("catalog database error")]
+    Sql(#[from] rusqlite::Error),
+    /// The schema version is not one perch reads.
+    #[error("unsupported catalog schema {0}")]
+    Schema(String),
+    /// A row is inconsistent (bad name, bad hash, bad chunk list).
+    #[error("corrupt catalog row {path:?}: {reason}")]
+    Corrupt {
+        /// Path (or name) of the row.
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// One catalog row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Last path component; empty for a (nested) catalog root.
+    pub name: Vec<u8>,
+    /// Flags (see `FLAG_*`).
+    pub flags: u32,
+    /// Full `st_mode` with type bits.
+    pub mode: u32,
+    /// Decompressed size (regular), 4096 (dirs), target length (symlinks), rdev (devices).
+    pub size: u64,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// Nanosecond part of mtime, if stored.
+    pub mtime_ns: Option<u32>,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Hard-link group (0 = none).
+    pub hardlink_group: u32,
+    /// Link count.
+    pub linkcount: u32,
+    /// Whole-file content hash.
+    pub hash: Option<ContentHash>,
+    /// Raw (unexpanded) symlink target; empty for non-links.
+    pub symlink: Vec<u8>,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl DirEntry {
+    /// Is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.flags & FLAG_DIR != 0
+    }
+    /// Is a symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.flags & FLAG_LINK != 0
+    }
+    /// Is a special file (fifo, socket, device).
+    pub fn is_special(&self) -> bool {
+        self.flags & FLAG_SPECIAL != 0
+    }
+    /// Is a regular file.
+    pub fn is_regular(&self) -> bool {
+        self.flags & (FLAG_DIR | FLAG_LINK | FLAG_SPECIAL) == 0 && self.flags & FLAG_FILE != 0
+    }
+    /// Is chunked.
+    pub fn is_chunked(&self) -> bool {
+        self.flags & FLAG_CHUNKED != 0
+    }
+    /// Is a nested catalog mountpoint (in the parent).
+    pub fn is_nested_mountpoint(&self) -> bool {
+        self.flags & FLAG_NESTED_MOUNTPOINT != 0
+    }
+    /// Is a nested catalog root (in the child).
+    pub fn is_nested_root(&self) -> bool {
+        self.flags & FLAG_NESTED_ROOT != 0
+    }
+    /// Hidden from listings.
+    pub fn is_hidden(&self) -> bool {
+        self.flags & FLAG_HIDDEN != 0
+    }
+    /// Hash algorithm from the flags.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        Algorithm::from_flags(self.flags)
+    }
+    /// Compression of the file's objects.
+    pub fn compression(&self) -> Option<Compression> {
+        Compression::from_flags(self.flags)
+    }
+}
+
+/// A chunk of a chunked file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Offset in the file.
+    pub offset: u64,
+    /// Decompressed size.
+    pub size: u64,
+    /// Object hash (stored with letter `P`).
+    pub hash: ContentHash,
+}
+
+/// A `nested_catalogs` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NestedRef {
+    /// Mount path, e.g. `/from-tar`.
+    pub path: Vec<u8>,
+    /// Catalog hash.
+    pub hash: ContentHash,
+    /// Uncompressed size (0 if unknown).
+    pub size: u64,
+}
+
+/// Parse an xattr blob (version 1). Malformed blobs give no attributes.
+pub fn parse_xattrs(blob: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn inner(blob: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+        if *blob.first()? != 1 {
+            return None;
+        }
+        let n = usize::from(*blob.get(1)?);
+        let mut pos = 2;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let kl = usize::from(*blob.get(pos)?);
+            let vl = usize::from(*blob.get(pos + 1)?);
+            pos += 2;
+            let k = blob.get(pos..pos + kl)?.to_vec();
+            pos += kl;
+            let v = blob.get(pos..pos + vl)?.to_vec();
+            pos += vl;
+            if k.is_empty() || k.contains(&0) {
+                return None;
+            }
+            out.push((k, v));
+        }
+        Some(out)
+    }
+    inner(blob).unwrap_or_default()
+}
+
+/// Encode xattrs as a version-1 blob (sorted by key). `None` if any name or
+/// value is too long or there are too many.
+pub fn encode_xattrs(attrs: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
+    if attrs.len() > 255 {
+        return None;
+    }
+    let mut sorted: Vec<_> = attrs.to_vec();
+    sorted.sort();
+    let mut out = vec![1u8, u8::try_from(sorted.len()).ok()?];
+    for (k, v) in &sorted {
+        if k.is_empty() || k.contains(&0) {
+            return None;
+        }
+        out.push(u8::try_from(k.len()).ok()?);
+        out.push(u8::try_from(v.len()).ok()?);
+        out.extend_from_slice(k);
+        out.extend_from_slice(v);
+    }
+    Some(out)
+}
+
+/// Expand `$(NAME)` and `$(NAME:-default)` in a symlink target with `lookup`
+/// (the client's environment). Unset without default expands to empty; a `$(`
+/// without `)` stays literal.
+pub fn expand_symlink(raw: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i..].starts_with(b"$(") {
+            if let Some(close) = raw[i + 2..].iter().position(|&b| b == b')') {
+                let inner = &raw[i + 2..i + 2 + close];
+                let inner = String::from_utf8_lossy(inner);
+                let (name, default) = match inner.find(":-") {
+                    Some(p) => (&inner[..p], Some(&inner[p + 2..])),
+                    None => (&inner[..], None),
+                };
+                match (lookup(name), default) {
+                    (Some(v), _) => out.extend_from_slice(v.as_bytes()),
+                    (None, Some(d)) => out.extend_from_slice(d.as_bytes()),
+                    (None, None) => {}
+                }
+                i += 2 + close + 1;
+                continue;
+            }
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Parent of a repository path (`/a/b` → `/a`, `/a` → ``).
+pub fn parent_path(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[..i],
+        None => b"",
+    }
+}
+
+fn i64_to_u32(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+fn i64_to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A read-only catalog.
+pub struct Catalog {
+    conn: Connection,
+    has_mtimens: bool,
+    has_xattr: bool,
+    root_prefix: Vec<u8>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("root_prefix", &String::from_utf8_lossy(&self.root_prefix))
+            .finish()
+    }
+}
+
+impl Catalog {
+    /// Open an uncompressed catalog file read-only.
+    pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // The file is content-addressed and never changes.
+        conn.pragma_update(None, "query_only", true)?;
+        let schema: Option<String> = conn
+            .query_row("SELECT value FROM properties WHERE key='schema'", [], |r| r.get(0))
+            .optional()?;
+        let schema = schema.unwrap_or_else(|| "1.0".into());
+        let ver: f64 = schema.parse().unwrap_or(0.0);
+        if !(2.4..2.6).contains(&ver) {
+            return Err(CatalogError::Schema(schema));
+        }
+        let mut cols = Vec::new();
+        {
+            let mut st = conn.prepare("PRAGMA table_info(catalog)")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(1))?;
+            for c in rows {
+                cols.push(c?);
+            }
+        }
+        for need in ["md5path_1", "hardlinks", "hash", "size", "mode", "mtime", "flags", "name", "symlink", "uid", "gid"] {
+            if !cols.iter().any(|c| c == need) {
+                return Err(CatalogError::Schema(format!("{schema} without column {need}")));
+            }
+        }
+        let root_prefix: Option<String> = conn
+            .query_row("SELECT value FROM properties WHERE key='root_prefix'", [], |r| r.get(0))
+            .optional()?;
+        Ok(Catalog {
+            has_mtimens: cols.iter().any(|c| c == "mtimens"),
+            has_xattr: cols.iter().any(|c| c == "xattr"),
+            root_prefix: root_prefix.map(String::into_bytes).unwrap_or_default(),
+            conn,
+        })
+    }
+
+    /// The catalog's mount path (`""` for a root catalog).
+    pub fn root_prefix(&self) -> &[u8] {
+        &self.root_prefix
+    }
+
+    fn select(&self) -> String {
+        format!(
+            "SELECT hardlinks, hash, size, mode, mtime, {}, flags, name, symlink, uid, gid, {} FROM catalog",
+            if self.has_mtimens { "mtimens" } else { "NULL" },
+            if self.has_xattr { "xattr" } else { "NULL" }
+        )
+    }
+
+    fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<(DirEntry, Option<Vec<u8>>)> {
+        let hardlinks: i64 = r.get::<_, Option<i64>>(0)?.unwrap_or(0);
+        let hash: Option<Vec<u8>> = r.get(1)?;
+        let flags = i64_to_u32(r.get::<_, Option<i64>>(6)?.unwrap_or(0));
+        let name = match r.get_ref(7)? {
+            rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),
+            _ => Vec::new(),
+        };
+        let symlink = match r.get_ref(8)? {
+            rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),
+            _ => Vec::new(),
+        };
+        let xattr: Option<Vec<u8>> = r.get(11)?;
+        let hl = u64::from_ne_bytes(hardlinks.to_ne_bytes());
+        let e = DirEntry {
+            name,
+            flags,
+            mode: i64_to_u32(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
+            size: i64_to_u64(r.get::<_, Option<i64>>(2)?.unwrap_or(0)),
+            mtime: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+            mtime_ns: r.get::<_, Option<i64>>(5)?.map(|v| i64_to_u32(v).min(999_999_999)),
+            uid: i64_to_u32(r.get::<_, Option<i64>>(9)?.unwrap_or(0)),
+            gid: i64_to_u32(r.get::<_, Option<i64>>(10)?.unwrap_or(0)),
+            hardlink_group: u32::try_from(hl >> 32).unwrap_or(0),
+            linkcount: u32::try_from(hl & 0xffff_ffff).unwrap_or(1),
+            hash: None,
+            symlink,
+            xattrs: xattr.as_deref().map(parse_xattrs).unwrap_or_default(),
+        };
+        Ok((e, hash))
+    }
+
+    fn finish_entry(path: &[u8], mut e: DirEntry, hash: Option<Vec<u8>>, root: bool) -> Result<DirEntry, CatalogError> {
+        let shown = || String::from_utf8_lossy(path).into_owned();
+        if root {
+            if e.name.contains(&b'/') || e.name.contains(&0) {
+                return Err(CatalogError::Corrupt { path: shown(), reason: "invalid root entry name" });
+            }
+        } else if e.name.is_empty()
+            || e.name == b"."
+            || e.name == b".."
+            || e.name.contains(&b'/')
+            || e.name.contains(&0)
+        {
+            return Err(CatalogError::Corrupt { path: shown(), reason: "entry name is empty, '.', '..' or contains '/' or NUL" });
+        }
+        if let Some(h) = hash {
+            let algo = e.algorithm().ok_or(CatalogError::Corrupt { path: shown(), reason: "unknown hash algorithm" })?;
+            e.hash = Some(ContentHash::from_raw(algo, &h).ok_or(CatalogError::Corrupt {
+                path: shown(),
+                reason: "hash is not 20 bytes",
+            })?);
+        }
+        if e.linkcount == 0 {
+            e.linkcount = 1;
+        }
+        Ok(e)
+    }
+
+    /// Look up the entry at `path` (`""` = root, else `/a/b`).
+    pub fn lookup(&self, path: &[u8]) -> Result<Option<DirEntry>, CatalogError> {
+        let (a, b) = path_md5(path);
+        let sql = format!("{} WHERE md5path_1 = ?1 AND md5path_2 = ?2", self.select());
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let row = st.query_row(params![a, b], Self::row_to_entry).optional()?;
+        match row {
+            None => Ok(None),
+            Some((e, h)) => {
+                let is_root = path == self.root_prefix.as_slice();
+                let e = Self::finish_entry(path, e, h, is_root)?;
+                if !is_root && Some(e.name.as_slice()) != path.rsplit(|&c| c == b'/').next() {
+                    return Err(CatalogError::Corrupt {
+                        path: String::from_utf8_lossy(path).into_owned(),
+                        reason: "row name does not match its path hash",
+                    });
+                }
+                Ok(Some(e))
+            }
+        }
+    }
+
+    /// Children of directory `path` (including hidden ones; callers filter).
+    pub fn list(&self, path: &[u8]) -> Result<Vec<DirEntry>, CatalogError> {
+        let (a, b) = path_md5(path);
+        let sql = format!("{} WHERE parent_1 = ?1 AND parent_2 = ?2", self.select());
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(params![a, b], Self::row_to_entry)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (e, h) = r?;
+            let mut p = path.to_vec();
+            p.push(b'/');
+            p.extend_from_slice(&e.name);
+            out.push(Self::finish_entry(&p, e, h, false)?);
+        }
+        Ok(out)
+    }
+
+    /// Chunk list of a chunked file, sorted by offset and checked to tile `size`.
+    pub fn chunks(&self, path: &[u8], entry: &DirEntry) -> Result<Vec<Chunk>, CatalogError> {
+        let shown = || String::from_utf8_lossy(path).into_owned();
+        let algo = entry.algorithm().ok_or(CatalogError::Corrupt { path: shown(), reason: "unknown hash algorithm" })?;
+        let (a, b) = path_md5(path);
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT offset, size, hash FROM chunks WHERE md5path_1 = ?1 AND md5path_2 = ?2 ORDER BY offset")?;
+        let rows = st.query_map(params![a, b], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+        })?;
+        let mut out = Vec::new();
+        let mut next = 0u64;
+        for r in rows {
+            let (off, size, h) = r?;
+            let (off, size) = (i64_to_u64(off), i64_to_u64(size));
+            if off != next {
+                return Err(CatalogError::Corrupt { path: shown(), reason: "chunks do not tile the file" });
+            }
+            let hash = ContentHash::from_raw(algo, &h).ok_or(CatalogError::Corrupt { path: shown(), reason: "chunk hash is not 20 bytes" })?;
+            next = off + size;
+            out.push(Chunk { offset: off, size, hash });
+        }
+        if out.is_empty() {
+            return Err(CatalogError::Corrupt { path: shown(), reason: "chunked file without chunks" });
+        }
+        if next != entry.size {
+            return Err(CatalogError::Corrupt { path: shown(), reason: "chunk sizes do not add up to the file size" });
+        }
+        Ok(out)
+    }
+
+    /// All `nested_catalogs` rows (direct children).
+    pub fn nested(&self) -> Result<Vec<NestedRef>, CatalogError> {
+        let mut st = self.conn.prepare_cached("SELECT path, sha1, size FROM nested_catalogs")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (path, sha1, size) = r?;
+            let hash = sha1.parse().map_err(|_| CatalogError::Corrupt { path: path.clone(), reason: "nested catalog hash is invalid" })?;
+            out.push(NestedRef { path: path.into_bytes(), hash, size: size.map(i64_to_u64).unwrap_or(0) });
+        }
+        Ok(out)
+    }
+
+    /// The nested catalog that `path` lies in or below (not counting `path`
+    /// itself when `include_self` is false, i.e. a mountpoint row is looked
+    /// up in the parent).
+    pub fn nested_for(&self, path: &[u8], include_self: bool) -> Result<Option<NestedRef>, CatalogError> {
+        for n in self.nested()? {
+            let below = path.len() > n.path.len() && path.starts_with(&n.path) && path[n.path.len()] == b'/';
+            if below || (include_self && path == n.path.as_slice()) {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A property value.
+    pub fn property(&self, key: &str) -> Result<Option<String>, CatalogError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM properties WHERE key = ?1", [key], |r| {
+                let v: rusqlite::types::Value = r.get(0)?;
+                Ok(match v {
+                    rusqlite::types::Value::Text(t) => t,
+                    rusqlite::types::Value::Integer(i) => i.to_string(),
+                    rusqlite::types::Value::Real(f) => f.to_string(),
+                    _ => String::new(),
+                })
+            })
+            .optional()?)
+    }
+
+    /// Revision counter of this catalog.
+    pub fn revision(&self) -> Result<u64, CatalogError> {
+        Ok(self.property("revision")?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// TTL in seconds (root catalogs; default 240).
+    pub fn ttl(&self) -> Result<u64, CatalogError> {
+        Ok(self.property("TTL")?.and_then(|v| v.parse().ok()).unwrap_or(240))
+    }
+
+    /// All statistics counters.
+    pub fn statistics(&self) -> Result<Vec<(String, i64)>, CatalogError> {
+        let mut st = self.conn.prepare("SELECT counter, value FROM statistics ORDER BY counter")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The statements that create an empty schema 2.5 catalog, as the real tool writes them.
+pub const SCHEMA_SQL: &str = "
+CREATE TABLE properties (key TEXT, value TEXT, CONSTRAINT pk_properties PRIMARY KEY (key));
+CREATE TABLE catalog (md5path_1 INTEGER, md5path_2 INTEGER, parent_1 INTEGER, parent_2 INTEGER, hardlinks INTEGER, hash BLOB, size INTEGER, mode INTEGER, mtime INTEGER, mtimens INTEGER, flags INTEGER, name TEXT, symlink TEXT, uid INTEGER, gid INTEGER, xattr BLOB,  CONSTRAINT pk_catalog PRIMARY KEY (md5path_1, md5path_2));
+CREATE INDEX idx_catalog_parent ON catalog (parent_1, parent_2);
+CREATE TABLE chunks (md5path_1 INTEGER, md5path_2 INTEGER, offset INTEGER, size INTEGER,  hash BLOB,  CONSTRAINT pk_chunks PRIMARY KEY (md5path_1, md5path_2, offset, size),  FOREIGN KEY (md5path_1, md5path_2) REFERENCES    catalog(md5path_1, md5path_2));
+CREATE TABLE nested_catalogs (path TEXT, sha1 TEXT, size INTEGER, CONSTRAINT pk_nested_catalogs PRIMARY KEY (path));
+CREATE TABLE bind_mountpoints (path TEXT, sha1 TEXT, size INTEGER, CONSTRAINT pk_bind_mountpoints PRIMARY KEY (path));
+CREATE TABLE statistics (counter TEXT, value INTEGER, CONSTRAINT pk_statistics PRIMARY KEY (counter));
+";
+
+/// The 12 statistics counter kinds, each stored as `self_X` and `subtree_X`.
+pub const COUNTERS: [&str; 12] = [
+    "chunked",
+    "chunked_size",
+    "chunks",
+    "dir",
+    "external",
+    "external_file_size",
+    "file_size",
+    "nested",
+    "regular",
+    "special",
+    "symlink",
+    "xattr",
+];
+
+/// Writes a new catalog file.
+pub struct CatalogWriter {
+    conn: Connection,
+}
+
+impl CatalogWriter {
+    /// Create an empty catalog at `path` (which must not exist).
+    pub fn create(path: &Path) -> Result<CatalogWriter, CatalogError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA page_size=4096; PRAGMA journal_mode=DELETE; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE;",
+        )?;
+        conn.execute_batch("BEGIN;")?;
+        conn.execute_batch(SCHEMA_SQL)?;
+        Ok(CatalogWriter { conn })
+    }
+
+    /// Insert an entry for full repository path `path`.
+    pub fn insert(&self, path: &[u8], e: &DirEntry) -> Result<(), CatalogError> {
+        let (a, b) = path_md5(path);
+        let (pa, pb) = if path.is_empty() { (0, 0) } else { path_md5(parent_path(path)) };
+        let hardlinks = (u64::from(e.hardlink_group) << 32) | u64::from(e.linkcount);
+        let hardlinks = i64::from_ne_bytes(hardlinks.to_ne_bytes());
+        let xattr = if e.xattrs.is_empty() { None } else { encode_xattrs(&e.xattrs) };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO catalog (md5path_1, md5path_2, parent_1, parent_2, hardlinks, hash, size, mode, mtime, mtimens, flags, name, symlink, uid, gid, xattr) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?
+            .execute(params![
+                a,
+                b,
+                pa,
+                pb,
+                hardlinks,
+                e.hash.map(|h| h.bytes.to_vec()),
+                i64::try_from(e.size).unwrap_or(i64::MAX),
+                i64::from(e.mode),
+                e.mtime,
+                e.mtime_ns.map(i64::from),
+                i64::from(e.flags),
+                String::from_utf8_lossy(&e.name),
+                String::from_utf8_lossy(&e.symlink),
+                i64::from(e.uid),
+                i64::from(e.gid),
+                xattr,
+            ])?;
+        Ok(())
+    }
+
+    /// Insert a chunk row for `path`.
+    pub fn insert_chunk(&self, path: &[u8], c: &Chunk) -> Result<(), CatalogError> {
+        let (a, b) = path_md5(path);
+        self.conn
+            .prepare_cached("INSERT INTO chunks (md5path_1, md5path_2, offset, size, hash) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![
+                a,
+                b,
+                i64::try_from(c.offset).unwrap_or(i64::MAX),
+                i64::try_from(c.size).unwrap_or(i64::MAX),
+                c.hash.bytes.to_vec()
+            ])?;
+        Ok(())
+    }
+
+    /// Register a nested catalog.
+    pub fn insert_nested(&self, n: &NestedRef) -> Result<(), CatalogError> {
+        self.conn
+            .prepare_cached("INSERT INTO nested_catalogs (path, sha1, size) VALUES (?1, ?2, ?3)")?
+            .execute(params![
+                String::from_utf8_lossy(&n.path),
+                n.hash.to_string(),
+                i64::try_from(n.size).unwrap_or(i64::MAX)
+            ])?;
+        Ok(())
+    }
+
+    /// Set a property (stored as TEXT, like the real tool).
+    pub fn set_property(&self, key: &str, value: &str) -> Result<(), CatalogError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO properties (key, value) VALUES (?1, ?2)")?
+            .execute(params![key, value])?;
+        Ok(())
+    }
+
+    /// Set a statistics counter.
+    pub fn set_counter(&self, counter: &str, value: i64) -> Result<(), CatalogError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO statistics (counter, value) VALUES (?1, ?2)")?
+            .execute(params![counter, value])?;
+        Ok(())
+    }
+
+    /// Commit, compact and close.
+    pub fn finish(self) -> Result<(), CatalogError> {
+        self.conn.execute_batch("COMMIT; VACUUM;")?;
+        self.conn.close().map_err(|(_, e)| CatalogError::Sql(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_expansion() {
+        let env = |k: &str| match k {
+            "ARCH" => Some("x86_64".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(expand_symlink(b"/sw/$(ARCH)/bin", &env), b"/sw/x86_64/bin");
+        assert_eq!(expand_symlink(b"$(NOPE:-gen)/x", &env), b"gen/x");
+        assert_eq!(expand_symlink(b"$(EMPTY:-gen)/x", &env), b"/x");
+        assert_eq!(expand_symlink(b"$(NOPE)/x", &env), b"/x");
+        assert_eq!(expand_symlink(b"a$(ARCH", &env), b"a$(ARCH");
+    }
+
+    #[test]
+    fn xattr_round_trip() {
+        let a = vec![(b"user.b".to_vec(), b"2".to_vec()), (b"user.a".to_vec(), b"1".to_vec())];
+        let blob = encode_xattrs(&a).unwrap();
+        let back = parse_xattrs(&blob);
+        assert_eq!(back[0].0, b"user.a");
+        assert_eq!(back.len(), 2);
+        assert!(parse_xattrs(&[1, 3, 1]).is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn xattr_parse_never_panics(v in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = parse_xattrs(&v);
+        }
+        #[test]
+        fn expand_never_panics(v in proptest::collection::vec(proptest::num::u8::ANY, 0..100)) {
+            let _ = expand_symlink(&v, &|_| Some("x".into()));
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Object compression: one zlib stream per object, or none.
+
+use std::io::{Read, Write};
+
+use flate2::write::ZlibEncoder;
+use flate2::Compression as Level;
+
+/// How an object's stored bytes relate to its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// One zlib stream (RFC 1950), the default.
+    Zlib,
+    /// Stored raw.
+    None,
+}
+
+impl Compression {
+    /// Catalog flag bits 11..13 (already shifted).
+    pub fn flag_bits(self) -> u32 {
+        match self {
+            Compression::Zlib => 0,
+            Compression::None => 1 << 11,
+        }
+    }
+
+    /// From catalog flags; unknown values are `None` (refuse to read).
+    pub fn from_flags(flags: u32) -> Option<Compression> {
+        match (flags >> 11) & 0x7 {
+            0 => Some(Compression::Zlib),
+            1 => Some(Compression::None),
+            _ => None,
+        }
+    }
+
+    /// Name as in `user.compression`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zlib => "zlib",
+            Compression::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "zlib" => Ok(Compression::Zlib),
+            "none" => Ok(Compression::None),
+            _ => Err(format!("unknown compression {s:?} (zlib, none)")),
+        }
+    }
+}
+
+/// Compress a whole buffer with zlib level 6 (what the real tools use).
+pub fn zlib_compress(data: &[u8]) -> Vec<u8> {
+    let mut e = ZlibEncoder::new(Vec::with_capacity(data.len() / 2 + 64), Level::new(6));
+    e.write_all(data).expect("writing to a Vec cannot fail");
+    e.finish().expect("writing to a Vec cannot fail")
+}
+
+/// Decompress a whole zlib buffer; trailing garbage or a truncated stream is an error.
+pub fn zlib_decompress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut d = Inflater::new(Vec::with_capacity(data.len() * 3));
+    d.write_all(data)?;
+    d.finish()
+}
+
+/// Streaming decompressor: feed stored bytes with `write`, it writes content to `W`.
+/// `finish` fails unless exactly one complete stream was seen (truncation and
+/// trailing garbage are both errors: a damaged object must never be served).
+pub struct Inflater<W: Write> {
+    state: flate2::Decompress,
+    out: W,
+    buf: Vec<u8>,
+    ended: bool,
+}
+
+impl<W: Write> Inflater<W> {
+    /// Decompress into `out`.
+    pub fn new(out: W) -> Self {
+        Inflater {
+            state: flate2::Decompress::new(true),
+            out,
+            buf: vec![0u8; 64 * 1024],
+            ended: false,
+        }
+    }
+
+    /// Finish: error if the stream was truncated.
+    pub fn finish(self) -> std::io::Result<W> {
+        if !self.ended {
+            return Err(invalid("truncated zlib stream"));
+        }
+        Ok(self.out)
+    }
+}
+
+fn invalid(msg: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}
+
+impl<W: Write> Write for Inflater<W> {
+    fn write(&mut self, mut input: &[u8]) -> std::io::Result<usize> {
+        let total = input.len();
+        while !input.is_empty() {
+            if self.ended {
+                return Err(invalid("data after the end of the zlib stream"));
+            }
+            let before_in = self.state.total_in();
+            let before_out = self.state.total_out();
+            let status = self
+                .state
+                .decompress(input, &mut self.buf, flate2::FlushDecompress::None)
+                .map_err(|_| invalid("corrupt zlib stream"))?;
+            let used = usize::try_from(self.state.total_in() - before_in).unwrap_or(usize::MAX);
+            let made = usize::try_from(self.state.total_out() - before_out).unwrap_or(usize::MAX);
+            self.out.write_all(&self.buf[..made])?;
+            input = &input[used.min(input.len())..];
+            match status {
+                flate2::Status::StreamEnd => self.ended = true,
+                flate2::Status::Ok => {}
+                flate2::Status::BufError => {
+                    if used == 0 && made == 0 {
+                        return Err(invalid("corrupt zlib stream"));
+                    }
+                }
+            }
+        }
+        // Drain output still buffered inside the decompressor.
+        while !self.ended {
+            let before_out = self.state.total_out();
+            let status = self
+                .state
+                .decompress(&[], &mut self.buf, flate2::FlushDecompress::None)
+                .map_err(|_| invalid("corrupt zlib stream"))?;
+            let made = usize::try_from(self.state.total_out() - before_out).unwrap_or(usize::MAX);
+            self.out.write_all(&self.buf[..made])?;
+            if status == flate2::Status::StreamEnd {
+                self.ended = true;
+            }
+            if made == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Read a zlib stream from `r` fully into a Vec.
+pub fn zlib_decompress_reader<R: Read>(r: R) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(r).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let z = zlib_compress(&data);
+        assert_eq!(zlib_decompress(&z).unwrap(), data);
+        assert!(zlib_decompress(&z[..z.len() - 1]).is_err());
+        let mut extra = z.clone();
+        extra.push(0);
+        assert!(zlib_decompress(&extra).is_err());
+        let mut flipped = z.clone();
+        flipped[z.len() / 2] ^= 0x40;
+        assert!(zlib_decompress(&flipped).is_err());
+        assert_eq!(zlib_compress(b""), [0x78, 0x9c, 0x03, 0, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn small_writes() {
+        let data = b"hello hello hello hello".repeat(1000);
+        let z = zlib_compress(&data);
+        let mut inf = Inflater::new(Vec::new());
+        for c in z.chunks(7) {
+            inf.write_all(c).unwrap();
+        }
+        assert_eq!(inf.finish().unwrap(), data);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(v in proptest::collection::vec(proptest::num::u8::ANY, 0..2000)) {
+            let _ = zlib_decompress(&v);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! perch-intercept (work in progress).

@@ -1,0 +1,1 @@
+//! perch-publish (work in progress).

@@ -1,0 +1,1 @@
+//! perch-sys (work in progress).

@@ -1,0 +1,1 @@
+//! perch-testkit (work in progress).

@@ -1,0 +1,1 @@
+//! perch-vfs (work in progress).

@@ -1,0 +1,2 @@
+//! perch command-line tool.
+fn main() {}
