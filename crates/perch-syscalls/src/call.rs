@@ -155,6 +155,7 @@ macro_rules! table {
                 out
             }
 
+            #[allow(unused_assignments)]
             fn fmt_args(&self, f: &mut fmt::Formatter<'_>, view: Option<&dyn TraceeView>) -> fmt::Result {
                 match self {
                     $(Call::$variant { $($field),* } => {

@@ -13,7 +13,7 @@
 //!
 //! let mut mem = FakeMemory::new();
 //! mem.map_cstr(0x1000, b"/cvmfs/x");
-//! let call = Call::decode(257, [(-100i64) as u64, 0x1000, 0o2000000, 0, 0, 0]);
+//! let call = Call::decode(257, [0xffff_ffff_ffff_ff9c, 0x1000, 0o2000000, 0, 0, 0]);
 //! assert_eq!(call.sysno(), Some(Sysno::Openat));
 //! assert_eq!(
 //!     call.display(&mem).to_string(),
@@ -78,6 +78,9 @@ pub fn family(family: Family) -> SyscallSet {
 mod tests {
     use super::*;
 
+    /// AT_FDCWD as the register holds it.
+    const CWD: u64 = 0xffff_ffff_ffff_ff9c;
+
     fn mem() -> FakeMemory {
         let mut m = FakeMemory::new();
         m.map_cstr(0x1000, b"/cvmfs/x")
@@ -130,7 +133,7 @@ mod tests {
         let cases: &[(u64, [u64; 6], &str)] = &[
             (
                 257,
-                [(-100i64) as u64, 0x1000, 0o2000000, 0, 0, 0],
+                [CWD, 0x1000, 0o2000000, 0, 0, 0],
                 r#"openat(AT_FDCWD, "/cvmfs/x", O_RDONLY|O_CLOEXEC)"#,
             ),
             (
@@ -141,7 +144,7 @@ mod tests {
             (2, [0x2000, 0o40000000 | 0o3, 0, 0, 0, 0], r#"open("a\"b\n\xff", 0x3|0x800000)"#),
             (
                 262,
-                [(-100i64) as u64, 0x1000, 0x7ff0, 0x100, 0, 0],
+                [CWD, 0x1000, 0x7ff0, 0x100, 0, 0],
                 r#"newfstatat(AT_FDCWD, "/cvmfs/x", 0x7ff0, AT_SYMLINK_NOFOLLOW)"#,
             ),
             (
@@ -158,7 +161,7 @@ mod tests {
             ),
             (
                 263,
-                [(-100i64) as u64, 0x1000, 0x200, 0, 0, 0],
+                [CWD, 0x1000, 0x200, 0, 0, 0],
                 r#"unlinkat(AT_FDCWD, "/cvmfs/x", AT_REMOVEDIR)"#,
             ),
             (83, [0x1000, 0o755, 0, 0, 0, 0], r#"mkdir("/cvmfs/x", 0755)"#),
@@ -175,10 +178,13 @@ mod tests {
 
     #[test]
     fn paths_carry_their_directory() {
-        let c = Call::decode(264, [3, 0x1000, (-100i64) as u64, 0x2000, 0, 0]);
+        let c = Call::decode(264, [3, 0x1000, CWD, 0x2000, 0, 0]);
         assert_eq!(
             c.paths(),
-            vec![(DirFd(3), PathPtr(0x1000)), (DirFd(AT_FDCWD), PathPtr(0x2000))]
+            vec![
+                (DirFd(3), PathPtr(0x1000)),
+                (DirFd(AT_FDCWD), PathPtr(0x2000))
+            ]
         );
         let c = Call::decode(266, [0x3000, 7, 0x1000, 0, 0, 0]);
         assert_eq!(c.paths(), vec![(DirFd(7), PathPtr(0x1000))]);
@@ -200,7 +206,8 @@ mod tests {
     fn read_cstr_across_pages_and_limits() {
         let mut m = FakeMemory::new();
         // A string that starts 3 bytes before a page boundary and ends after it.
-        m.map(0x1ffd, b"abc".to_vec()).map(0x2000, b"def\0".to_vec());
+        m.map(0x1ffd, b"abc".to_vec())
+            .map(0x2000, b"def\0".to_vec());
         assert_eq!(m.read_cstr(0x1ffd, PATH_MAX).unwrap(), b"abcdef");
         assert_eq!(m.read_cstr(0, PATH_MAX), Err(Errno::EFAULT));
         assert_eq!(m.read_cstr(0x1ffd, 4), Err(Errno::ENAMETOOLONG));

@@ -79,15 +79,35 @@ impl StatBuf {
     pub fn to_statx_bytes(&self, mask: u32) -> [u8; STATX_SIZE] {
         let mut b = [0u8; STATX_SIZE];
         put(&mut b, 0x00, &(mask & STATX_BASIC_STATS).to_ne_bytes());
-        put(&mut b, 0x04, &u32::try_from(self.blksize).unwrap_or(4096).to_ne_bytes());
+        put(
+            &mut b,
+            0x04,
+            &u32::try_from(self.blksize).unwrap_or(4096).to_ne_bytes(),
+        );
         // 0x08 stx_attributes = 0
-        put(&mut b, 0x10, &u32::try_from(self.nlink).unwrap_or(u32::MAX).to_ne_bytes());
+        put(
+            &mut b,
+            0x10,
+            &u32::try_from(self.nlink).unwrap_or(u32::MAX).to_ne_bytes(),
+        );
         put(&mut b, 0x14, &self.uid.to_ne_bytes());
         put(&mut b, 0x18, &self.gid.to_ne_bytes());
-        put(&mut b, 0x1c, &u16::try_from(self.mode & 0xffff).unwrap_or(0).to_ne_bytes());
+        put(
+            &mut b,
+            0x1c,
+            &u16::try_from(self.mode & 0xffff).unwrap_or(0).to_ne_bytes(),
+        );
         put(&mut b, 0x20, &self.ino.to_ne_bytes());
-        put(&mut b, 0x28, &u64::try_from(self.size).unwrap_or(0).to_ne_bytes());
-        put(&mut b, 0x30, &u64::try_from(self.blocks).unwrap_or(0).to_ne_bytes());
+        put(
+            &mut b,
+            0x28,
+            &u64::try_from(self.size).unwrap_or(0).to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            0x30,
+            &u64::try_from(self.blocks).unwrap_or(0).to_ne_bytes(),
+        );
         // 0x38 stx_attributes_mask = 0
         let ts = |b: &mut [u8], off: usize, t: Timespec| {
             put(b, off, &t.sec.to_ne_bytes());
@@ -143,6 +163,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::identity_op)]
     fn dev_split_matches_glibc() {
         // makedev(8, 1) = 0x801
         assert_eq!(split_dev(0x801), (8, 1));

@@ -6,6 +6,7 @@ use crate::Errno;
 /// Bytes read per step when looking for a string's NUL: one page, so a string ending just before
 /// an unmapped page is still read.
 const PAGE: u64 = 4096;
+const PAGE_BYTES: usize = 4096;
 
 /// Reads a tracee's memory.
 pub trait TraceeView {
@@ -21,7 +22,7 @@ pub trait TraceeView {
         }
         let mut out = Vec::new();
         let mut at = addr;
-        let mut chunk = [0u8; PAGE as usize];
+        let mut chunk = [0u8; PAGE_BYTES];
         while out.len() < max {
             let to_page_end = PAGE - (at % PAGE);
             let want = usize::try_from(to_page_end)
