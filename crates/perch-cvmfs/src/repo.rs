@@ -1,0 +1,566 @@
+//! A mounted repository: verified root catalog, nested catalogs on demand,
+//! file contents through the cache.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use perch_format::catalog::{expand_symlink, Catalog, CatalogError, DirEntry};
+use perch_format::compress::{zlib_decompress, Compression};
+use perch_format::crypto::{Certificate, PublicKey};
+use perch_format::hash::{ContentHash, ObjectKind};
+use perch_format::history::{History, Tag};
+use perch_format::manifest::{ManifestError, SignedManifest};
+use perch_format::whitelist::{Whitelist, WhitelistError};
+
+use crate::cache::{Cache, CacheError};
+use crate::fetch::{FetchError, Fetcher, Proxy};
+
+/// What to mount and how.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Repository name.
+    pub fqrn: String,
+    /// Stratum URLs (`http://host/cvmfs/<fqrn>` or `file:///path`).
+    pub servers: Vec<String>,
+    /// Proxies to try in order (empty = direct).
+    pub proxies: Vec<Proxy>,
+    /// Master public key files.
+    pub public_keys: Vec<PathBuf>,
+    /// Cache directory.
+    pub cache_dir: PathBuf,
+    /// The cache is an alien (shared) cache.
+    pub alien: bool,
+    /// Mount this tag instead of the newest revision.
+    pub tag: Option<String>,
+    /// Mount the newest revision published at or before this time (Unix s).
+    pub date: Option<i64>,
+    /// Network timeout.
+    pub timeout: Duration,
+}
+
+impl MountOptions {
+    /// Options with defaults for `fqrn`, one server, keys and a cache.
+    pub fn new(fqrn: &str, server: &str, public_keys: Vec<PathBuf>, cache_dir: PathBuf) -> MountOptions {
+        MountOptions {
+            fqrn: fqrn.to_string(),
+            servers: vec![server.to_string()],
+            proxies: Vec::new(),
+            public_keys,
+            cache_dir,
+            alien: false,
+            tag: None,
+            date: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a mount or a lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// A public key file could not be read or parsed.
+    #[error("cannot load public key {path}: {reason}")]
+    PublicKey {
+        /// Key file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No public key configured.
+    #[error("no public key configured (CVMFS_PUBLIC_KEY or CVMFS_KEYS_DIR)")]
+    NoPublicKey,
+    /// Manifest download failed.
+    #[error("cannot download the manifest")]
+    ManifestFetch(#[source] FetchError),
+    /// Manifest invalid.
+    #[error("invalid manifest")]
+    Manifest(#[source] ManifestError),
+    /// Manifest names another repository.
+    #[error("manifest is for repository {found:?}")]
+    WrongRepository {
+        /// Name in the manifest.
+        found: String,
+    },
+    /// Manifest older than what this cache has seen.
+    #[error("manifest revision {found} is older than the known revision {known}")]
+    Outdated {
+        /// Offered.
+        found: u64,
+        /// Known.
+        known: u64,
+    },
+    /// No certificate in the manifest.
+    #[error("manifest names no certificate")]
+    NoCertificate,
+    /// Certificate problems.
+    #[error("invalid certificate {hash}: {reason}")]
+    Certificate {
+        /// Object.
+        hash: String,
+        /// Why.
+        reason: String,
+    },
+    /// Whitelist download failed.
+    #[error("cannot download the whitelist")]
+    WhitelistFetch(#[source] FetchError),
+    /// Whitelist refused.
+    #[error("whitelist verification failed")]
+    Whitelist(#[source] WhitelistError),
+    /// A cache or download error.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A catalog problem.
+    #[error("catalog {hash}")]
+    Catalog {
+        /// Catalog hash.
+        hash: String,
+        /// Why.
+        #[source]
+        source: CatalogError,
+    },
+    /// Tag or date not found.
+    #[error("{0}")]
+    History(String),
+    /// A file's catalog row is unusable.
+    #[error("{path}: {reason}")]
+    BadEntry {
+        /// Repository path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl RepoError {
+    /// errno for a program that hit this error on a path.
+    pub fn errno(&self) -> i32 {
+        libc::EIO
+    }
+}
+
+/// Result of a lookup.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Repository path (`""` root).
+    pub path: Vec<u8>,
+    /// The catalog row.
+    pub entry: DirEntry,
+    /// Catalog the row came from (for chunk lists).
+    catalog: ContentHash,
+    /// Stable inode number.
+    pub inode: u64,
+}
+
+/// A mounted repository revision.
+pub struct Repository {
+    opts: MountOptions,
+    fetcher: Fetcher,
+    cache: Arc<Cache>,
+    root_hash: ContentHash,
+    revision: u64,
+    tag: Option<String>,
+    manifest: SignedManifest,
+    offline: bool,
+    catalogs: Mutex<HashMap<ContentHash, Arc<Mutex<Catalog>>>>,
+    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("fqrn", &self.opts.fqrn)
+            .field("root", &self.root_hash)
+            .field("revision", &self.revision)
+            .finish()
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn load_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, RepoError> {
+    if paths.is_empty() {
+        return Err(RepoError::NoPublicKey);
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|e| RepoError::PublicKey { path: p.clone(), reason: e.to_string() })?;
+            PublicKey::from_pem(&text).map_err(|e| RepoError::PublicKey { path: p.clone(), reason: e.to_string() })
+        })
+        .collect()
+}
+
+impl Repository {
+    /// Mount: fetch and verify the whole trust chain, load the root catalog
+    /// (or the tagged one). Falls back to the last verified revision in the
+    /// cache when the network fails (offline mode).
+    pub fn mount(opts: MountOptions) -> Result<Repository, RepoError> {
+        let cache = Arc::new(Cache::open(&opts.cache_dir, opts.alien)?);
+        Self::mount_with_cache(opts, cache)
+    }
+
+    /// As `mount`, sharing a cache object with other repositories.
+    pub fn mount_with_cache(opts: MountOptions, cache: Arc<Cache>) -> Result<Repository, RepoError> {
+        let keys = load_keys(&opts.public_keys)?;
+        let fetcher = Fetcher::new(opts.servers.clone(), opts.proxies.clone(), opts.timeout);
+        let known = cache.read_breadcrumb(&opts.fqrn);
+        let (manifest, offline) = match Self::fetch_manifest(&opts, &fetcher, &cache, &keys, known.as_ref()) {
+            Ok(m) => (m, false),
+            Err(e) => {
+                // Offline mode: the last verified revision, if we have it all.
+                let Some((root, _, _)) = known else { return Err(e) };
+                let Some(m) = Self::cached_manifest(&cache, &opts.fqrn) else { return Err(e) };
+                if m.manifest.root_catalog != root || cache.get(&root).is_none() {
+                    return Err(e);
+                }
+                tracing::warn!(target: "cvmfs", fqrn = %opts.fqrn, error = %crate::error_chain(&e), "network unavailable, serving the last verified revision (offline)");
+                (m, true)
+            }
+        };
+        let mut root_hash = manifest.manifest.root_catalog;
+        let mut revision = manifest.manifest.revision;
+        let mut tag_name = None;
+        if opts.tag.is_some() || opts.date.is_some() {
+            let t = Self::select_tag(&opts, &fetcher, &cache, &manifest)?;
+            root_hash = t.hash;
+            revision = t.revision;
+            tag_name = Some(t.name);
+        }
+        let repo = Repository {
+            fetcher,
+            cache,
+            root_hash,
+            revision,
+            tag: tag_name,
+            manifest,
+            offline,
+            catalogs: Mutex::new(HashMap::new()),
+            env: Box::new(|k| std::env::var(k).ok()),
+            opts,
+        };
+        // Load the root catalog now: a mount that cannot read it fails here.
+        repo.catalog(&root_hash, None)?;
+        Ok(repo)
+    }
+
+    fn cached_manifest(cache: &Cache, fqrn: &str) -> Option<SignedManifest> {
+        let raw = std::fs::read(cache.root().join(format!("manifest.{fqrn}"))).ok()?;
+        SignedManifest::parse(&raw).ok()
+    }
+
+    fn fetch_manifest(
+        opts: &MountOptions,
+        fetcher: &Fetcher,
+        cache: &Cache,
+        keys: &[PublicKey],
+        known: Option<&(ContentHash, u64, u64)>,
+    ) -> Result<SignedManifest, RepoError> {
+        let raw = fetcher.fetch_bytes(".cvmfspublished", 1 << 20).map_err(RepoError::ManifestFetch)?;
+        let m = SignedManifest::parse(&raw).map_err(RepoError::Manifest)?;
+        if let Some(n) = &m.manifest.fqrn {
+            if n != &opts.fqrn {
+                return Err(RepoError::WrongRepository { found: n.clone() });
+            }
+        }
+        if let Some((_, t, r)) = known {
+            if m.manifest.timestamp.unwrap_or(u64::MAX) < *t {
+                return Err(RepoError::Outdated { found: m.manifest.revision, known: *r });
+            }
+        }
+        let x = m.manifest.certificate.ok_or(RepoError::NoCertificate)?;
+        let cert_path = cache.fetch_object(fetcher, &x, ObjectKind::Certificate, Compression::Zlib, None)?;
+        let cert_bytes = std::fs::read(&cert_path).map_err(|e| CacheError::Io { path: cert_path.clone(), source: e })?;
+        let cert = Certificate::parse(&cert_bytes).map_err(|e| RepoError::Certificate { hash: x.to_string(), reason: e.to_string() })?;
+        m.verify(&cert).map_err(RepoError::Manifest)?;
+        let wl_raw = fetcher.fetch_bytes(".cvmfswhitelist", 1 << 20).map_err(RepoError::WhitelistFetch)?;
+        let wl = Whitelist::parse(&wl_raw).map_err(RepoError::Whitelist)?;
+        wl.verify(&opts.fqrn, now(), keys, &cert).map_err(RepoError::Whitelist)?;
+        // Verified: remember it for offline use.
+        if let Ok(mut tmp) = cache.temp_file() {
+            use std::io::Write;
+            if tmp.write_all(&raw).is_ok() {
+                let _ = tmp.persist(cache.root().join(format!("manifest.{}", opts.fqrn)));
+            }
+        }
+        let mm = &m.manifest;
+        let _ = cache.write_breadcrumb(&opts.fqrn, &mm.root_catalog, mm.timestamp.unwrap_or(0), mm.revision);
+        Ok(m)
+    }
+
+    fn select_tag(opts: &MountOptions, fetcher: &Fetcher, cache: &Cache, m: &SignedManifest) -> Result<Tag, RepoError> {
+        let h = m
+            .manifest
+            .history
+            .ok_or_else(|| RepoError::History("the repository has no history database (manifest has no H)".into()))?;
+        let p = cache.fetch_object(fetcher, &h, ObjectKind::History, Compression::Zlib, None)?;
+        let hist = History::open(&p).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?;
+        let found = if let Some(t) = &opts.tag {
+            hist.tag(t).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?
+        } else {
+            hist.tag_at(opts.date.unwrap_or(0)).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?
+        };
+        found.ok_or_else(|| match &opts.tag {
+            Some(t) => RepoError::History(format!("tag {t:?} not found")),
+            None => RepoError::History("no revision published at or before the requested date".into()),
+        })
+    }
+
+    /// Open (download if needed) a catalog by hash.
+    fn catalog(&self, h: &ContentHash, size: Option<u64>) -> Result<Arc<Mutex<Catalog>>, RepoError> {
+        if let Some(c) = self.catalogs.lock().unwrap_or_else(|p| p.into_inner()).get(h) {
+            return Ok(c.clone());
+        }
+        let path = self.cache.fetch_object(&self.fetcher, h, ObjectKind::Catalog, Compression::Zlib, size.filter(|&s| s > 0))?;
+        let cat = Catalog::open(&path).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?;
+        let cat = Arc::new(Mutex::new(cat));
+        self.catalogs.lock().unwrap_or_else(|p| p.into_inner()).insert(*h, cat.clone());
+        Ok(cat)
+    }
+
+    /// The catalog responsible for `path` (descending nested catalogs).
+    /// With `for_listing`, a mountpoint itself resolves to the nested catalog.
+    fn catalog_for(&self, path: &[u8]) -> Result<(ContentHash, Arc<Mutex<Catalog>>), RepoError> {
+        let mut h = self.root_hash;
+        let mut cat = self.catalog(&h, None)?;
+        loop {
+            let next = {
+                let c = cat.lock().unwrap_or_else(|p| p.into_inner());
+                c.nested_for(path, true).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?
+            };
+            match next {
+                Some(n) => {
+                    h = n.hash;
+                    cat = self.catalog(&n.hash, Some(n.size))?;
+                }
+                None => return Ok((h, cat)),
+            }
+        }
+    }
+
+    fn inode_for(path: &[u8], e: &DirEntry) -> u64 {
+        let (a, b) = if e.hardlink_group > 0 {
+            // Hard links live in one directory: group id within the parent.
+            let mut key = perch_format::catalog::parent_path(path).to_vec();
+            key.extend_from_slice(format!("\0hardlink\0{}", e.hardlink_group).as_bytes());
+            perch_format::hash::path_md5(&key)
+        } else {
+            perch_format::hash::path_md5(path)
+        };
+        let v = u64::from_ne_bytes((a ^ b.rotate_left(17)).to_ne_bytes()) & 0x7fff_ffff_ffff_ffff;
+        if v < 2 {
+            v + 2
+        } else {
+            v
+        }
+    }
+
+    /// Normalize a user path (`/a/b/`, `a/b`, `/`) to catalog form.
+    pub fn normalize(path: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(path.len() + 1);
+        for comp in path.split(|&c| c == b'/').filter(|c| !c.is_empty() && *c != b".") {
+            out.push(b'/');
+            out.extend_from_slice(comp);
+        }
+        out
+    }
+
+    /// Look up a path (catalog form: `""` or `/a/b`). Symlinks are not followed.
+    pub fn lookup(&self, path: &[u8]) -> Result<Option<Node>, RepoError> {
+        let (h, cat) = self.catalog_for(path)?;
+        let c = cat.lock().unwrap_or_else(|p| p.into_inner());
+        let e = c.lookup(path).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?;
+        Ok(e.map(|entry| Node { inode: Self::inode_for(path, &entry), path: path.to_vec(), entry, catalog: h }))
+    }
+
+    /// List a directory (hidden entries removed), sorted by name.
+    pub fn list(&self, path: &[u8]) -> Result<Vec<Node>, RepoError> {
+        let (h, cat) = self.catalog_for(path)?;
+        let c = cat.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = c.list(path).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?;
+        let mut out: Vec<Node> = rows
+            .into_iter()
+            .filter(|e| !e.is_hidden())
+            .map(|entry| {
+                let mut p = path.to_vec();
+                p.push(b'/');
+                p.extend_from_slice(&entry.name);
+                Node { inode: Self::inode_for(&p, &entry), path: p, entry, catalog: h }
+            })
+            .collect();
+        out.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
+        Ok(out)
+    }
+
+    /// Symlink target with `$(VAR)` expansion.
+    pub fn readlink(&self, node: &Node) -> Vec<u8> {
+        expand_symlink(&node.entry.symlink, &*self.env)
+    }
+
+    /// Replace the environment used for symlink expansion.
+    pub fn set_symlink_env(&mut self, env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>) {
+        self.env = env;
+    }
+
+    /// Chunk list of a node (empty if not chunked).
+    pub fn chunks(&self, node: &Node) -> Result<Vec<perch_format::catalog::Chunk>, RepoError> {
+        if !node.entry.is_chunked() {
+            return Ok(Vec::new());
+        }
+        let cat = self.catalog(&node.catalog, None)?;
+        let c = cat.lock().unwrap_or_else(|p| p.into_inner());
+        c.chunks(&node.path, &node.entry).map_err(|source| RepoError::Catalog { hash: node.catalog.to_string(), source })
+    }
+
+    /// Make sure the whole decompressed content of a regular file is cached; return its path.
+    pub fn fetch(&self, node: &Node) -> Result<PathBuf, RepoError> {
+        let e = &node.entry;
+        let shown = || String::from_utf8_lossy(&node.path).into_owned();
+        if !e.is_regular() {
+            return Err(RepoError::BadEntry { path: shown(), reason: "not a regular file".into() });
+        }
+        if e.flags & perch_format::catalog::FLAG_EXTERNAL != 0 {
+            return Err(RepoError::BadEntry { path: shown(), reason: "external files are not supported".into() });
+        }
+        let compression = e.compression().ok_or_else(|| RepoError::BadEntry { path: shown(), reason: "unknown compression".into() })?;
+        if e.is_chunked() {
+            let chunks = self.chunks(node)?;
+            // Name the assembled file by the hash of its chunk list.
+            let algo = e.algorithm().unwrap_or(perch_format::hash::Algorithm::Sha1);
+            let mut hasher = algo.hasher();
+            for c in &chunks {
+                hasher.update(format!("{},{},{};", c.hash, c.offset, c.size).as_bytes());
+            }
+            let key = hasher.finish();
+            return Ok(self.cache.fetch_chunked(&self.fetcher, &key, &chunks, compression)?);
+        }
+        let h = e.hash.ok_or_else(|| RepoError::BadEntry { path: shown(), reason: "regular file without content hash".into() })?;
+        Ok(self.cache.fetch_object(&self.fetcher, &h, ObjectKind::File, compression, Some(e.size))?)
+    }
+
+    /// Read a whole file (small files, tests).
+    pub fn read(&self, node: &Node) -> Result<Vec<u8>, RepoError> {
+        let p = self.fetch(node)?;
+        std::fs::read(&p).map_err(|e| RepoError::Cache(CacheError::Io { path: p, source: e }))
+    }
+
+    /// Repository name.
+    pub fn fqrn(&self) -> &str {
+        &self.opts.fqrn
+    }
+    /// Mounted root catalog.
+    pub fn root_hash(&self) -> &ContentHash {
+        &self.root_hash
+    }
+    /// Mounted revision.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+    /// Tag mounted, if any.
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+    /// The verified manifest.
+    pub fn manifest(&self) -> &SignedManifest {
+        &self.manifest
+    }
+    /// Serving the last known revision because the network failed.
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+    /// The cache.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+    /// The fetcher.
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
+    /// Number of catalogs loaded.
+    pub fn loaded_catalogs(&self) -> usize {
+        self.catalogs.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Tags of the repository (from the history database).
+    pub fn tags(&self) -> Result<Vec<Tag>, RepoError> {
+        let Some(h) = self.manifest.manifest.history else { return Ok(Vec::new()) };
+        let p = self.cache.fetch_object(&self.fetcher, &h, ObjectKind::History, Compression::Zlib, None)?;
+        let hist = History::open(&p).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?;
+        hist.tags().map_err(|source| RepoError::Catalog { hash: h.to_string(), source })
+    }
+
+    /// Magic and stored extended attributes of a node, as `(name, value)`.
+    pub fn xattr(&self, node: &Node, name: &str) -> Result<Option<Vec<u8>>, RepoError> {
+        let e = &node.entry;
+        let v: Option<String> = match name {
+            "user.fqrn" => Some(self.opts.fqrn.clone()),
+            "user.revision" => Some(self.revision.to_string()),
+            "user.root_hash" => Some(self.root_hash.to_string()),
+            "user.tag" => Some(self.tag.clone().unwrap_or_default()),
+            "user.expires" => Some(if self.tag.is_some() { "never (fixed root catalog)".into() } else { (self.manifest.manifest.ttl / 60).to_string() }),
+            "user.hash" if e.is_regular() && !e.is_chunked() => e.hash.map(|h| h.to_string()),
+            "user.lhash" if e.is_regular() && !e.is_chunked() => Some(match e.hash {
+                Some(h) if self.cache.get(&h).is_some() => h.to_string(),
+                _ => "Not in cache".into(),
+            }),
+            "user.chunks" if e.is_regular() => Some(if e.is_chunked() { self.chunks(node)?.len().to_string() } else { "1".into() }),
+            "user.chunk_list" if e.is_regular() => Some(if e.is_chunked() {
+                self.chunks(node)?.iter().map(|c| format!("{},{},{}", c.hash, c.offset, c.size)).collect::<Vec<_>>().join("\n")
+            } else {
+                e.hash.map(|h| format!("{h},0,{}", e.size)).unwrap_or_default()
+            }),
+            "user.compression" if e.is_regular() => e.compression().map(|c| c.name().to_string()),
+            "user.direct_io" if e.is_regular() => Some(if e.flags & perch_format::catalog::FLAG_DIRECT_IO != 0 { "1" } else { "0" }.into()),
+            "user.external_file" if e.is_regular() => Some(if e.flags & perch_format::catalog::FLAG_EXTERNAL != 0 { "1" } else { "0" }.into()),
+            "user.rawlink" | "xfsroot.rawlink" if e.is_symlink() => Some(String::from_utf8_lossy(&e.symlink).into_owned()),
+            "user.host" => self.fetcher.current_server().map(str::to_string),
+            "user.host_list" => Some(self.fetcher.servers().join(";")),
+            "user.nclg" => Some(self.loaded_catalogs().to_string()),
+            "user.ndownload" => Some(self.cache.stats.downloads.load(std::sync::atomic::Ordering::Relaxed).to_string()),
+            "user.pid" => Some(std::process::id().to_string()),
+            "user.version" => Some(env!("CARGO_PKG_VERSION").to_string()),
+            _ => None,
+        };
+        if let Some(v) = v {
+            return Ok(Some(v.into_bytes()));
+        }
+        Ok(e.xattrs.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v.clone()))
+    }
+
+    /// Names for `listxattr`: stored ones, plus the magic ones on the root.
+    pub fn list_xattrs(&self, node: &Node) -> Vec<String> {
+        let mut names: Vec<String> = node.entry.xattrs.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
+        if node.path.is_empty() {
+            for n in MAGIC_XATTRS {
+                names.push((*n).to_string());
+            }
+        }
+        names
+    }
+}
+
+/// Magic attribute names perch answers on every path.
+pub const MAGIC_XATTRS: &[&str] = &[
+    "user.fqrn",
+    "user.revision",
+    "user.root_hash",
+    "user.tag",
+    "user.expires",
+    "user.host",
+    "user.host_list",
+    "user.nclg",
+    "user.ndownload",
+    "user.pid",
+    "user.version",
+];
+
+/// Decompress helper for tests and tools.
+pub fn inflate(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    zlib_decompress(bytes)
+}
