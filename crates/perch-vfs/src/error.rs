@@ -1,0 +1,75 @@
+//! [`VfsError`]: failures of perch-vfs's own work (shadow tree I/O, repository calls).
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::{Errno, RepoError};
+
+/// A failure while materializing the namespace; [`VfsError::errno`] is what the program sees.
+#[derive(Debug, thiserror::Error)]
+pub enum VfsError {
+    /// The configured mount point is not an absolute path below `/`.
+    #[error("bad mount point {mountpoint:?}: must be absolute, not /, without . or ..")]
+    BadMountpoint {
+        /// The rejected value.
+        mountpoint: String,
+    },
+    /// A file-system operation on the shadow tree failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What we tried (`"create"`, `"rename into"`, `"link"`, ...).
+        op: &'static str,
+        /// The object.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The repository failed.
+    #[error("{fqrn}:{path}")]
+    Repo {
+        /// Repository.
+        fqrn: String,
+        /// Repository path.
+        path: String,
+        /// The cause, with its errno.
+        #[source]
+        source: RepoError,
+    },
+}
+
+impl VfsError {
+    /// The errno for the program: the repository's own; for shadow-tree I/O the resource
+    /// errors (`ENOSPC`, `EDQUOT`, `EMFILE`, `ENFILE`, `ENOMEM`) pass, everything else is `EIO`.
+    pub fn errno(&self) -> Errno {
+        match self {
+            VfsError::BadMountpoint { .. } => Errno::EINVAL,
+            VfsError::Repo { source, .. } => source.errno(),
+            VfsError::Io { source, .. } => match source.raw_os_error() {
+                Some(
+                    e @ (libc::ENOSPC | libc::EDQUOT | libc::EMFILE | libc::ENFILE | libc::ENOMEM),
+                ) => Errno::from_raw(e),
+                _ => Errno::EIO,
+            },
+        }
+    }
+
+    /// Log (once, here: the program only gets the errno) and return the errno.
+    pub(crate) fn log_errno(self) -> Errno {
+        let errno = self.errno();
+        let chain = error_chain(&self);
+        tracing::warn!(target: "vfs", errno = %errno.name(), "{chain}");
+        errno
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

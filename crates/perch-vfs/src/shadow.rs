@@ -1,0 +1,448 @@
+//! The shadow tree: real directories mirroring each mounted revision, filled lazily.
+//!
+//! ```text
+//! <cache_root>/shadow/
+//!   <fqrn>@<revision_id>/...   one tree per mounted revision (immutable content)
+//!   .root-<hash>/<fqrn>/       what opening /cvmfs gives: one empty dir per configured repo
+//!   .tmp/                      staging area: everything is built here and renamed into place
+//! ```
+//!
+//! # Invariants (what makes it safe for many processes at once)
+//! * A shadow directory is either **empty** (created by its parent's population, not yet filled)
+//!   or **complete** (every child present). It is filled by building a complete copy in `.tmp/`
+//!   and `rename(2)`-ing it over the empty directory, which Linux allows atomically for an
+//!   empty target; a loser of the race gets `ENOTEMPTY`/`EEXIST` and discards its copy. So the
+//!   rename is the "complete" marker, and no marker file ever shows up in `getdents64`. A
+//!   repository directory with no children stays empty; we remember completed directories
+//!   in memory so it is listed once per process.
+//! * Children are created as: directories → empty directories (mode 0755), symlinks →
+//!   symlinks with the expanded target, regular and special files → empty placeholder files
+//!   (mode 0444). Metadata never comes from these: perch answers `stat` from the catalog.
+//! * An opened regular file becomes a hard link to its cache object: linked under a unique
+//!   name in `.tmp/` and renamed over the placeholder, so a reader sees the placeholder or the
+//!   whole object, never a partial file. If linking fails with `EXDEV` (cache on another file
+//!   system), `EPERM` (`protected_hardlinks` on someone else's object in a shared alien cache)
+//!   or `EMLINK` (link count limit on a popular object), the object is copied to `.tmp/` and
+//!   renamed instead (costs space; still atomic). A placeholder is recognised by its size: the
+//!   catalog size is never 0 for a file that still needs its object, and a complete object
+//!   always has the catalog size.
+//! * A file about to be `execve`d needs an exec bit on the real inode: we add `+x` (chmod of
+//!   the cache object, harmless since the catalog stays the authority for `stat`/`access` and
+//!   perch checks exec permission from the catalog before rewriting) or, if that is not allowed,
+//!   replace the link by a private copy with mode 0555.
+//! * Leftovers of crashed processes stay in `.tmp/`; the whole `shadow/` may be deleted when no
+//!   perch process runs (gc) and is rebuilt lazily. Directories are created with the umask of the
+//!   supervisor: a shadow tree is shared by the processes of one user (a multi-user alien cache
+//!   should give each user its own cache root).
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::{Entry, Kind, RepoError, Repository, VfsError};
+
+const STAGING: &str = ".tmp";
+const ROOT_PREFIX: &str = ".root-";
+
+/// The shadow tree of one cache root.
+#[derive(Debug)]
+pub struct ShadowTree {
+    root: PathBuf,
+    staging: PathBuf,
+    complete: Mutex<HashSet<(PathBuf, Vec<u8>)>>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> VfsError + 'a {
+    move |source| VfsError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn repo_err(repo: &dyn Repository, path: &[u8]) -> impl FnOnce(RepoError) -> VfsError {
+    let fqrn = repo.fqrn().to_owned();
+    let path = String::from_utf8_lossy(path).into_owned();
+    move |source| VfsError::Repo { fqrn, path, source }
+}
+
+/// FNV-1a, 64 bit: a stable name for a set of repositories (not security relevant).
+pub(crate) fn fnv64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name != b"."
+        && name != b".."
+        && !name.contains(&b'/')
+        && !name.contains(&0)
+}
+
+fn is_race_loss(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTEMPTY) | Some(libc::EEXIST)
+    )
+}
+
+impl ShadowTree {
+    /// Open (creating if needed) the shadow tree under `cache_root`.
+    pub fn new(cache_root: &Path) -> Result<ShadowTree, VfsError> {
+        let root = cache_root.join("shadow");
+        let staging = root.join(STAGING);
+        fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
+        let root = fs::canonicalize(&root).map_err(io_err("canonicalize", &root))?;
+        Ok(ShadowTree {
+            staging: root.join(STAGING),
+            root,
+            complete: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// `<cache_root>/shadow`, canonical (as `/proc/<pid>/fd/N` shows it).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory name of a mounted revision: `<fqrn>@<revision_id>` (`/` and NUL in the
+    /// revision id replaced by `_`).
+    pub fn tree_name(repo: &dyn Repository) -> PathBuf {
+        let mut name = repo.fqrn().as_bytes().to_vec();
+        name.push(b'@');
+        name.extend(
+            repo.revision_id()
+                .bytes()
+                .map(|b| if b == b'/' || b == 0 { b'_' } else { b }),
+        );
+        PathBuf::from(OsStr::from_bytes(&name))
+    }
+
+    /// The root of the tree of `repo` (not materialized).
+    pub fn repo_dir(&self, repo: &dyn Repository) -> PathBuf {
+        self.root.join(Self::tree_name(repo))
+    }
+
+    /// Where the shadow object of repository path `path` lives (not materialized).
+    pub fn object_path(&self, repo: &dyn Repository, path: &[u8]) -> PathBuf {
+        let mut p = self.repo_dir(repo).into_os_string().into_vec_bytes();
+        p.extend_from_slice(path);
+        PathBuf::from(OsStr::from_bytes(&p))
+    }
+
+    fn temp_name(&self) -> PathBuf {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        self.staging
+            .join(format!("{}.{}.{:08x}", std::process::id(), n, nanos))
+    }
+
+    fn is_complete(&self, key: &(PathBuf, Vec<u8>)) -> bool {
+        self.complete.lock().map(|s| s.contains(key)).unwrap_or(false)
+    }
+
+    fn mark_complete(&self, key: (PathBuf, Vec<u8>)) {
+        if let Ok(mut s) = self.complete.lock() {
+            s.insert(key);
+        }
+    }
+
+    /// Build a directory in staging with `fill`, then rename it over `target` (absent or empty).
+    fn publish_dir(
+        &self,
+        target: &Path,
+        fill: impl FnOnce(&Path) -> Result<(), VfsError>,
+    ) -> Result<(), VfsError> {
+        let tmp = self.temp_name();
+        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        let result = fill(&tmp).and_then(|()| match fs::rename(&tmp, target) {
+            Ok(()) => Ok(()),
+            Err(e) if is_race_loss(&e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            Err(e) => Err(io_err("rename into", target)(e)),
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    /// True if `dir` exists and has at least one entry; `None` if it does not exist.
+    fn non_empty(dir: &Path) -> Result<Option<bool>, VfsError> {
+        match fs::read_dir(dir) {
+            Ok(mut it) => Ok(Some(it.next().is_some())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", dir)(e)),
+        }
+    }
+
+    /// Fill one shadow directory (its parent must be complete).
+    fn populate(&self, repo: &dyn Repository, path: &[u8], dir: &Path) -> Result<(), VfsError> {
+        let key = (Self::tree_name(repo), path.to_vec());
+        if self.is_complete(&key) {
+            return Ok(());
+        }
+        let state = Self::non_empty(dir)?;
+        if state == Some(true) {
+            self.mark_complete(key);
+            return Ok(());
+        }
+        let children = repo.list(path).map_err(repo_err(repo, path))?;
+        if children.is_empty() {
+            if state.is_none() {
+                match fs::create_dir(dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err("create", dir)(e)),
+                }
+            }
+            self.mark_complete(key);
+            return Ok(());
+        }
+        tracing::debug!(target: "vfs", fqrn = repo.fqrn(), path = %String::from_utf8_lossy(path),
+            children = children.len(), "populating shadow directory");
+        self.publish_dir(dir, |tmp| {
+            for (name, entry) in &children {
+                if !valid_name(name) {
+                    tracing::warn!(target: "vfs", fqrn = repo.fqrn(),
+                        name = %String::from_utf8_lossy(name), "skipping invalid name in listing");
+                    continue;
+                }
+                let child = tmp.join(OsStr::from_bytes(name));
+                Self::create_child(&child, entry)?;
+            }
+            Ok(())
+        })?;
+        self.mark_complete(key);
+        Ok(())
+    }
+
+    fn create_child(child: &Path, entry: &Entry) -> Result<(), VfsError> {
+        match entry.kind {
+            Kind::Dir => fs::DirBuilder::new()
+                .mode(0o755)
+                .create(child)
+                .map_err(io_err("create", child)),
+            Kind::Symlink => {
+                let target = entry.symlink.as_deref().unwrap_or(b"");
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), child)
+                    .map_err(io_err("symlink", child))
+            }
+            _ => fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o444)
+                .open(child)
+                .map(drop)
+                .map_err(io_err("create", child)),
+        }
+    }
+
+    /// Make sure the shadow directory of `path` (a directory of `repo`) and all its ancestors
+    /// exist and are complete; return its path.
+    pub fn ensure_dir(&self, repo: &dyn Repository, path: &[u8]) -> Result<PathBuf, VfsError> {
+        let mut prefix = Vec::with_capacity(path.len());
+        let mut dir = self.repo_dir(repo);
+        self.populate(repo, b"", &dir)?;
+        for name in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            prefix.push(b'/');
+            prefix.extend_from_slice(name);
+            dir.push(OsStr::from_bytes(name));
+            self.populate(repo, &prefix, &dir)?;
+        }
+        Ok(dir)
+    }
+
+    /// The shadow object of any entry, with its directory complete (files stay placeholders;
+    /// use [`ShadowTree::materialize`] for content).
+    pub fn entry_path(
+        &self,
+        repo: &dyn Repository,
+        path: &[u8],
+        entry: &Entry,
+    ) -> Result<PathBuf, VfsError> {
+        if entry.is_dir() {
+            return self.ensure_dir(repo, path);
+        }
+        let (parent, name) = split_last(path);
+        let dir = self.ensure_dir(repo, parent)?;
+        Ok(dir.join(OsStr::from_bytes(name)))
+    }
+
+    /// Make the shadow file of regular file `path` a hard link to (or copy of) its cache object
+    /// and return its path.
+    pub fn materialize(
+        &self,
+        repo: &dyn Repository,
+        path: &[u8],
+        entry: &Entry,
+    ) -> Result<PathBuf, VfsError> {
+        let target = self.entry_path(repo, path, entry)?;
+        if entry.kind != Kind::File || entry.size == 0 {
+            return Ok(target);
+        }
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.is_file() && m.len() == entry.size => return Ok(target),
+            _ => {}
+        }
+        let object = repo.fetch(path, entry).map_err(repo_err(repo, path))?;
+        let tmp = self.temp_name();
+        match fs::hard_link(&object, &tmp) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV) | Some(libc::EPERM) | Some(libc::EMLINK)
+                ) =>
+            {
+                tracing::debug!(target: "vfs", object = %object.display(), error = %e,
+                    "hard link impossible, copying");
+                self.copy_to(&object, &tmp, 0o444 | (entry.mode & 0o111))?;
+            }
+            Err(e) => return Err(io_err("link", &object)(e)),
+        }
+        self.rename_over(&tmp, &target)?;
+        Ok(target)
+    }
+
+    fn copy_to(&self, from: &Path, tmp: &Path, mode: u32) -> Result<(), VfsError> {
+        let r = fs::copy(from, tmp)
+            .map_err(io_err("copy", from))
+            .and_then(|_| {
+                fs::set_permissions(tmp, fs::Permissions::from_mode(mode))
+                    .map_err(io_err("chmod", tmp))
+            });
+        if r.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        r
+    }
+
+    fn rename_over(&self, tmp: &Path, target: &Path) -> Result<(), VfsError> {
+        let r = fs::rename(tmp, target).map_err(io_err("rename into", target));
+        // rename(2) of two links of one inode succeeds and does nothing: drop the temp name.
+        let _ = fs::remove_file(tmp);
+        r
+    }
+
+    /// [`ShadowTree::materialize`] plus an exec bit on the real inode, for `execve`.
+    pub fn materialize_exec(
+        &self,
+        repo: &dyn Repository,
+        path: &[u8],
+        entry: &Entry,
+    ) -> Result<PathBuf, VfsError> {
+        let target = self.materialize(repo, path, entry)?;
+        let meta = fs::metadata(&target).map_err(io_err("stat", &target))?;
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o111 == 0o111 {
+            return Ok(target);
+        }
+        if fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o555)).is_err() {
+            let tmp = self.temp_name();
+            self.copy_to(&target, &tmp, 0o555)?;
+            self.rename_over(&tmp, &target)?;
+        }
+        Ok(target)
+    }
+
+    /// The directory opening the mount point gives: one empty directory per configured
+    /// repository, named after the set so differently configured processes do not clash.
+    pub fn mount_dir(&self, configured: &[String]) -> Result<PathBuf, VfsError> {
+        let mut names: Vec<&String> = configured
+            .iter()
+            .filter(|n| valid_name(n.as_bytes()))
+            .collect();
+        names.sort();
+        names.dedup();
+        let joined: Vec<u8> = names.iter().flat_map(|n| n.bytes().chain([0])).collect();
+        let dir = self
+            .root
+            .join(format!("{ROOT_PREFIX}{:016x}", fnv64(&joined)));
+        let key = (PathBuf::from(ROOT_PREFIX), joined);
+        if self.is_complete(&key) {
+            return Ok(dir);
+        }
+        match Self::non_empty(&dir)? {
+            Some(true) => {}
+            Some(false) if names.is_empty() => {}
+            None if names.is_empty() => match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("create", &dir)(e)),
+            },
+            _ => self.publish_dir(&dir, |tmp| {
+                for n in &names {
+                    let p = tmp.join(n.as_str());
+                    fs::create_dir(&p).map_err(io_err("create", &p))?;
+                }
+                Ok(())
+            })?,
+        }
+        self.mark_complete(key);
+        Ok(dir)
+    }
+
+    /// Reverse translation: the virtual path (`<mountpoint>/<fqrn>/a/b`) of a path inside the
+    /// shadow tree, `None` if `shadow` is not a shadow object (outside the tree, the staging
+    /// area, the tree root itself).
+    pub fn to_virtual(&self, shadow: &[u8], mountpoint: &[u8]) -> Option<Vec<u8>> {
+        let root = self.root.as_os_str().as_bytes();
+        let rest = shadow.strip_prefix(root)?.strip_prefix(b"/")?;
+        let (first, tail) = match rest.iter().position(|&b| b == b'/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, &b""[..]),
+        };
+        let mut out = mountpoint.to_vec();
+        if first.starts_with(ROOT_PREFIX.as_bytes()) {
+            out.extend_from_slice(tail);
+            return Some(out);
+        }
+        let at = first.iter().rposition(|&b| b == b'@')?;
+        if at == 0 {
+            return None;
+        }
+        out.push(b'/');
+        out.extend_from_slice(&first[..at]);
+        out.extend_from_slice(tail);
+        Some(out)
+    }
+}
+
+/// `"/a/b/c"` → (`"/a/b"`, `"c"`); `"/c"` → (`""`, `"c"`).
+pub(crate) fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (b"", path),
+    }
+}
+
+trait IntoVecBytes {
+    fn into_vec_bytes(self) -> Vec<u8>;
+}
+
+impl IntoVecBytes for std::ffi::OsString {
+    fn into_vec_bytes(self) -> Vec<u8> {
+        std::os::unix::ffi::OsStringExt::into_vec(self)
+    }
+}
+
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
