@@ -1,1 +1,420 @@
-//! perch-intercept (work in progress).
+//! Run a process tree under interception: seccomp user notification for the syscalls that must
+//! be seen, ptrace for the few that notify cannot do (exec and chdir path rewriting).
+//!
+//! This crate owns the process tree: the filter (from [`Interceptor`]'s syscall sets, built with
+//! perch-bpf), the fork-to-exec child (perch-sys), a pool of supervisor threads answering
+//! notifications ([`Notification`]) and one ptrace thread that follows fork/vfork/clone/exec,
+//! rewrites traced paths ([`Handler::on_trace_path`]), passes signals and group-stops through
+//! unchanged, and returns the main child's [`ExitStatus`]. It knows nothing about CVMFS or what a
+//! path means: that is the [`Handler`]'s job.
+//!
+//! Decisions and limits, documented:
+//! - `io_uring_setup/enter/register` fail with `ENOSYS` (their opens would bypass the filter);
+//!   `ptrace` fails with `EPERM` (perch is the tracer; a nested tracer cannot attach anyway).
+//! - The run ends when the main child exits; processes it left behind are killed (SIGKILL) and
+//!   reaped, because nothing would answer their notifications afterwards.
+//! - A handler panic answers `EIO` for that call and is counted in [`Stats`]; a panic in the
+//!   receive loop or the ptrace loop aborts perch (killed loudly beats hung).
+//! - Needs Linux ≥ 5.14 on x86_64 ([`Error::KernelTooOld`]). Uses
+//!   `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` when the kernel has it (5.19).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use perch_intercept::{Handler, Interceptor, Notification};
+//!
+//! struct Passthrough;
+//! impl Handler for Passthrough {
+//!     fn on_syscall(&self, n: Notification<'_>) {
+//!         n.continue_unchecked();
+//!     }
+//! }
+//!
+//! let status = Interceptor::new()
+//!     .run(&["true".into()], &[], Arc::new(Passthrough))
+//!     .unwrap();
+//! assert_eq!(status.code(), 0);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod kernel;
+mod notification;
+mod supervisor;
+mod tracer;
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+#[cfg(feature = "test-util")]
+pub use kernel::recording;
+pub use kernel::{Kernel, LinuxKernel};
+pub use notification::Notification;
+pub use perch_syscalls::{Call, Errno, Pid, SyscallSet, Sysno};
+pub use tracer::{TraceAction, TracedCall};
+
+use perch_bpf::{Action, Policy};
+
+/// What perch does with the syscalls of a tracee: implemented by the namespace (perch-vfs) or by
+/// a test double.
+pub trait Handler: Send + Sync + 'static {
+    /// Called for each notified syscall of any thread of any process in the tree, on one of the
+    /// supervisor threads. Answer `n` exactly once (dropping it answers `EIO`).
+    fn on_syscall(&self, n: Notification<'_>);
+
+    /// Called on the ptrace thread at the seccomp stop of a traced syscall (execve, execveat,
+    /// chdir by default), while the tracee is stopped.
+    fn on_trace_path(&self, call: &TracedCall) -> TraceAction {
+        let _ = call;
+        TraceAction::Continue
+    }
+}
+
+/// How the main child ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exited with this code.
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled {
+        /// The signal number.
+        signal: i32,
+        /// Whether a core was dumped.
+        core_dumped: bool,
+    },
+}
+
+impl ExitStatus {
+    /// The shell's view: the code, or 128 + signal.
+    pub fn code(&self) -> i32 {
+        match *self {
+            ExitStatus::Exited(c) => c,
+            ExitStatus::Signaled { signal, .. } => 128 + signal,
+        }
+    }
+
+    /// Exited with 0.
+    pub fn success(&self) -> bool {
+        *self == ExitStatus::Exited(0)
+    }
+}
+
+/// Counters of one run, readable while it runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Notifications received.
+    pub notifications: AtomicU64,
+    /// Seccomp ptrace stops handled.
+    pub traced: AtomicU64,
+    /// Handler panics (each answered `EIO`).
+    pub panics: AtomicU64,
+    /// Notifications dropped without an answer, panics included (each answered `EIO`).
+    pub unanswered: AtomicU64,
+    /// Answers the kernel refused (usually: the caller was killed meanwhile).
+    pub answer_failures: AtomicU64,
+}
+
+impl Stats {
+    /// Notifications received so far.
+    pub fn notifications(&self) -> u64 {
+        self.notifications.load(Ordering::Relaxed)
+    }
+    /// Handler panics so far.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+    /// Traced stops so far.
+    pub fn traced(&self) -> u64 {
+        self.traced.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a run could not start. Once the program runs, its own failures are its exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kernel lacks seccomp user notification with `SECCOMP_ADDFD_FLAG_SEND`.
+    #[error("kernel {release} is too old: perch needs Linux 5.14 or later (seccomp user notification with ADDFD_FLAG_SEND)")]
+    KernelTooOld {
+        /// `uname -r`.
+        release: String,
+    },
+    /// seccomp user notification is missing or forbidden (kernel without
+    /// `CONFIG_SECCOMP_FILTER`, or perch itself runs under a filter that refuses `seccomp`).
+    #[error("seccomp user notification is not available")]
+    SeccompUnavailable {
+        /// Why.
+        #[source]
+        errno: Errno,
+    },
+    /// `prctl(PR_SET_NO_NEW_PRIVS)` failed in the child.
+    #[error("cannot set no_new_privs in the child")]
+    NoNewPrivs {
+        /// Why.
+        #[source]
+        errno: Errno,
+    },
+    /// Installing the filter failed in the child.
+    #[error("cannot install the seccomp filter with a notification listener")]
+    Seccomp {
+        /// Why.
+        #[source]
+        errno: Errno,
+    },
+    /// `PTRACE_SEIZE` of the child failed: ptrace is forbidden (`kernel.yama.ptrace_scope` = 3,
+    /// a container's seccomp profile) or perch itself is being traced.
+    #[error("cannot trace the program with ptrace (forbidden by kernel.yama.ptrace_scope or a container policy?)")]
+    Ptrace {
+        /// Why.
+        #[source]
+        errno: Errno,
+    },
+    /// Creating the child or talking to it failed.
+    #[error("cannot start the program")]
+    Spawn {
+        /// Why.
+        #[source]
+        errno: Errno,
+    },
+    /// The program could not be executed (not found, not executable…).
+    #[error("cannot execute {}", program.to_string_lossy())]
+    Exec {
+        /// `argv[0]`.
+        program: OsString,
+        /// Why.
+        #[source]
+        errno: Errno,
+    },
+    /// `argv` is empty.
+    #[error("no program given")]
+    EmptyCommand,
+    /// An argument or environment string contains a NUL byte.
+    #[error("an argument or environment variable contains a NUL byte")]
+    Nul,
+    /// The filter could not be compiled.
+    #[error("cannot build the seccomp filter")]
+    Filter(#[from] perch_bpf::Error),
+    /// A supervisor thread could not be started.
+    #[error("cannot start a supervisor thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Lowest kernel version supported.
+pub const MIN_KERNEL: (u32, u32) = (5, 14);
+
+/// Runs a process tree under interception. Configure, then [`run`](Self::run).
+#[derive(Debug, Clone)]
+pub struct Interceptor {
+    notify: SyscallSet,
+    trace: SyscallSet,
+    enosys: SyscallSet,
+    eperm: SyscallSet,
+    workers: usize,
+    stats: Arc<Stats>,
+}
+
+impl Default for Interceptor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Interceptor {
+    /// Notifies every file-system syscall of perch-syscalls' table, traces execve, execveat and
+    /// chdir, refuses io_uring (`ENOSYS`) and ptrace (`EPERM`); 2–4 supervisor threads.
+    pub fn new() -> Self {
+        let trace = SyscallSet::of(&[Sysno::Execve, Sysno::Execveat, Sysno::Chdir]);
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 4);
+        Interceptor {
+            notify: perch_syscalls::filesystem(),
+            trace,
+            enosys: SyscallSet::of(&[
+                Sysno::IoUringSetup,
+                Sysno::IoUringEnter,
+                Sysno::IoUringRegister,
+            ]),
+            eperm: SyscallSet::of(&[Sysno::Ptrace]),
+            workers,
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// The syscalls answered by [`Handler::on_syscall`] (each costs a round trip of ~9 µs:
+    /// notify only what must be seen).
+    pub fn notify(mut self, set: SyscallSet) -> Self {
+        self.notify = set;
+        self
+    }
+
+    /// The syscalls stopped for [`Handler::on_trace_path`]; they take precedence over `notify`.
+    pub fn trace(mut self, set: SyscallSet) -> Self {
+        self.trace = set;
+        self
+    }
+
+    /// Number of supervisor threads (at least 1).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// The counters of this interceptor's run; grab them before [`run`](Self::run).
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The policy the filter is compiled from.
+    pub fn policy(&self) -> Policy {
+        let mut p = Policy::new(Action::Allow);
+        for nr in self.notify.iter() {
+            p.set(nr, Action::Notify);
+        }
+        for nr in self.trace.iter() {
+            p.set(nr, Action::Trace(0));
+        }
+        for nr in self.enosys.iter() {
+            p.set(nr, Action::Errno(38));
+        }
+        for nr in self.eperm.iter() {
+            p.set(nr, Action::Errno(1));
+        }
+        p
+    }
+
+    /// Runs `argv` (searched in `PATH` like `execvp` when `argv[0]` has no `/`) with exactly
+    /// the environment `env`, under interception, until it exits. Processes still running
+    /// then are killed. Returns the main child's status.
+    pub fn run(
+        self,
+        argv: &[OsString],
+        env: &[(OsString, OsString)],
+        handler: Arc<dyn Handler>,
+    ) -> Result<ExitStatus, Error> {
+        let program = argv.first().ok_or(Error::EmptyCommand)?.clone();
+        check_kernel()?;
+        let filter = self.policy().compile()?;
+        let env_strings: Vec<OsString> = env
+            .iter()
+            .map(|(k, v)| {
+                let mut s = k.clone();
+                s.push("=");
+                s.push(v);
+                s
+            })
+            .collect();
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var_os("PATH"));
+        let candidates = exec_candidates(&program, path_var.as_deref());
+        let job = tracer::Job {
+            candidates,
+            argv: argv.to_vec(),
+            env: env_strings,
+            filter: filter
+                .insns()
+                .iter()
+                .map(|i| perch_sys::spawn::SockFilter {
+                    code: i.code,
+                    jt: i.jt,
+                    jf: i.jf,
+                    k: i.k,
+                })
+                .collect(),
+            workers: self.workers,
+            stats: Arc::clone(&self.stats),
+            program,
+        };
+        let t = std::thread::Builder::new()
+            .name("perch-ptrace".into())
+            .spawn(move || tracer::run(job, handler))
+            .map_err(Error::Thread)?;
+        match t.join() {
+            Ok(r) => r,
+            // The tracer thread aborts on panic; reaching here is impossible but harmless.
+            Err(_) => std::process::abort(),
+        }
+    }
+}
+
+/// Fails with a typed error when the kernel cannot run perch.
+fn check_kernel() -> Result<(), Error> {
+    let release = perch_sys::misc::kernel_release().unwrap_or_default();
+    match perch_sys::misc::parse_version(&release) {
+        Some(v) if v >= MIN_KERNEL => {}
+        _ => return Err(Error::KernelTooOld { release }),
+    }
+    perch_sys::notify::check_sizes().map_err(|errno| Error::SeccompUnavailable { errno })
+}
+
+/// The paths `execvp` would try for `program`.
+fn exec_candidates(program: &OsStr, path: Option<&OsStr>) -> Vec<OsString> {
+    if program.as_bytes().contains(&b'/') || program.is_empty() {
+        return vec![program.to_os_string()];
+    }
+    let path = path.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    let mut out: Vec<OsString> = path
+        .as_bytes()
+        .split(|&b| b == b':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+            let mut p = OsStr::from_bytes(dir).to_os_string();
+            p.push("/");
+            p.push(program);
+            p
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(program.to_os_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perch_bpf::{SeccompData, AUDIT_ARCH_X86_64};
+
+    #[test]
+    fn candidates_follow_execvp() {
+        let c = exec_candidates(OsStr::new("ls"), Some(OsStr::new("/a::/b")));
+        assert_eq!(
+            c,
+            vec![OsString::from("/a/ls"), "./ls".into(), "/b/ls".into()]
+        );
+        let c = exec_candidates(OsStr::new("./x"), Some(OsStr::new("/a")));
+        assert_eq!(c, vec![OsString::from("./x")]);
+    }
+
+    #[test]
+    fn default_policy() {
+        let prog = Interceptor::new().policy().compile().unwrap();
+        let act = |s: Sysno| {
+            prog.action(&SeccompData::new(s.nr(), AUDIT_ARCH_X86_64))
+                .unwrap()
+        };
+        assert_eq!(act(Sysno::Openat), Action::Notify);
+        assert_eq!(act(Sysno::Execve), Action::Trace(0));
+        assert_eq!(act(Sysno::Chdir), Action::Trace(0));
+        assert_eq!(act(Sysno::IoUringSetup), Action::Errno(38));
+        assert_eq!(act(Sysno::Ptrace), Action::Errno(1));
+        assert_eq!(act(Sysno::Read), Action::Allow);
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(ExitStatus::Exited(3).code(), 3);
+        assert_eq!(
+            ExitStatus::Signaled {
+                signal: 9,
+                core_dumped: false
+            }
+            .code(),
+            137
+        );
+    }
+}

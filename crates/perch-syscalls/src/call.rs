@@ -137,6 +137,26 @@ macro_rules! table {
                 out
             }
 
+            /// The argument index (0..6) of the first path argument, so a tracer can rewrite
+            /// its register.
+            #[allow(unused_assignments, unused_mut, unused_variables)]
+            pub fn path_arg_index(&self) -> Option<usize> {
+                match self {
+                    $(Call::$variant { $($field),* } => {
+                        let mut i = 0usize;
+                        $(
+                            let any: &dyn std::any::Any = $field;
+                            if any.is::<PathPtr>() {
+                                return Some(i);
+                            }
+                            i += 1;
+                        )*
+                        None
+                    })*
+                    Call::Other { .. } => None,
+                }
+            }
+
             /// Every fd argument that is not a `*at` directory (fstat's fd, fchdir's fd, …).
             pub fn fds(&self) -> Vec<Fd> {
                 #[allow(unused_mut)]

@@ -190,6 +190,10 @@ mod tests {
         assert_eq!(c.paths(), vec![(DirFd(7), PathPtr(0x1000))]);
         let c = Call::decode(4, [0x1000, 0, 0, 0, 0, 0]);
         assert_eq!(c.path(), Some((DirFd(AT_FDCWD), PathPtr(0x1000))));
+        assert_eq!(Call::decode(59, [0; 6]).path_arg_index(), Some(0));
+        assert_eq!(Call::decode(322, [0; 6]).path_arg_index(), Some(1));
+        assert_eq!(Call::decode(266, [0; 6]).path_arg_index(), Some(2));
+        assert_eq!(Call::decode(0, [0; 6]).path_arg_index(), None);
         let c = Call::decode(5, [9, 0, 0, 0, 0, 0]);
         assert_eq!(c.fds(), vec![Fd(9)]);
         assert!(c.path().is_none());

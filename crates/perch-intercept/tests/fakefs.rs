@@ -1,0 +1,345 @@
+//! The interceptor against a fake namespace, with real programs on the real kernel.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::{assert_ok, run, Fixture};
+use perch_intercept::{Error, ExitStatus, Interceptor};
+
+fn python() -> &'static str {
+    for p in ["/usr/bin/python3", "/usr/local/bin/python3"] {
+        if std::path::Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("python3 is required (Debian package python3)");
+}
+
+#[test]
+fn cat_a_virtual_file() {
+    let f = Fixture::new();
+    let o = run(&f.fs, &["cat", "/fakefs/a.txt", "/fakefs/sub/c.txt"]);
+    assert_ok(&o);
+    assert_eq!(o.stdout, "hello\ndeep\n");
+    assert!(f.fs.injected.load(Ordering::Relaxed) >= 2);
+    assert!(o.stats.notifications() > 2);
+}
+
+#[test]
+fn missing_virtual_file_is_enoent() {
+    let f = Fixture::new();
+    let o = run(&f.fs, &["cat", "/fakefs/nope"]);
+    assert_eq!(o.status, ExitStatus::Exited(1));
+    assert!(
+        o.stderr.contains("No such file or directory"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn ls_la_lists_the_injected_directory() {
+    let f = Fixture::new();
+    let o = run(&f.fs, &["ls", "-la", "/fakefs"]);
+    assert_ok(&o);
+    for name in ["a.txt", "b.txt", "sub", "script.sh", "bin", "link -> a.txt"] {
+        assert!(o.stdout.contains(name), "{name} missing in\n{}", o.stdout);
+    }
+    // a.txt is 6 bytes: the size came from the stat answer.
+    assert!(
+        o.stdout
+            .lines()
+            .any(|l| l.ends_with(" a.txt") && l.contains(" 6 ")),
+        "{}",
+        o.stdout
+    );
+    assert!(f.fs.stats.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn stat_and_readlink_answers() {
+    let f = Fixture::new();
+    let o = run(
+        &f.fs,
+        &["sh", "-c", "stat -c '%s %F' /fakefs/a.txt /fakefs/sub && readlink /fakefs/link && test -e /fakefs/b.txt && echo exists"],
+    );
+    assert_ok(&o);
+    assert_eq!(o.stdout, "6 regular file\n4096 directory\na.txt\nexists\n");
+}
+
+#[test]
+fn cd_into_virtual_directory() {
+    let f = Fixture::new();
+    let o = run(
+        &f.fs,
+        &[
+            "bash",
+            "-c",
+            "cd /fakefs && cat a.txt && cd sub && cat c.txt",
+        ],
+    );
+    assert_ok(&o);
+    assert_eq!(o.stdout, "hello\ndeep\n");
+    assert!(f.fs.rewritten.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn sh_runs_a_virtual_script() {
+    let f = Fixture::new();
+    let o = run(&f.fs, &["sh", "/fakefs/script.sh", "x", "y"]);
+    assert_ok(&o);
+    assert_eq!(o.stdout, "script-ran x y\n");
+}
+
+#[test]
+fn exec_a_virtual_script_directly() {
+    let f = Fixture::new();
+    let o = run(&f.fs, &["/fakefs/script.sh", "z"]);
+    assert_ok(&o);
+    assert_eq!(o.stdout, "script-ran z\n");
+}
+
+#[test]
+fn exec_a_virtual_binary() {
+    let f = Fixture::new();
+    let o = run(&f.fs, &["sh", "-c", "/fakefs/bin/true && echo ran"]);
+    assert_ok(&o);
+    assert_eq!(o.stdout, "ran\n");
+    assert!(f.fs.rewritten.load(Ordering::Relaxed) >= 1);
+    // As the main program itself (its very first exec is traced too).
+    let status = Interceptor::new()
+        .run(&["/fakefs/bin/true".into()], &common::env(), f.fs.clone())
+        .unwrap();
+    assert_eq!(status, ExitStatus::Exited(0));
+}
+
+#[test]
+fn writes_are_read_only_file_system() {
+    let f = Fixture::new();
+    let o = run(&f.fs, &["touch", "/fakefs/new"]);
+    assert_eq!(o.status, ExitStatus::Exited(1));
+    assert!(o.stderr.contains("Read-only file system"), "{}", o.stderr);
+    let o = run(&f.fs, &["mkdir", "/fakefs/d"]);
+    assert_eq!(o.status, ExitStatus::Exited(1));
+    assert!(o.stderr.contains("Read-only file system"), "{}", o.stderr);
+    let o = run(&f.fs, &["rm", "-f", "/fakefs/a.txt"]);
+    assert_ne!(o.status, ExitStatus::Exited(0));
+    assert!(o.stderr.contains("Read-only file system"), "{}", o.stderr);
+    assert!(f.root().join("a.txt").exists());
+    assert!(!f.root().join("new").exists());
+}
+
+#[test]
+fn cloexec_is_honoured() {
+    let f = Fixture::new();
+    // The shell opens fd 3 without O_CLOEXEC: the child sees it. Python opens with O_CLOEXEC:
+    // its exec'd child does not.
+    let script = r#"
+import os, subprocess, sys
+fd = os.open("/fakefs/a.txt", os.O_RDONLY | os.O_CLOEXEC)
+assert os.get_inheritable(fd) is False
+fd2 = os.open("/fakefs/b.txt", os.O_RDONLY)
+os.set_inheritable(fd2, True)
+r = subprocess.run(["/bin/sh", "-c", "ls /proc/self/fd/%d >/dev/null 2>&1 && echo open1 || echo closed1; cat <&%d" % (fd, fd2)],
+                   close_fds=False, capture_output=True, text=True)
+print(r.stdout, end="")
+"#;
+    let o = run(&f.fs, &[python(), "-c", script]);
+    assert_ok(&o);
+    assert_eq!(o.stdout, "closed1\nworld\n");
+}
+
+#[test]
+fn python_threads_read_virtual_files() {
+    let f = Fixture::new();
+    let script = r#"
+import threading
+errors = []
+def work(i):
+    try:
+        for _ in range(50):
+            with open("/fakefs/a.txt") as f:
+                assert f.read() == "hello\n"
+            with open("/fakefs/sub/c.txt") as f:
+                assert f.read() == "deep\n"
+    except Exception as e:
+        errors.append(e)
+ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("errors", errors)
+"#;
+    let o = run(&f.fs, &[python(), "-c", script]);
+    assert_ok(&o);
+    assert_eq!(o.stdout, "errors []\n");
+    assert!(f.fs.injected.load(Ordering::Relaxed) >= 400);
+}
+
+#[test]
+fn fork_exec_loop() {
+    let f = Fixture::new();
+    let o = run(
+        &f.fs,
+        &[
+            "bash",
+            "-c",
+            "for i in $(seq 100); do /bin/true; done; echo done",
+        ],
+    );
+    assert_ok(&o);
+    assert_eq!(o.stdout, "done\n");
+}
+
+#[test]
+fn exit_codes_and_signal_deaths() {
+    let f = Fixture::new();
+    let o = run(&f.fs, &["sh", "-c", "exit 42"]);
+    assert_eq!(o.status, ExitStatus::Exited(42));
+    let o = run(&f.fs, &["sh", "-c", "kill -9 $$"]);
+    assert_eq!(
+        o.status,
+        ExitStatus::Signaled {
+            signal: 9,
+            core_dumped: false
+        }
+    );
+    assert_eq!(o.status.code(), 137);
+    let o = run(&f.fs, &["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(o.status.code(), 128 + 15);
+}
+
+#[test]
+fn stopped_and_continued_child() {
+    let f = Fixture::new();
+    let script = r#"
+import os, signal
+pid = os.fork()
+if pid == 0:
+    os.kill(os.getpid(), signal.SIGSTOP)
+    os._exit(7)
+_, st = os.waitpid(pid, os.WUNTRACED)
+print("stopped", os.WIFSTOPPED(st), os.WSTOPSIG(st) == signal.SIGSTOP)
+os.kill(pid, signal.SIGCONT)
+_, st = os.waitpid(pid, 0)
+print("exited", os.WEXITSTATUS(st))
+"#;
+    let o = run(&f.fs, &[python(), "-c", script]);
+    assert_ok(&o);
+    assert_eq!(o.stdout, "stopped True True\nexited 7\n");
+    // The shell way: a child stops itself, the parent waits until it is stopped, continues it.
+    let o = run(
+        &f.fs,
+        &[
+            "bash",
+            "-c",
+            r#"sh -c 'kill -STOP $$; echo resumed' & p=$!
+               until grep -q '^State:.*[tT]' /proc/$p/status; do :; done
+               kill -CONT $p; wait $p; echo status $?"#,
+        ],
+    );
+    assert_ok(&o);
+    assert_eq!(o.stdout, "resumed\nstatus 0\n");
+}
+
+#[test]
+fn signals_pass_through_to_handlers() {
+    let f = Fixture::new();
+    let o = run(
+        &f.fs,
+        &[
+            "bash",
+            "-c",
+            "trap 'echo got-usr1' USR1; kill -USR1 $$; echo after",
+        ],
+    );
+    assert_ok(&o);
+    assert_eq!(o.stdout, "got-usr1\nafter\n");
+}
+
+#[test]
+fn ptrace_is_eperm_and_io_uring_is_enosys() {
+    let f = Fixture::new();
+    let script = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+r = libc.syscall(101, 0, 0, 0, 0)          # ptrace(PTRACE_TRACEME)
+print("ptrace", r, os.strerror(ctypes.get_errno()))
+params = ctypes.create_string_buffer(120)
+r = libc.syscall(425, 4, params)           # io_uring_setup(4, &params)
+print("io_uring_setup", r, os.strerror(ctypes.get_errno()))
+"#;
+    let o = run(&f.fs, &[python(), "-c", script]);
+    assert_ok(&o);
+    assert_eq!(
+        o.stdout,
+        "ptrace -1 Operation not permitted\nio_uring_setup -1 Function not implemented\n"
+    );
+}
+
+#[test]
+fn exec_failure_is_a_typed_error() {
+    let f = Fixture::new();
+    let e = Interceptor::new()
+        .run(&["/nonexistent/prog".into()], &common::env(), f.fs.clone())
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Exec { ref errno, .. } if *errno == perch_intercept::Errno::ENOENT),
+        "{e:?}"
+    );
+    let e = Interceptor::new()
+        .run(
+            &["no-such-command-xyz".into()],
+            &common::env(),
+            f.fs.clone(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::Exec { .. }), "{e:?}");
+    assert!(matches!(
+        Interceptor::new().run(&[], &[], f.fs.clone()),
+        Err(Error::EmptyCommand)
+    ));
+}
+
+#[test]
+fn leftover_background_processes_are_killed() {
+    let f = Fixture::new();
+    let o = run(&f.fs, &["sh", "-c", "sleep 30 & echo $! ; exit 3"]);
+    assert_eq!(o.status, ExitStatus::Exited(3));
+    let pid: i32 = o.stdout.trim().parse().unwrap();
+    // Killed and reaped by the interceptor: no such process, or at most a zombie of init.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    assert!(state.is_empty() || state.contains("State:\tZ"), "{state}");
+}
+
+#[test]
+fn handler_panic_is_eio_not_a_hang() {
+    use perch_intercept::{Handler, Notification};
+    struct Panicky;
+    impl Handler for Panicky {
+        fn on_syscall(&self, n: Notification<'_>) {
+            if let Some((_, p)) = n.call().path() {
+                if n.read_path(p).is_ok_and(|p| p == b"/panic") {
+                    panic!("test panic");
+                }
+            }
+            n.continue_unchecked();
+        }
+    }
+    let interceptor = Interceptor::new();
+    let stats = interceptor.stats();
+    let status = interceptor
+        .run(
+            &[
+                "/bin/sh".into(),
+                "-c".into(),
+                "cat /panic 2>/dev/null; echo $? >/dev/null".into(),
+            ],
+            &common::env(),
+            std::sync::Arc::new(Panicky),
+        )
+        .unwrap();
+    assert_eq!(status, ExitStatus::Exited(0));
+    assert_eq!(stats.panics(), 1);
+}
