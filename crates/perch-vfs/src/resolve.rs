@@ -541,7 +541,9 @@ impl<'n, 'a> Walk<'n, 'a> {
                 return Err(Resolved::err(Errno::EXDEV));
             }
             // At the root ("/.." is "/"; IN_ROOT clamps at the base).
-            self.raw_append(b"..");
+            if !self.stack.is_empty() {
+                self.raw_append(b"..");
+            }
             return Ok(());
         }
         let was_host = matches!(self.top(), Node::Host);
@@ -739,7 +741,12 @@ impl<'n, 'a> Walk<'n, 'a> {
         } else {
             self.raw = Some(self.lexical(self.stack.len()));
         }
-        self.root_len = self.stack.len();
+        let r = self.req.resolve;
+        self.root_len = if r.contains(ResolveFlags::IN_ROOT) || r.contains(ResolveFlags::BENEATH) {
+            self.stack.len()
+        } else {
+            0
+        };
         self.start_mount = self.mount_id();
         Ok(())
     }
