@@ -70,6 +70,14 @@ impl MemRepo {
         self.lists.load(Ordering::Relaxed)
     }
 
+    /// The entry at `path` (panics if absent: for tests).
+    pub fn lookup_entry(&self, path: &str) -> Entry {
+        self.entries
+            .get(path.as_bytes())
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry {path}"))
+    }
+
     /// The content of a file.
     pub fn content(&self, path: &[u8]) -> Option<&[u8]> {
         self.contents.get(path).map(Vec::as_slice)

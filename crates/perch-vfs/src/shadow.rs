@@ -241,11 +241,21 @@ impl ShadowTree {
                 .mode(0o755)
                 .create(child)
                 .map_err(io_err("create", child)),
-            Kind::Symlink => {
-                let target = entry.symlink.as_deref().unwrap_or(b"");
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), child)
-                    .map_err(io_err("symlink", child))
-            }
+            // Linux cannot store an empty target (or one with a NUL): such a link is only
+            // ever followed by perch's resolver, so a placeholder file stands in for it.
+            Kind::Symlink => match entry.symlink.as_deref() {
+                Some(t) if !t.is_empty() && !t.contains(&0) => {
+                    std::os::unix::fs::symlink(OsStr::from_bytes(t), child)
+                        .map_err(io_err("symlink", child))
+                }
+                _ => Self::create_child(
+                    child,
+                    &Entry {
+                        kind: Kind::File,
+                        ..entry.clone()
+                    },
+                ),
+            },
             _ => fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
