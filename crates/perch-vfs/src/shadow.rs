@@ -23,7 +23,9 @@
 //!   whole object, never a partial file. If linking fails with `EXDEV` (cache on another file
 //!   system), `EPERM` (`protected_hardlinks` on someone else's object in a shared alien cache)
 //!   or `EMLINK` (link count limit on a popular object), the object is copied to `.tmp/` and
-//!   renamed instead (costs space; still atomic). A placeholder is recognised by its size: the
+//!   renamed instead (costs space; still atomic). `link(2)` fails with `ENOENT` when another
+//!   process renamed a fresh copy of the same object over the name we fetched (the old inode
+//!   lost its last name): we fetch again and retry (found by the 8-thread test). A placeholder is recognised by its size: the
 //!   catalog size is never 0 for a file that still needs its object, and a complete object
 //!   always has the catalog size.
 //! * A file about to be `execve`d needs an exec bit on the real inode: we add `+x` (chmod of
@@ -313,21 +315,29 @@ impl ShadowTree {
             Ok(m) if m.is_file() && m.len() == entry.size => return Ok(target),
             _ => {}
         }
-        let object = repo.fetch(path, entry).map_err(repo_err(repo, path))?;
         let tmp = self.temp_name();
-        match fs::hard_link(&object, &tmp) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EXDEV) | Some(libc::EPERM) | Some(libc::EMLINK)
-                ) =>
-            {
-                tracing::debug!(target: "vfs", object = %object.display(), error = %e,
-                    "hard link impossible, copying");
-                self.copy_to(&object, &tmp, 0o444 | (entry.mode & 0o111))?;
+        // link(2) of an inode whose last name was just replaced (another process renamed a
+        // fresh copy of the same object over it) fails with ENOENT: fetch again and retry.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let object = repo.fetch(path, entry).map_err(repo_err(repo, path))?;
+            match fs::hard_link(&object, &tmp) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 5 => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EXDEV) | Some(libc::EPERM) | Some(libc::EMLINK)
+                    ) =>
+                {
+                    tracing::debug!(target: "vfs", object = %object.display(), error = %e,
+                        "hard link impossible, copying");
+                    self.copy_to(&object, &tmp, 0o444 | (entry.mode & 0o111))?;
+                    break;
+                }
+                Err(e) => return Err(io_err("link", &object)(e)),
             }
-            Err(e) => return Err(io_err("link", &object)(e)),
         }
         self.rename_over(&tmp, &target)?;
         Ok(target)
