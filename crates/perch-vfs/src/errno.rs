@@ -20,9 +20,34 @@ macro_rules! errnos {
 }
 
 errnos!(
-    EPERM, ENOENT, EIO, ENXIO, E2BIG, EBADF, EAGAIN, ENOMEM, EACCES, EBUSY, EEXIST, EXDEV, ENOTDIR,
-    EISDIR, EINVAL, EMFILE, ENOSPC, EROFS, EMLINK, ERANGE, ENAMETOOLONG, ENOSYS, ENOTEMPTY, ELOOP,
-    ENODATA, EOPNOTSUPP, EDQUOT, ESTALE,
+    EPERM,
+    ENOENT,
+    EIO,
+    ENXIO,
+    E2BIG,
+    EBADF,
+    EAGAIN,
+    ENOMEM,
+    EACCES,
+    EBUSY,
+    EEXIST,
+    EXDEV,
+    ENOTDIR,
+    EISDIR,
+    EINVAL,
+    EMFILE,
+    ENOSPC,
+    EROFS,
+    EMLINK,
+    ERANGE,
+    ENAMETOOLONG,
+    ENOSYS,
+    ENOTEMPTY,
+    ELOOP,
+    ENODATA,
+    EOPNOTSUPP,
+    EDQUOT,
+    ESTALE,
 );
 
 impl Errno {
@@ -93,7 +118,12 @@ impl fmt::Debug for Errno {
 
 impl fmt::Display for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.name(), std::io::Error::from_raw_os_error(self.0))
+        write!(
+            f,
+            "{} ({})",
+            self.name(),
+            std::io::Error::from_raw_os_error(self.0)
+        )
     }
 }
 

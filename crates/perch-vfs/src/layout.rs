@@ -281,7 +281,10 @@ mod tests {
         assert_eq!(u64::from_ne_bytes(b[8..16].try_into().unwrap()), 77);
         assert_eq!(u32::from_ne_bytes(b[24..28].try_into().unwrap()), 0o100644);
         assert_eq!(i64::from_ne_bytes(b[48..56].try_into().unwrap()), 12345);
-        assert_eq!(i64::from_ne_bytes(b[88..96].try_into().unwrap()), 1_700_000_000);
+        assert_eq!(
+            i64::from_ne_bytes(b[88..96].try_into().unwrap()),
+            1_700_000_000
+        );
         assert_eq!(i64::from_ne_bytes(b[96..104].try_into().unwrap()), 5);
     }
 

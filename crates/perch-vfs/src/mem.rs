@@ -192,7 +192,10 @@ impl MemRepoBuilder {
 impl MemRepo {
     fn check(&self, path: &[u8]) -> Result<(), RepoError> {
         match self.fail.get(path) {
-            Some(e) => Err(RepoError::new(*e, format!("injected failure on {}", String::from_utf8_lossy(path)))),
+            Some(e) => Err(RepoError::new(
+                *e,
+                format!("injected failure on {}", String::from_utf8_lossy(path)),
+            )),
             None => Ok(()),
         }
     }

@@ -153,9 +153,7 @@ impl Namespace {
         match resolved {
             Resolved::Host { path, .. } => Ok(path.clone()),
             Resolved::Missing { errno, .. } => Err(*errno),
-            Resolved::Virtual {
-                repo: None, ..
-            } => self
+            Resolved::Virtual { repo: None, .. } => self
                 .shadow
                 .mount_dir(&self.mounter.configured())
                 .map_err(|e| e.log_errno()),

@@ -260,7 +260,7 @@ impl Namespace {
                         | libc::O_NOCTTY
                         | libc::O_LARGEFILE));
         }
-        let oflags = rustix::fs::OFlags::from_bits_retain(real as u32);
+        let oflags = rustix::fs::OFlags::from_bits_retain(u32::from_ne_bytes(real.to_ne_bytes()));
         match rustix::fs::open(&shadow, oflags, rustix::fs::Mode::empty()) {
             Ok(fd) => Outcome::Value(OpenedFd {
                 fd,
@@ -516,10 +516,7 @@ impl Namespace {
         }
         match parent {
             Resolved::Virtual { repo: None, .. } => match std::str::from_utf8(name) {
-                Ok(fqrn) => self
-                    .mount(fqrn)
-                    .map(|r| r.is_some())
-                    .map_err(|e| e.errno()),
+                Ok(fqrn) => self.mount(fqrn).map(|r| r.is_some()).map_err(|e| e.errno()),
                 Err(_) => Ok(false),
             },
             Resolved::Virtual {
@@ -530,7 +527,9 @@ impl Namespace {
                 let mut child = path.clone();
                 child.push(b'/');
                 child.extend_from_slice(name);
-                repo.lookup(&child).map(|e| e.is_some()).map_err(|e| e.errno())
+                repo.lookup(&child)
+                    .map(|e| e.is_some())
+                    .map_err(|e| e.errno())
             }
             _ => Err(Errno::EIO),
         }

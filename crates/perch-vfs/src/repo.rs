@@ -186,8 +186,12 @@ pub trait Repository: Send + Sync {
     fn fetch(&self, path: &[u8], entry: &Entry) -> Result<PathBuf, RepoError>;
     /// An extended attribute: stored ones plus the cvmfs magic ones (spec §13). `Ok(None)`
     /// means ENODATA.
-    fn getxattr(&self, path: &[u8], entry: &Entry, name: &[u8])
-        -> Result<Option<Vec<u8>>, RepoError>;
+    fn getxattr(
+        &self,
+        path: &[u8],
+        entry: &Entry,
+        name: &[u8],
+    ) -> Result<Option<Vec<u8>>, RepoError>;
     /// Names of the extended attributes shown by `listxattr` for `path`.
     fn listxattr(&self, path: &[u8], entry: &Entry) -> Result<Vec<Vec<u8>>, RepoError>;
 }

@@ -369,7 +369,10 @@ struct Piece {
 /// position passes that on to its target's last component).
 fn push_pieces(pending: &mut Vec<Piece>, path: &[u8], inherit_slash: bool) {
     let trailing = path.last() == Some(&b'/') || inherit_slash;
-    let names: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+    let names: Vec<&[u8]> = path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
     let n = names.len();
     for (i, name) in names.into_iter().enumerate().rev() {
         pending.push(Piece {
@@ -446,8 +449,7 @@ impl<'n, 'a> Walk<'n, 'a> {
     }
 
     fn check_xdev(&self) -> Result<(), Resolved> {
-        if self.req.resolve.contains(ResolveFlags::NO_XDEV) && self.mount_id() != self.start_mount
-        {
+        if self.req.resolve.contains(ResolveFlags::NO_XDEV) && self.mount_id() != self.start_mount {
             return Err(Resolved::err(Errno::EXDEV));
         }
         Ok(())
@@ -630,7 +632,8 @@ impl<'n, 'a> Walk<'n, 'a> {
                             {
                                 return Err(Resolved::err(Errno::ELOOP));
                             }
-                            if r.contains(ResolveFlags::BENEATH) || r.contains(ResolveFlags::IN_ROOT)
+                            if r.contains(ResolveFlags::BENEATH)
+                                || r.contains(ResolveFlags::IN_ROOT)
                             {
                                 return Err(Resolved::err(Errno::EXDEV));
                             }
@@ -690,7 +693,10 @@ impl<'n, 'a> Walk<'n, 'a> {
                     }
                     Err(e) => return Err(Resolved::err(e.errno())),
                 };
-                let link = entry.symlink.clone().filter(|_| entry.kind == crate::Kind::Symlink);
+                let link = entry
+                    .symlink
+                    .clone()
+                    .filter(|_| entry.kind == crate::Kind::Symlink);
                 self.stack.push((piece.name, Node::Repo(Some(entry))));
                 if let Some(target) = link {
                     if !is_last || follow_last {
@@ -763,7 +769,11 @@ impl<'n, 'a> Walk<'n, 'a> {
         let absolute = path.first() == Some(&b'/');
         let scoped = self.req.resolve.contains(ResolveFlags::IN_ROOT)
             || self.req.resolve.contains(ResolveFlags::BENEATH);
-        self.init(if absolute && !scoped { b"/" } else { self.req.base })?;
+        self.init(if absolute && !scoped {
+            b"/"
+        } else {
+            self.req.base
+        })?;
         let mut pending = Vec::new();
         push_pieces(&mut pending, path, false);
         let mut held_last = None;
@@ -795,7 +805,10 @@ impl<'n, 'a> Walk<'n, 'a> {
     fn result(mut self) -> Resolved {
         match self.top().clone() {
             Node::Host => {
-                let mut raw = self.raw.take().unwrap_or_else(|| self.lexical(self.stack.len()));
+                let mut raw = self
+                    .raw
+                    .take()
+                    .unwrap_or_else(|| self.lexical(self.stack.len()));
                 if self.last_slash && raw.last() != Some(&b'/') {
                     raw.push(b'/');
                 }
@@ -897,7 +910,10 @@ impl Namespace {
                     }
                 }
                 let rewritten = walk.touched_virtual;
-                let mut raw = walk.raw.take().unwrap_or_else(|| walk.lexical(walk.stack.len()));
+                let mut raw = walk
+                    .raw
+                    .take()
+                    .unwrap_or_else(|| walk.lexical(walk.stack.len()));
                 match &last {
                     Last::Name(n) => {
                         if raw.last() != Some(&b'/') {
@@ -952,7 +968,10 @@ mod tests {
             pieces(b"/a//b/c/"),
             vec![("a".into(), false), ("b".into(), false), ("c".into(), true)]
         );
-        assert_eq!(pieces(b"a/b"), vec![("a".into(), false), ("b".into(), false)]);
+        assert_eq!(
+            pieces(b"a/b"),
+            vec![("a".into(), false), ("b".into(), false)]
+        );
         assert!(pieces(b"///").is_empty());
     }
 

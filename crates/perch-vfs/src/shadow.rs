@@ -87,18 +87,11 @@ pub(crate) fn fnv64(data: &[u8]) -> u64 {
 }
 
 fn valid_name(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name != b"."
-        && name != b".."
-        && !name.contains(&b'/')
-        && !name.contains(&0)
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
 }
 
 fn is_race_loss(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOTEMPTY) | Some(libc::EEXIST)
-    )
+    matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST))
 }
 
 impl ShadowTree {
@@ -156,7 +149,10 @@ impl ShadowTree {
     }
 
     fn is_complete(&self, key: &(PathBuf, Vec<u8>)) -> bool {
-        self.complete.lock().map(|s| s.contains(key)).unwrap_or(false)
+        self.complete
+            .lock()
+            .map(|s| s.contains(key))
+            .unwrap_or(false)
     }
 
     fn mark_complete(&self, key: (PathBuf, Vec<u8>)) {

@@ -199,7 +199,9 @@ impl fmt::Display for Treatment {
         match self {
             Treatment::Emulated(n) => write!(f, "emulated: {n}"),
             Treatment::Supported(n) => write!(f, "supported: {n}"),
-            Treatment::Erofs => f.write_str("EROFS on virtual paths (Linux's read-only errno order)"),
+            Treatment::Erofs => {
+                f.write_str("EROFS on virtual paths (Linux's read-only errno order)")
+            }
             Treatment::Passthrough => f.write_str("passthrough (never trapped)"),
             Treatment::Refused(e, why) => write!(f, "refused with {}: {why}", e.name()),
         }
@@ -221,7 +223,14 @@ impl fmt::Display for SyscallTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{:>4}  {:<20} {:<7} treatment", "nr", "syscall", "trap")?;
         for r in SYSCALLS {
-            writeln!(f, "{:>4}  {:<20} {:<7} {}", r.nr, r.name, r.trap.to_string(), r.treatment)?;
+            writeln!(
+                f,
+                "{:>4}  {:<20} {:<7} {}",
+                r.nr,
+                r.name,
+                r.trap.to_string(),
+                r.treatment
+            )?;
         }
         write!(
             f,
@@ -267,75 +276,368 @@ mod tests {
             };
         }
         macro_rules! paste_sys {
-            (open) => { libc::SYS_open }; (stat) => { libc::SYS_stat };
-            (fstat) => { libc::SYS_fstat }; (lstat) => { libc::SYS_lstat };
-            (access) => { libc::SYS_access }; (execve) => { libc::SYS_execve };
-            (truncate) => { libc::SYS_truncate }; (ftruncate) => { libc::SYS_ftruncate };
-            (getdents) => { libc::SYS_getdents }; (getcwd) => { libc::SYS_getcwd };
-            (chdir) => { libc::SYS_chdir }; (fchdir) => { libc::SYS_fchdir };
-            (rename) => { libc::SYS_rename }; (mkdir) => { libc::SYS_mkdir };
-            (rmdir) => { libc::SYS_rmdir }; (creat) => { libc::SYS_creat };
-            (link) => { libc::SYS_link }; (unlink) => { libc::SYS_unlink };
-            (symlink) => { libc::SYS_symlink }; (readlink) => { libc::SYS_readlink };
-            (chmod) => { libc::SYS_chmod }; (fchmod) => { libc::SYS_fchmod };
-            (chown) => { libc::SYS_chown }; (fchown) => { libc::SYS_fchown };
-            (lchown) => { libc::SYS_lchown }; (utime) => { libc::SYS_utime };
-            (mknod) => { libc::SYS_mknod }; (uselib) => { libc::SYS_uselib };
-            (statfs) => { libc::SYS_statfs }; (fstatfs) => { libc::SYS_fstatfs };
-            (pivot_root) => { libc::SYS_pivot_root }; (chroot) => { libc::SYS_chroot };
-            (acct) => { libc::SYS_acct }; (mount) => { libc::SYS_mount };
-            (umount2) => { libc::SYS_umount2 }; (swapon) => { libc::SYS_swapon };
-            (swapoff) => { libc::SYS_swapoff }; (quotactl) => { libc::SYS_quotactl };
-            (setxattr) => { libc::SYS_setxattr }; (lsetxattr) => { libc::SYS_lsetxattr };
-            (fsetxattr) => { libc::SYS_fsetxattr }; (getxattr) => { libc::SYS_getxattr };
-            (lgetxattr) => { libc::SYS_lgetxattr }; (fgetxattr) => { libc::SYS_fgetxattr };
-            (listxattr) => { libc::SYS_listxattr }; (llistxattr) => { libc::SYS_llistxattr };
-            (flistxattr) => { libc::SYS_flistxattr }; (removexattr) => { libc::SYS_removexattr };
-            (lremovexattr) => { libc::SYS_lremovexattr };
-            (fremovexattr) => { libc::SYS_fremovexattr };
-            (getdents64) => { libc::SYS_getdents64 }; (utimes) => { libc::SYS_utimes };
-            (inotify_add_watch) => { libc::SYS_inotify_add_watch };
-            (openat) => { libc::SYS_openat }; (mkdirat) => { libc::SYS_mkdirat };
-            (mknodat) => { libc::SYS_mknodat }; (fchownat) => { libc::SYS_fchownat };
-            (futimesat) => { libc::SYS_futimesat }; (newfstatat) => { libc::SYS_newfstatat };
-            (unlinkat) => { libc::SYS_unlinkat }; (renameat) => { libc::SYS_renameat };
-            (linkat) => { libc::SYS_linkat }; (symlinkat) => { libc::SYS_symlinkat };
-            (readlinkat) => { libc::SYS_readlinkat }; (fchmodat) => { libc::SYS_fchmodat };
-            (faccessat) => { libc::SYS_faccessat }; (utimensat) => { libc::SYS_utimensat };
-            (fanotify_mark) => { libc::SYS_fanotify_mark };
-            (name_to_handle_at) => { libc::SYS_name_to_handle_at };
-            (open_by_handle_at) => { libc::SYS_open_by_handle_at };
-            (renameat2) => { libc::SYS_renameat2 }; (execveat) => { libc::SYS_execveat };
-            (statx) => { libc::SYS_statx }; (io_uring_setup) => { libc::SYS_io_uring_setup };
-            (io_uring_enter) => { libc::SYS_io_uring_enter };
-            (io_uring_register) => { libc::SYS_io_uring_register };
-            (open_tree) => { libc::SYS_open_tree }; (move_mount) => { libc::SYS_move_mount };
-            (fsopen) => { libc::SYS_fsopen }; (fsconfig) => { libc::SYS_fsconfig };
-            (fsmount) => { libc::SYS_fsmount }; (fspick) => { libc::SYS_fspick };
-            (openat2) => { libc::SYS_openat2 }; (faccessat2) => { libc::SYS_faccessat2 };
-            (mount_setattr) => { libc::SYS_mount_setattr };
-            (quotactl_fd) => { libc::SYS_quotactl_fd };
-            (landlock_add_rule) => { libc::SYS_landlock_add_rule };
-            (fchmodat2) => { libc::SYS_fchmodat2 };
+            (open) => {
+                libc::SYS_open
+            };
+            (stat) => {
+                libc::SYS_stat
+            };
+            (fstat) => {
+                libc::SYS_fstat
+            };
+            (lstat) => {
+                libc::SYS_lstat
+            };
+            (access) => {
+                libc::SYS_access
+            };
+            (execve) => {
+                libc::SYS_execve
+            };
+            (truncate) => {
+                libc::SYS_truncate
+            };
+            (ftruncate) => {
+                libc::SYS_ftruncate
+            };
+            (getdents) => {
+                libc::SYS_getdents
+            };
+            (getcwd) => {
+                libc::SYS_getcwd
+            };
+            (chdir) => {
+                libc::SYS_chdir
+            };
+            (fchdir) => {
+                libc::SYS_fchdir
+            };
+            (rename) => {
+                libc::SYS_rename
+            };
+            (mkdir) => {
+                libc::SYS_mkdir
+            };
+            (rmdir) => {
+                libc::SYS_rmdir
+            };
+            (creat) => {
+                libc::SYS_creat
+            };
+            (link) => {
+                libc::SYS_link
+            };
+            (unlink) => {
+                libc::SYS_unlink
+            };
+            (symlink) => {
+                libc::SYS_symlink
+            };
+            (readlink) => {
+                libc::SYS_readlink
+            };
+            (chmod) => {
+                libc::SYS_chmod
+            };
+            (fchmod) => {
+                libc::SYS_fchmod
+            };
+            (chown) => {
+                libc::SYS_chown
+            };
+            (fchown) => {
+                libc::SYS_fchown
+            };
+            (lchown) => {
+                libc::SYS_lchown
+            };
+            (utime) => {
+                libc::SYS_utime
+            };
+            (mknod) => {
+                libc::SYS_mknod
+            };
+            (uselib) => {
+                libc::SYS_uselib
+            };
+            (statfs) => {
+                libc::SYS_statfs
+            };
+            (fstatfs) => {
+                libc::SYS_fstatfs
+            };
+            (pivot_root) => {
+                libc::SYS_pivot_root
+            };
+            (chroot) => {
+                libc::SYS_chroot
+            };
+            (acct) => {
+                libc::SYS_acct
+            };
+            (mount) => {
+                libc::SYS_mount
+            };
+            (umount2) => {
+                libc::SYS_umount2
+            };
+            (swapon) => {
+                libc::SYS_swapon
+            };
+            (swapoff) => {
+                libc::SYS_swapoff
+            };
+            (quotactl) => {
+                libc::SYS_quotactl
+            };
+            (setxattr) => {
+                libc::SYS_setxattr
+            };
+            (lsetxattr) => {
+                libc::SYS_lsetxattr
+            };
+            (fsetxattr) => {
+                libc::SYS_fsetxattr
+            };
+            (getxattr) => {
+                libc::SYS_getxattr
+            };
+            (lgetxattr) => {
+                libc::SYS_lgetxattr
+            };
+            (fgetxattr) => {
+                libc::SYS_fgetxattr
+            };
+            (listxattr) => {
+                libc::SYS_listxattr
+            };
+            (llistxattr) => {
+                libc::SYS_llistxattr
+            };
+            (flistxattr) => {
+                libc::SYS_flistxattr
+            };
+            (removexattr) => {
+                libc::SYS_removexattr
+            };
+            (lremovexattr) => {
+                libc::SYS_lremovexattr
+            };
+            (fremovexattr) => {
+                libc::SYS_fremovexattr
+            };
+            (getdents64) => {
+                libc::SYS_getdents64
+            };
+            (utimes) => {
+                libc::SYS_utimes
+            };
+            (inotify_add_watch) => {
+                libc::SYS_inotify_add_watch
+            };
+            (openat) => {
+                libc::SYS_openat
+            };
+            (mkdirat) => {
+                libc::SYS_mkdirat
+            };
+            (mknodat) => {
+                libc::SYS_mknodat
+            };
+            (fchownat) => {
+                libc::SYS_fchownat
+            };
+            (futimesat) => {
+                libc::SYS_futimesat
+            };
+            (newfstatat) => {
+                libc::SYS_newfstatat
+            };
+            (unlinkat) => {
+                libc::SYS_unlinkat
+            };
+            (renameat) => {
+                libc::SYS_renameat
+            };
+            (linkat) => {
+                libc::SYS_linkat
+            };
+            (symlinkat) => {
+                libc::SYS_symlinkat
+            };
+            (readlinkat) => {
+                libc::SYS_readlinkat
+            };
+            (fchmodat) => {
+                libc::SYS_fchmodat
+            };
+            (faccessat) => {
+                libc::SYS_faccessat
+            };
+            (utimensat) => {
+                libc::SYS_utimensat
+            };
+            (fanotify_mark) => {
+                libc::SYS_fanotify_mark
+            };
+            (name_to_handle_at) => {
+                libc::SYS_name_to_handle_at
+            };
+            (open_by_handle_at) => {
+                libc::SYS_open_by_handle_at
+            };
+            (renameat2) => {
+                libc::SYS_renameat2
+            };
+            (execveat) => {
+                libc::SYS_execveat
+            };
+            (statx) => {
+                libc::SYS_statx
+            };
+            (io_uring_setup) => {
+                libc::SYS_io_uring_setup
+            };
+            (io_uring_enter) => {
+                libc::SYS_io_uring_enter
+            };
+            (io_uring_register) => {
+                libc::SYS_io_uring_register
+            };
+            (open_tree) => {
+                libc::SYS_open_tree
+            };
+            (move_mount) => {
+                libc::SYS_move_mount
+            };
+            (fsopen) => {
+                libc::SYS_fsopen
+            };
+            (fsconfig) => {
+                libc::SYS_fsconfig
+            };
+            (fsmount) => {
+                libc::SYS_fsmount
+            };
+            (fspick) => {
+                libc::SYS_fspick
+            };
+            (openat2) => {
+                libc::SYS_openat2
+            };
+            (faccessat2) => {
+                libc::SYS_faccessat2
+            };
+            (mount_setattr) => {
+                libc::SYS_mount_setattr
+            };
+            (quotactl_fd) => {
+                libc::SYS_quotactl_fd
+            };
+            (landlock_add_rule) => {
+                libc::SYS_landlock_add_rule
+            };
+            (fchmodat2) => {
+                libc::SYS_fchmodat2
+            };
         }
         check!(
-            open, stat, fstat, lstat, access, execve, truncate, ftruncate, getdents, getcwd,
-            chdir, fchdir, rename, mkdir, rmdir, creat, link, unlink, symlink, readlink, chmod,
-            fchmod, chown, fchown, lchown, utime, mknod, uselib, statfs, fstatfs, pivot_root,
-            chroot, acct, mount, umount2, swapon, swapoff, quotactl, setxattr, lsetxattr,
-            fsetxattr, getxattr, lgetxattr, fgetxattr, listxattr, llistxattr, flistxattr,
-            removexattr, lremovexattr, fremovexattr, getdents64, utimes, inotify_add_watch,
-            openat, mkdirat, mknodat, fchownat, futimesat, newfstatat, unlinkat, renameat,
-            linkat, symlinkat, readlinkat, fchmodat, faccessat, utimensat, fanotify_mark,
-            name_to_handle_at, open_by_handle_at, renameat2, execveat, statx, io_uring_setup,
-            io_uring_enter, io_uring_register, open_tree, move_mount, fsopen, fsconfig,
-            fsmount, fspick, openat2, faccessat2, mount_setattr, quotactl_fd,
-            landlock_add_rule, fchmodat2,
+            open,
+            stat,
+            fstat,
+            lstat,
+            access,
+            execve,
+            truncate,
+            ftruncate,
+            getdents,
+            getcwd,
+            chdir,
+            fchdir,
+            rename,
+            mkdir,
+            rmdir,
+            creat,
+            link,
+            unlink,
+            symlink,
+            readlink,
+            chmod,
+            fchmod,
+            chown,
+            fchown,
+            lchown,
+            utime,
+            mknod,
+            uselib,
+            statfs,
+            fstatfs,
+            pivot_root,
+            chroot,
+            acct,
+            mount,
+            umount2,
+            swapon,
+            swapoff,
+            quotactl,
+            setxattr,
+            lsetxattr,
+            fsetxattr,
+            getxattr,
+            lgetxattr,
+            fgetxattr,
+            listxattr,
+            llistxattr,
+            flistxattr,
+            removexattr,
+            lremovexattr,
+            fremovexattr,
+            getdents64,
+            utimes,
+            inotify_add_watch,
+            openat,
+            mkdirat,
+            mknodat,
+            fchownat,
+            futimesat,
+            newfstatat,
+            unlinkat,
+            renameat,
+            linkat,
+            symlinkat,
+            readlinkat,
+            fchmodat,
+            faccessat,
+            utimensat,
+            fanotify_mark,
+            name_to_handle_at,
+            open_by_handle_at,
+            renameat2,
+            execveat,
+            statx,
+            io_uring_setup,
+            io_uring_enter,
+            io_uring_register,
+            open_tree,
+            move_mount,
+            fsopen,
+            fsconfig,
+            fsmount,
+            fspick,
+            openat2,
+            faccessat2,
+            mount_setattr,
+            quotactl_fd,
+            landlock_add_rule,
+            fchmodat2,
         );
         // 463..469 (Linux 6.13–6.17) are newer than libc's table: checked by hand against
         // arch/x86/entry/syscalls/syscall_64.tbl.
         assert_eq!(SyscallTable.by_name("setxattrat").map(|r| r.nr), Some(463));
-        assert_eq!(SyscallTable.by_name("file_setattr").map(|r| r.nr), Some(469));
+        assert_eq!(
+            SyscallTable.by_name("file_setattr").map(|r| r.nr),
+            Some(469)
+        );
     }
 
     #[test]

@@ -41,7 +41,11 @@ fn spec(mp: &str) -> Vec<(&'static str, Vec<Node>)> {
         Link("/link_file_slash", "dir/file.txt/".into()),
     ];
     for i in 0..=40 {
-        let t = if i == 40 { "dir/file.txt".to_owned() } else { format!("chain{}", i + 1) };
+        let t = if i == 40 {
+            "dir/file.txt".to_owned()
+        } else {
+            format!("chain{}", i + 1)
+        };
         a.push(Link(Box::leak(format!("/chain{i}").into_boxed_str()), t));
     }
     let b = vec![
@@ -89,8 +93,12 @@ fn native(base: &Path, path: &[u8], follow: bool, directory: bool) -> Result<Str
     if directory {
         flags |= OFlags::DIRECTORY;
     }
-    let dir = rustix::fs::open(base, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| e.raw_os_error())?;
+    let dir = rustix::fs::open(
+        base,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| e.raw_os_error())?;
     let fd = rustix::fs::openat(dir.as_fd(), OsStr::from_bytes(path), flags, Mode::empty())
         .map_err(|e| e.raw_os_error())?;
     fd_path(fd.as_fd())
@@ -102,16 +110,29 @@ fn fd_path(fd: std::os::fd::BorrowedFd<'_>) -> Result<String, i32> {
     Ok(link.display().to_string())
 }
 
-fn ours(ns: &Namespace, mp: &str, base: &str, path: &[u8], follow: bool, directory: bool) -> Result<String, i32> {
+fn ours(
+    ns: &Namespace,
+    mp: &str,
+    base: &str,
+    path: &[u8],
+    follow: bool,
+    directory: bool,
+) -> Result<String, i32> {
     let mut l = Lookup::new(path, base.as_bytes()).follow(follow);
     if directory {
         l = l.directory();
     }
     match ns.resolve(&l) {
         Resolved::Virtual { repo: None, .. } => Ok(mp.to_owned()),
-        Resolved::Virtual { repo: Some(r), path, .. } => {
-            Ok(format!("{mp}/{}{}", r.fqrn(), String::from_utf8_lossy(&path)))
-        }
+        Resolved::Virtual {
+            repo: Some(r),
+            path,
+            ..
+        } => Ok(format!(
+            "{mp}/{}{}",
+            r.fqrn(),
+            String::from_utf8_lossy(&path)
+        )),
         Resolved::Missing { errno, .. } => Err(errno.raw()),
         Resolved::Host { path: p, .. } => {
             // Let the kernel finish it, as the supervisor would.
@@ -122,7 +143,8 @@ fn ours(ns: &Namespace, mp: &str, base: &str, path: &[u8], follow: bool, directo
             if directory {
                 flags |= OFlags::DIRECTORY;
             }
-            let fd = rustix::fs::openat(CWD, &p, flags, Mode::empty()).map_err(|e| e.raw_os_error())?;
+            let fd =
+                rustix::fs::openat(CWD, &p, flags, Mode::empty()).map_err(|e| e.raw_os_error())?;
             fd_path(fd.as_fd())
         }
     }
@@ -136,16 +158,58 @@ fn resolution_matches_the_kernel_on_the_same_tree() {
     let ns = build(&tmp_path, &mp);
     let long = "n".repeat(256);
     let paths: Vec<&[u8]> = vec![
-        b"", b".", b"..", b"../..", b"a.example.org", b"a.example.org/", b"b.example.org/data",
-        b"dir", b"dir/", b"dir/file.txt", b"dir/file.txt/", b"dir/file.txt/.", b"dir/file.txt/..",
-        b"dir/file.txt/x", b"link_rel", b"link_rel/", b"link_dir", b"link_dir/", b"link_dir/file.txt",
-        b"link_dir_slash", b"link_dir_slash/", b"link_file_slash", b"dir/up/dir/up", b"dir/up/",
-        b"dir/sub/to_top", b"dangling", b"dangling/", b"loop1", b"loop1/", b"self/x", b"link_abs",
-        b"link_cross", b"link_up", b"link_up/m/a.example.org", b"link_mp/a.example.org/dir",
-        b"chain0", b"chain1", b"nothere", b"nothere/x", b"empty/..", b"empty/./..",
-        b"b.example.org/back/file.txt", b"../b.example.org/back/../data", b"dir/./sub/../file.txt",
-        b"dir//file.txt", b"//dir", long.as_bytes(), b"sub/deep.txt", b"up", b"up/up/up/link_rel",
-        b"../a.example.org/link_dir_slash/sub/", b"back/../../a.example.org",
+        b"",
+        b".",
+        b"..",
+        b"../..",
+        b"a.example.org",
+        b"a.example.org/",
+        b"b.example.org/data",
+        b"dir",
+        b"dir/",
+        b"dir/file.txt",
+        b"dir/file.txt/",
+        b"dir/file.txt/.",
+        b"dir/file.txt/..",
+        b"dir/file.txt/x",
+        b"link_rel",
+        b"link_rel/",
+        b"link_dir",
+        b"link_dir/",
+        b"link_dir/file.txt",
+        b"link_dir_slash",
+        b"link_dir_slash/",
+        b"link_file_slash",
+        b"dir/up/dir/up",
+        b"dir/up/",
+        b"dir/sub/to_top",
+        b"dangling",
+        b"dangling/",
+        b"loop1",
+        b"loop1/",
+        b"self/x",
+        b"link_abs",
+        b"link_cross",
+        b"link_up",
+        b"link_up/m/a.example.org",
+        b"link_mp/a.example.org/dir",
+        b"chain0",
+        b"chain1",
+        b"nothere",
+        b"nothere/x",
+        b"empty/..",
+        b"empty/./..",
+        b"b.example.org/back/file.txt",
+        b"../b.example.org/back/../data",
+        b"dir/./sub/../file.txt",
+        b"dir//file.txt",
+        b"//dir",
+        long.as_bytes(),
+        b"sub/deep.txt",
+        b"up",
+        b"up/up/up/link_rel",
+        b"../a.example.org/link_dir_slash/sub/",
+        b"back/../../a.example.org",
     ];
     let bases = [
         mp.clone(),
@@ -175,8 +239,19 @@ fn resolution_matches_the_kernel_on_the_same_tree() {
         }
     }
     // The cases cover success and every errno of the walk.
-    for e in [0, libc::ENOENT, libc::ENOTDIR, libc::ELOOP, libc::ENAMETOOLONG] {
+    for e in [
+        0,
+        libc::ENOENT,
+        libc::ENOTDIR,
+        libc::ELOOP,
+        libc::ENAMETOOLONG,
+    ] {
         assert!(seen.contains(&e), "no case gives {e}");
     }
-    assert!(failures.is_empty(), "{} of {checked} differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

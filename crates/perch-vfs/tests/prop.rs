@@ -39,16 +39,19 @@ fn component() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn path() -> impl Strategy<Value = Vec<u8>> {
-    (any::<bool>(), proptest::collection::vec(component(), 0..12), any::<bool>()).prop_map(
-        |(abs, comps, slash)| {
+    (
+        any::<bool>(),
+        proptest::collection::vec(component(), 0..12),
+        any::<bool>(),
+    )
+        .prop_map(|(abs, comps, slash)| {
             let mut p = if abs { b"/".to_vec() } else { Vec::new() };
             p.extend(comps.join(&b'/'));
             if slash {
                 p.push(b'/');
             }
             p
-        },
-    )
+        })
 }
 
 fn base() -> impl Strategy<Value = &'static str> {

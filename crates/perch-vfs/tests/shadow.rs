@@ -39,13 +39,12 @@ fn materialization_mirrors_the_catalog_lazily() {
         format!("{A}@{}", f.a.revision_id())
     );
     // Root listing: every child, by kind.
-    let mut want: Vec<String> = f
-        .a
-        .list(b"")
-        .unwrap()
-        .into_iter()
-        .map(|(n, _)| String::from_utf8(n).unwrap())
-        .collect();
+    let mut want: Vec<String> =
+        f.a.list(b"")
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| String::from_utf8(n).unwrap())
+            .collect();
     want.sort();
     assert_eq!(names(&tree), want);
     let link = std::fs::read_link(tree.join("link_rel")).unwrap();
@@ -58,8 +57,13 @@ fn materialization_mirrors_the_catalog_lazily() {
     let big = std::fs::symlink_metadata(tree.join("big")).unwrap();
     assert_eq!(big.len(), 0, "never opened: still a placeholder");
     // The opened file is the cache object itself.
-    let obj = f.a.fetch(b"/dir/file.txt", &f.a.lookup_entry("/dir/file.txt")).unwrap();
-    let (m1, m2) = (std::fs::metadata(&o.shadow).unwrap(), std::fs::metadata(&obj).unwrap());
+    let obj =
+        f.a.fetch(b"/dir/file.txt", &f.a.lookup_entry("/dir/file.txt"))
+            .unwrap();
+    let (m1, m2) = (
+        std::fs::metadata(&o.shadow).unwrap(),
+        std::fs::metadata(&obj).unwrap(),
+    );
     assert_eq!((m1.dev(), m1.ino()), (m2.dev(), m2.ino()));
     assert_eq!(o.shadow, tree.join("dir/file.txt"));
     assert_eq!(names(&tree.join("dir")), ["file.txt", "sub", "up"]);
@@ -74,14 +78,24 @@ fn shadow_paths_translate_back_to_virtual_paths() {
     let root = f.ns.shadow().root().to_owned();
     let v = |p: &Path| f.ns.virtual_path(p).map(|p| p.display().to_string());
     assert_eq!(v(&tree).as_deref(), Some(RA));
-    assert_eq!(v(&tree.join("dir/file.txt")).as_deref(), Some("/cvmfs/a.example.org/dir/file.txt"));
-    assert_eq!(v(&root.join(".root-0123456789abcdef")).as_deref(), Some("/cvmfs"));
-    assert_eq!(v(&root.join(".root-0123456789abcdef/b.example.org")).as_deref(), Some("/cvmfs/b.example.org"));
+    assert_eq!(
+        v(&tree.join("dir/file.txt")).as_deref(),
+        Some("/cvmfs/a.example.org/dir/file.txt")
+    );
+    assert_eq!(
+        v(&root.join(".root-0123456789abcdef")).as_deref(),
+        Some("/cvmfs")
+    );
+    assert_eq!(
+        v(&root.join(".root-0123456789abcdef/b.example.org")).as_deref(),
+        Some("/cvmfs/b.example.org")
+    );
     assert_eq!(v(&root.join(".tmp/1.2.3")), None);
     assert_eq!(v(&root), None);
     assert_eq!(v(Path::new("/etc/passwd")), None);
     assert_eq!(v(&PathBuf::from(format!("{}x/y", root.display()))), None);
-    let out = f.ns.translate_out(format!("{}/dir (deleted)", tree.display()).as_bytes());
+    let out =
+        f.ns.translate_out(format!("{}/dir (deleted)", tree.display()).as_bytes());
     assert_eq!(out, b"/cvmfs/a.example.org/dir (deleted)");
     assert_eq!(f.ns.translate_out(b"/home/u"), b"/home/u");
     assert_eq!(f.ns.translate_out(b"pipe:[1234]"), b"pipe:[1234]");
@@ -89,7 +103,10 @@ fn shadow_paths_translate_back_to_virtual_paths() {
     let o = open_path(&f.ns, "/cvmfs/b.example.org/");
     use std::os::fd::AsRawFd;
     let link = std::fs::read_link(format!("/proc/self/fd/{}", o.fd.as_raw_fd())).unwrap();
-    assert_eq!(f.ns.virtual_path(&link).unwrap().to_str(), Some("/cvmfs/b.example.org"));
+    assert_eq!(
+        f.ns.virtual_path(&link).unwrap().to_str(),
+        Some("/cvmfs/b.example.org")
+    );
 }
 
 #[test]
@@ -100,15 +117,25 @@ fn a_second_process_reuses_the_tree() {
     let other = f.another();
     let o = open_path(&other, "/cvmfs/a.example.org/dir/sub/deep.txt");
     assert_eq!(std::fs::read(&o.shadow).unwrap(), b"deep\n");
-    assert_eq!(f.a.lists(), lists, "complete directories are not listed again");
+    assert_eq!(
+        f.a.lists(),
+        lists,
+        "complete directories are not listed again"
+    );
     assert_eq!(f.a.fetches(), fetches, "linked files are not fetched again");
 }
 
 #[test]
 fn revisions_get_separate_trees() {
     let tmp = tempfile::tempdir().unwrap();
-    let r1 = MemRepo::builder("r.org", &tmp.path().join("o")).revision("aaaa").file("/f", b"1", 0o644).build();
-    let r2 = MemRepo::builder("r.org", &tmp.path().join("o2")).revision("bbbb").file("/f", b"22", 0o644).build();
+    let r1 = MemRepo::builder("r.org", &tmp.path().join("o"))
+        .revision("aaaa")
+        .file("/f", b"1", 0o644)
+        .build();
+    let r2 = MemRepo::builder("r.org", &tmp.path().join("o2"))
+        .revision("bbbb")
+        .file("/f", b"22", 0o644)
+        .build();
     let ns1 = Namespace::new(Arc::new(MemMounter::new(tmp.path(), vec![r1]))).unwrap();
     let ns2 = Namespace::new(Arc::new(MemMounter::new(tmp.path(), vec![r2]))).unwrap();
     let a = open_path(&ns1, "/cvmfs/r.org/f");
@@ -116,24 +143,37 @@ fn revisions_get_separate_trees() {
     assert_ne!(a.shadow, b.shadow);
     assert_eq!(std::fs::read(&a.shadow).unwrap(), b"1");
     assert_eq!(std::fs::read(&b.shadow).unwrap(), b"22");
-    assert_eq!(ns1.virtual_path(&b.shadow).unwrap().to_str(), Some("/cvmfs/r.org/f"));
+    assert_eq!(
+        ns1.virtual_path(&b.shadow).unwrap().to_str(),
+        Some("/cvmfs/r.org/f")
+    );
 }
 
 #[test]
 fn objects_on_another_file_system_are_copied() {
     // /dev/shm is a tmpfs: hard links from the temp dir fail with EXDEV there.
-    let objects = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) is needed for this test");
+    let objects =
+        tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) is needed for this test");
     let cache = tempfile::tempdir().unwrap();
-    let repo = MemRepo::builder("x.org", objects.path()).file("/f", b"copied", 0o755).build();
+    let repo = MemRepo::builder("x.org", objects.path())
+        .file("/f", b"copied", 0o755)
+        .build();
     let ns = Namespace::new(Arc::new(MemMounter::new(cache.path(), vec![repo.clone()]))).unwrap();
     let o = open_path(&ns, "/cvmfs/x.org/f");
     assert_eq!(std::fs::read(&o.shadow).unwrap(), b"copied");
     let obj = repo.fetch(b"/f", &repo.lookup_entry("/f")).unwrap();
-    let (m1, m2) = (std::fs::metadata(&o.shadow).unwrap(), std::fs::metadata(&obj).unwrap());
+    let (m1, m2) = (
+        std::fs::metadata(&o.shadow).unwrap(),
+        std::fs::metadata(&obj).unwrap(),
+    );
     if m1.dev() != m2.dev() {
         assert_ne!(m1.ino(), 0);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(m1.permissions().mode() & 0o777, 0o555, "copy keeps the exec bits");
+        assert_eq!(
+            m1.permissions().mode() & 0o777,
+            0o555,
+            "copy keeps the exec bits"
+        );
     }
     assert!(names(&ns.shadow().root().join(".tmp")).is_empty());
 }
@@ -216,12 +256,19 @@ fn concurrent_population_gives_one_consistent_tree() {
                 perch_vfs::Kind::Dir => check(repo, tree, &child),
                 perch_vfs::Kind::File => {
                     let got = std::fs::read(tree.join(child.trim_start_matches('/'))).unwrap();
-                    assert_eq!(Some(got.as_slice()), repo.content(child.as_bytes()), "{child}");
+                    assert_eq!(
+                        Some(got.as_slice()),
+                        repo.content(child.as_bytes()),
+                        "{child}"
+                    );
                 }
                 _ => {}
             }
         }
     }
     check(&repo, &tree, "");
-    assert!(names(&ns.shadow().root().join(".tmp")).is_empty(), "staging leftovers");
+    assert!(
+        names(&ns.shadow().root().join(".tmp")).is_empty(),
+        "staging leftovers"
+    );
 }

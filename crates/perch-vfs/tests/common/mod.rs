@@ -103,7 +103,8 @@ impl Fixture {
     }
 
     pub fn resolve(&self, path: &str, base: &str) -> Resolved {
-        self.ns.resolve(&Lookup::new(path.as_bytes(), base.as_bytes()))
+        self.ns
+            .resolve(&Lookup::new(path.as_bytes(), base.as_bytes()))
     }
 
     pub fn lresolve(&self, path: &str, base: &str) -> Resolved {
@@ -121,7 +122,9 @@ impl Fixture {
 pub fn virt(r: &Resolved) -> Option<(String, String)> {
     match r {
         Resolved::Virtual { repo, path, .. } => Some((
-            repo.as_ref().map(|r| r.fqrn().to_owned()).unwrap_or_default(),
+            repo.as_ref()
+                .map(|r| r.fqrn().to_owned())
+                .unwrap_or_default(),
             String::from_utf8_lossy(path).into_owned(),
         )),
         _ => None,
