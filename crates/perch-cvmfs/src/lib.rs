@@ -12,7 +12,7 @@ pub mod config;
 pub mod fetch;
 pub mod repo;
 
-pub use repo::{MountOptions, Node, RepoError, Repository};
+pub use repo::{MountOptions, Node, RepoError, Repository, ResolveError};
 
 /// Render an error and its sources as one line: `a: b: c`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

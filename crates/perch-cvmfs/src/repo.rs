@@ -140,6 +140,23 @@ impl RepoError {
     }
 }
 
+/// Why a path could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Too many symlinks.
+    #[error("{0}: too many levels of symbolic links")]
+    Loop(String),
+    /// A symlink leads out of the repository.
+    #[error("symbolic link to {0} leaves the repository")]
+    Outside(String),
+    /// A path component is not a directory.
+    #[error("{0}: not a directory")]
+    NotDir(String),
+    /// The repository failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
 /// Result of a lookup.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -377,6 +394,63 @@ impl Repository {
         let c = cat.lock().unwrap_or_else(|p| p.into_inner());
         let e = c.lookup(path).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?;
         Ok(e.map(|entry| Node { inode: Self::inode_for(path, &entry), path: path.to_vec(), entry, catalog: h }))
+    }
+
+    /// Resolve a path inside the repository following symlinks in every
+    /// component (and in the last one when `follow_last`), like the kernel
+    /// would below the mount point `mount_dir/<fqrn>`. `Ok(None)` = ENOENT.
+    /// A symlink that leaves the repository is an error naming its target.
+    pub fn resolve(&self, path: &[u8], follow_last: bool, mount_dir: &[u8]) -> Result<Option<Node>, ResolveError> {
+        let mut prefix = mount_dir.to_vec();
+        prefix.push(b'/');
+        prefix.extend_from_slice(self.opts.fqrn.as_bytes());
+        let mut todo: Vec<Vec<u8>> = path
+            .split(|&c| c == b'/')
+            .filter(|c| !c.is_empty())
+            .map(<[u8]>::to_vec)
+            .rev()
+            .collect();
+        let mut cur: Vec<u8> = Vec::new();
+        let mut links = 0;
+        while let Some(comp) = todo.pop() {
+            if comp == b"." {
+                continue;
+            }
+            if comp == b".." {
+                cur.truncate(cur.iter().rposition(|&c| c == b'/').unwrap_or(0));
+                continue;
+            }
+            let mut next = cur.clone();
+            next.push(b'/');
+            next.extend_from_slice(&comp);
+            let Some(node) = self.lookup(&next)? else { return Ok(None) };
+            let last = todo.is_empty();
+            if node.entry.is_symlink() && (!last || follow_last) {
+                links += 1;
+                if links > 40 {
+                    return Err(ResolveError::Loop(String::from_utf8_lossy(path).into_owned()));
+                }
+                let target = self.readlink(&node);
+                if target.starts_with(b"/") {
+                    let Some(rest) = target.strip_prefix(prefix.as_slice()).filter(|r| r.is_empty() || r.starts_with(b"/")) else {
+                        return Err(ResolveError::Outside(String::from_utf8_lossy(&target).into_owned()));
+                    };
+                    cur.clear();
+                    todo.extend(rest.split(|&c| c == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).rev());
+                } else {
+                    todo.extend(target.split(|&c| c == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).rev());
+                }
+                continue;
+            }
+            if !last && !node.entry.is_dir() {
+                return Err(ResolveError::NotDir(String::from_utf8_lossy(&next).into_owned()));
+            }
+            cur = next;
+        }
+        if cur.is_empty() {
+            return Ok(self.lookup(b"")?);
+        }
+        Ok(self.lookup(&cur)?)
     }
 
     /// List a directory (hidden entries removed), sorted by name.

@@ -1,2 +1,160 @@
-//! perch command-line tool.
-fn main() {}
+//! perch: CernVM-FS repositories for unprivileged jobs.
+//!
+//! The binary parses the command line, sets up logging, joins the crates
+//! (client, publisher, interception) and maps failures to documented exit codes.
+#![forbid(unsafe_code)]
+
+mod direct;
+mod exit;
+mod mounts;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use exit::{Fail, Failure};
+use mounts::{Client, ClientArgs};
+
+/// Run programs with /cvmfs visible, read and publish CernVM-FS repositories,
+/// all without privileges.
+#[derive(Debug, Parser)]
+#[command(name = "perch", version, about, propagate_version = true)]
+struct Cli {
+    /// Debug output on stderr: comma-separated targets (cvmfs, fetch, all).
+    #[arg(short = 'd', long = "debug", global = true, value_name = "FLAGS")]
+    debug: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List a directory of a repository: `perch ls [-l] /cvmfs/<fqrn>/path`.
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Long listing like `ls -l`.
+        #[arg(short = 'l')]
+        long: bool,
+        /// Include entries starting with '.'.
+        #[arg(short = 'a')]
+        all: bool,
+        /// Paths below /cvmfs.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Write files of a repository to stdout, byte-exact.
+    Cat {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Paths below /cvmfs.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Show metadata like stat(1), plus the content hash and chunk count.
+    Stat {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Follow a final symbolic link.
+        #[arg(short = 'L', long = "dereference")]
+        follow: bool,
+        /// Paths below /cvmfs.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Print every path below a directory of a repository.
+    Find {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Directory below /cvmfs.
+        path: String,
+        /// Only entries of this type: f, d, l.
+        #[arg(long = "type", value_parser = ["f", "d", "l", "p"])]
+        kind: Option<String>,
+        /// Only entries whose name matches this glob (* and ?).
+        #[arg(long = "name")]
+        name: Option<String>,
+    },
+    /// Client configuration.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration of a repository and where each value came from.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Repository name.
+        fqrn: String,
+    },
+}
+
+fn init_logging(debug: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match debug {
+        None => EnvFilter::new("warn"),
+        Some(flags) => {
+            let mut f = String::from("warn");
+            for flag in flags.split(',') {
+                match flag.trim() {
+                    "all" => f = "debug".into(),
+                    "" => {}
+                    t => f.push_str(&format!(",{t}=debug")),
+                }
+            }
+            EnvFilter::new(f)
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .without_time()
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<(), Fail> {
+    match cli.command {
+        Command::Ls { client, long, all, paths } => direct::ls(&mut Client::new(client), &paths, long, all),
+        Command::Cat { client, paths } => direct::cat(&mut Client::new(client), &paths),
+        Command::Stat { client, follow, paths } => direct::stat(&mut Client::new(client), &paths, follow),
+        Command::Find { client, path, kind, name } => {
+            direct::find(&mut Client::new(client), &path, kind.and_then(|k| k.chars().next()), name.as_deref())
+        }
+        Command::Config { what: ConfigCmd::Show { client, fqrn } } => direct::config_show(&mut Client::new(client), &fqrn),
+    }
+}
+
+#[allow(clippy::print_stderr)]
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { Failure::Usage.code() } else { ExitCode::SUCCESS };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(cli.debug.as_deref());
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let chain: Vec<String> = f.error.chain().map(|c| c.to_string()).collect();
+            let mut line = String::new();
+            for c in chain {
+                if !line.contains(&c) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(&c);
+                }
+            }
+            eprintln!("perch: {line}");
+            f.kind.code()
+        }
+    }
+}

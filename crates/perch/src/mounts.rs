@@ -1,0 +1,188 @@
+//! From configuration to mounted repositories.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use perch_cvmfs::config::{Config, ConfigSources, Proxy as CfgProxy};
+use perch_cvmfs::fetch::Proxy;
+use perch_cvmfs::{MountOptions, Repository};
+
+use crate::exit::{Classify, Fail, Failure};
+
+/// Public keys of the big domains, built into the binary and written to the
+/// cache base on first use so that `CVMFS_KEYS_DIR` can point at them.
+const BUILTIN_KEYS: &[(&str, &str, &str)] = &[
+    ("cern.ch", "cern-it1.cern.ch.pub", include_str!("../keys/cern.ch/cern-it1.cern.ch.pub")),
+    ("cern.ch", "cern-it4.cern.ch.pub", include_str!("../keys/cern.ch/cern-it4.cern.ch.pub")),
+    ("cern.ch", "cern-it5.cern.ch.pub", include_str!("../keys/cern.ch/cern-it5.cern.ch.pub")),
+    ("egi.eu", "egi.eu.pub", include_str!("../keys/egi.eu/egi.eu.pub")),
+    (
+        "opensciencegrid.org",
+        "opensciencegrid.org.pub",
+        include_str!("../keys/opensciencegrid.org/opensciencegrid.org.pub"),
+    ),
+    ("eessi.io", "eessi.io.pub", include_str!("../keys/eessi.io/eessi.io.pub")),
+];
+
+/// Options shared by every command that reads repositories.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientArgs {
+    /// Client configuration file(s) in CVMFS syntax, read after the system files.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+    /// Root of the CVMFS configuration files (default /etc/cvmfs).
+    #[arg(long = "config-dir", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Cache directory (overrides CVMFS_CACHE_BASE / CVMFS_CACHE_DIR).
+    #[arg(long = "cache", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Alien cache directory shared by many jobs (overrides CVMFS_ALIEN_CACHE).
+    #[arg(long = "alien-cache", value_name = "DIR")]
+    pub alien_cache: Option<PathBuf>,
+    /// Where repositories appear (default /cvmfs).
+    #[arg(long = "mount-dir", value_name = "DIR", default_value = "/cvmfs")]
+    pub mount_dir: PathBuf,
+}
+
+/// Configuration and mounted repositories of one perch process.
+pub struct Client {
+    args: ClientArgs,
+    env: BTreeMap<String, String>,
+    keys_root: Option<PathBuf>,
+    mounted: Mutex<HashMap<String, Arc<Repository>>>,
+}
+
+impl Client {
+    /// A client reading the process environment.
+    pub fn new(args: ClientArgs) -> Client {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        Client { args, env, keys_root: None, mounted: Mutex::new(HashMap::new()) }
+    }
+
+    /// The mount directory (`/cvmfs`).
+    pub fn mount_dir(&self) -> &Path {
+        &self.args.mount_dir
+    }
+
+    fn sources(&mut self) -> ConfigSources {
+        let mut s = ConfigSources::new(self.args.config_dir.clone().unwrap_or_else(|| PathBuf::from("/etc/cvmfs")));
+        for f in &self.args.config {
+            s = s.with_extra_file(f.clone());
+        }
+        if self.keys_root.is_none() {
+            self.keys_root = self.install_builtin_keys();
+        }
+        if let Some(k) = &self.keys_root {
+            s = s.with_builtin_keys_root(k.clone());
+        }
+        s
+    }
+
+    /// Write the built-in keys below the default cache base (once).
+    fn install_builtin_keys(&self) -> Option<PathBuf> {
+        let base = perch_cvmfs::config::default_cache_base(&self.env, None);
+        let root = base.join("keys");
+        for (domain, name, pem) in BUILTIN_KEYS {
+            let dir = root.join(domain);
+            let path = dir.join(name);
+            if path.exists() {
+                continue;
+            }
+            std::fs::create_dir_all(&dir).ok()?;
+            let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+            std::fs::write(&tmp, pem).ok()?;
+            std::fs::rename(&tmp, &path).ok()?;
+        }
+        Some(root)
+    }
+
+    /// The effective configuration of `fqrn`.
+    pub fn config(&mut self, fqrn: &str) -> Result<Config> {
+        let sources = self.sources();
+        Config::resolve(fqrn, &sources, &self.env).with_context(|| format!("configuration of {fqrn}"))
+    }
+
+    /// Repositories to show in `/cvmfs` (CVMFS_REPOSITORIES).
+    pub fn configured(&mut self) -> Vec<String> {
+        self.config("").map(|c| c.repositories()).unwrap_or_default()
+    }
+
+    /// Mount options for `fqrn` from the configuration and command line.
+    pub fn mount_options(&mut self, fqrn: &str) -> Result<MountOptions> {
+        let cfg = self.config(fqrn)?;
+        let servers = cfg.server_urls();
+        if servers.is_empty() {
+            bail!("no server configured for {fqrn} (set CVMFS_SERVER_URL, e.g. with --config FILE)");
+        }
+        let mut proxies = Vec::new();
+        for group in cfg.proxy_groups()? {
+            for p in group {
+                proxies.push(match p {
+                    CfgProxy::Direct => Proxy::Direct,
+                    CfgProxy::Url(u) => Proxy::Url(u),
+                    CfgProxy::Auto => {
+                        tracing::warn!("CVMFS_HTTP_PROXY=auto (PAC discovery) is not supported; using DIRECT");
+                        Proxy::Direct
+                    }
+                });
+            }
+        }
+        let alien = self.args.alien_cache.clone().or_else(|| cfg.alien_cache());
+        let cache_dir = match (&self.args.cache, &alien) {
+            (_, Some(a)) => a.clone(),
+            (Some(c), None) => c.join(fqrn),
+            (None, None) => cfg.cache_dir()?,
+        };
+        let keys = cfg.public_keys()?;
+        if keys.is_empty() {
+            bail!("no public key for {fqrn} (set CVMFS_PUBLIC_KEY or CVMFS_KEYS_DIR)");
+        }
+        let timeout = cfg.secs("CVMFS_TIMEOUT")?.unwrap_or(Duration::from_secs(5));
+        Ok(MountOptions {
+            fqrn: fqrn.to_string(),
+            servers,
+            proxies,
+            public_keys: keys,
+            cache_dir,
+            alien: alien.is_some(),
+            tag: cfg.repository_tag().map(str::to_string),
+            date: None,
+            timeout,
+        })
+    }
+
+    /// Mount `fqrn` (once per process).
+    pub fn mount(&mut self, fqrn: &str) -> Result<Arc<Repository>, Fail> {
+        if let Some(r) = self.mounted.lock().unwrap_or_else(|p| p.into_inner()).get(fqrn) {
+            return Ok(r.clone());
+        }
+        let opts = self.mount_options(fqrn).or_fail(Failure::Config)?;
+        let repo = Repository::mount(opts)
+            .map_err(|e| Fail::new(Failure::Mount, anyhow!("cannot mount {fqrn}: {}", perch_cvmfs::error_chain(&e))))?;
+        let repo = Arc::new(repo);
+        self.mounted.lock().unwrap_or_else(|p| p.into_inner()).insert(fqrn.to_string(), repo.clone());
+        Ok(repo)
+    }
+
+    /// Split `/cvmfs/<fqrn>/rest` into `(fqrn, "/rest")`.
+    pub fn split_path<'a>(&self, path: &'a str) -> Result<(&'a str, &'a str)> {
+        let md = self.args.mount_dir.to_string_lossy();
+        let md = md.trim_end_matches('/');
+        let rest = path
+            .strip_prefix(md)
+            .filter(|r| r.starts_with('/'))
+            .ok_or_else(|| anyhow!("{path}: not below {md}/ (use {md}/<repository>/...)"))?;
+        let rest = rest.trim_start_matches('/');
+        let (fqrn, inner) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if fqrn.is_empty() {
+            bail!("{path}: no repository name (use {md}/<repository>/...)");
+        }
+        Ok((fqrn, inner))
+    }
+}
