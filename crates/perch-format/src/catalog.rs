@@ -288,13 +288,18 @@ impl Catalog {
                 return Err(CatalogError::Schema(format!("{schema} without column {need}")));
             }
         }
-        let root_prefix: Option<String> = conn
-            .query_row("SELECT value FROM properties WHERE key='root_prefix'", [], |r| r.get(0))
+        let root_prefix: Option<Vec<u8>> = conn
+            .query_row("SELECT value FROM properties WHERE key='root_prefix'", [], |r| {
+                Ok(match r.get_ref(0)? {
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),
+                    _ => Vec::new(),
+                })
+            })
             .optional()?;
         Ok(Catalog {
             has_mtimens: cols.iter().any(|c| c == "mtimens"),
             has_xattr: cols.iter().any(|c| c == "xattr"),
-            root_prefix: root_prefix.map(String::into_bytes).unwrap_or_default(),
+            root_prefix: root_prefix.unwrap_or_default(),
             conn,
         })
     }
@@ -446,13 +451,17 @@ impl Catalog {
     pub fn nested(&self) -> Result<Vec<NestedRef>, CatalogError> {
         let mut st = self.conn.prepare_cached("SELECT path, sha1, size FROM nested_catalogs")?;
         let rows = st.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
+            let path = match r.get_ref(0)? {
+                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),
+                _ => Vec::new(),
+            };
+            Ok((path, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
         })?;
         let mut out = Vec::new();
         for r in rows {
             let (path, sha1, size) = r?;
-            let hash = sha1.parse().map_err(|_| CatalogError::Corrupt { path: path.clone(), reason: "nested catalog hash is invalid" })?;
-            out.push(NestedRef { path: path.into_bytes(), hash, size: size.map(i64_to_u64).unwrap_or(0) });
+            let hash = sha1.parse().map_err(|_| CatalogError::Corrupt { path: String::from_utf8_lossy(&path).into_owned(), reason: "nested catalog hash is invalid" })?;
+            out.push(NestedRef { path, hash, size: size.map(i64_to_u64).unwrap_or(0) });
         }
         Ok(out)
     }
@@ -531,6 +540,13 @@ pub const COUNTERS: [&str; 12] = [
     "xattr",
 ];
 
+/// Bind raw bytes as a TEXT value without any UTF-8 conversion, so that
+/// names that are not valid UTF-8 round-trip (catalog `name`, `symlink` and
+/// `nested_catalogs.path` hold the file system's raw bytes, like the real tool).
+fn raw_text(bytes: &[u8]) -> rusqlite::types::ToSqlOutput<'_> {
+    rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(bytes))
+}
+
 /// Writes a new catalog file.
 pub struct CatalogWriter {
     conn: Connection,
@@ -571,8 +587,8 @@ impl CatalogWriter {
                 e.mtime,
                 e.mtime_ns.map(i64::from),
                 i64::from(e.flags),
-                String::from_utf8_lossy(&e.name),
-                String::from_utf8_lossy(&e.symlink),
+                raw_text(&e.name),
+                raw_text(&e.symlink),
                 i64::from(e.uid),
                 i64::from(e.gid),
                 xattr,
@@ -600,7 +616,7 @@ impl CatalogWriter {
         self.conn
             .prepare_cached("INSERT INTO nested_catalogs (path, sha1, size) VALUES (?1, ?2, ?3)")?
             .execute(params![
-                String::from_utf8_lossy(&n.path),
+                raw_text(&n.path),
                 n.hash.to_string(),
                 i64::try_from(n.size).unwrap_or(i64::MAX)
             ])?;
@@ -612,6 +628,15 @@ impl CatalogWriter {
         self.conn
             .prepare_cached("INSERT OR REPLACE INTO properties (key, value) VALUES (?1, ?2)")?
             .execute(params![key, value])?;
+        Ok(())
+    }
+
+    /// Set a property whose value is raw bytes stored as TEXT (`root_prefix`
+    /// of a nested catalog whose path is not valid UTF-8).
+    pub fn set_property_bytes(&self, key: &str, value: &[u8]) -> Result<(), CatalogError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO properties (key, value) VALUES (?1, ?2)")?
+            .execute(params![key, raw_text(value)])?;
         Ok(())
     }
 
@@ -646,6 +671,42 @@ mod tests {
         assert_eq!(expand_symlink(b"$(EMPTY:-gen)/x", &env), b"/x");
         assert_eq!(expand_symlink(b"$(NOPE)/x", &env), b"/x");
         assert_eq!(expand_symlink(b"a$(ARCH", &env), b"a$(ARCH");
+    }
+
+    #[test]
+    fn non_utf8_names_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        let w = CatalogWriter::create(&p).unwrap();
+        w.set_property("schema", "2.5").unwrap();
+        w.set_property_bytes("root_prefix", b"/n\xff").unwrap();
+        let name = b"bad\xfe\x80name".to_vec();
+        let e = DirEntry {
+            name: name.clone(),
+            flags: FLAG_FILE | FLAG_LINK,
+            mode: 0o120777,
+            size: 2,
+            mtime: 1,
+            mtime_ns: None,
+            uid: 0,
+            gid: 0,
+            hardlink_group: 0,
+            linkcount: 1,
+            hash: None,
+            symlink: b"\xff\x00x".to_vec(),
+            xattrs: Vec::new(),
+        };
+        let mut path = b"/n\xff/".to_vec();
+        path.extend_from_slice(&name);
+        w.insert(&path, &e).unwrap();
+        let h = ContentHash::from_raw(Algorithm::Sha1, &[7; 20]).unwrap();
+        w.insert_nested(&NestedRef { path: b"/n\xff/d\xfe".to_vec(), hash: h, size: 1 }).unwrap();
+        w.finish().unwrap();
+        let c = Catalog::open(&p).unwrap();
+        assert_eq!(c.root_prefix(), b"/n\xff");
+        assert_eq!(c.lookup(&path).unwrap().unwrap(), e);
+        assert_eq!(c.list(b"/n\xff").unwrap(), vec![e]);
+        assert_eq!(c.nested().unwrap()[0].path, b"/n\xff/d\xfe");
     }
 
     #[test]
