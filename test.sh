@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs perch's whole test suite. Installs what the tests need (Debian packages)
+# when it is missing, then checks formatting, lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# binary:package pairs the tests use for real (servers, programs run under perch).
+needs=(nginx:nginx-light squid:squid proot:proot python3:python3 gcc:gcc make:make git:git
+       setpriv:util-linux file:file)
+missing=()
+for pair in "${needs[@]}"; do
+  bin=${pair%%:*} pkg=${pair#*:}
+  if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
+    missing+=("$pkg")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}" >&2
+  SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace
