@@ -4,6 +4,7 @@
 //! (client, publisher, interception) and maps failures to documented exit codes.
 #![forbid(unsafe_code)]
 
+mod adapter;
 mod direct;
 mod exit;
 mod mounts;

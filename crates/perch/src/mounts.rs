@@ -52,6 +52,7 @@ pub struct Client {
     args: ClientArgs,
     env: BTreeMap<String, String>,
     keys_root: Option<PathBuf>,
+    extra: Vec<String>,
     mounted: Mutex<HashMap<String, Arc<Repository>>>,
 }
 
@@ -59,7 +60,7 @@ impl Client {
     /// A client reading the process environment.
     pub fn new(args: ClientArgs) -> Client {
         let env: BTreeMap<String, String> = std::env::vars().collect();
-        Client { args, env, keys_root: None, mounted: Mutex::new(HashMap::new()) }
+        Client { args, env, keys_root: None, extra: Vec::new(), mounted: Mutex::new(HashMap::new()) }
     }
 
     /// The mount directory (`/cvmfs`).
@@ -108,6 +109,34 @@ impl Client {
     /// Repositories to show in `/cvmfs` (CVMFS_REPOSITORIES).
     pub fn configured(&mut self) -> Vec<String> {
         self.config("").map(|c| c.repositories()).unwrap_or_default()
+    }
+
+    /// Also show these repositories in `/cvmfs` (`perch run -r FQRN`).
+    pub fn add_repositories(&mut self, names: &[String]) {
+        self.extra.extend(names.iter().cloned());
+    }
+
+    /// Repositories named on the command line.
+    pub fn extra_repositories(&self) -> Vec<String> {
+        self.extra.clone()
+    }
+
+    /// Whether `fqrn` has a server configured (else it does not exist for us).
+    pub fn has_server(&mut self, fqrn: &str) -> bool {
+        self.config(fqrn).map(|c| !c.server_urls().is_empty()).unwrap_or(false)
+    }
+
+    /// The directory that holds the caches (and the shadow tree): the alien
+    /// cache, `--cache`, or the configured cache base.
+    pub fn cache_root(&mut self) -> Result<PathBuf> {
+        if let Some(a) = &self.args.alien_cache {
+            return Ok(a.clone());
+        }
+        if let Some(c) = &self.args.cache {
+            return Ok(c.clone());
+        }
+        let cfg = self.config("")?;
+        Ok(cfg.alien_cache().unwrap_or_else(|| cfg.cache_base()))
     }
 
     /// Mount options for `fqrn` from the configuration and command line.

@@ -1,0 +1,152 @@
+//! The two adapters the binary holds: the CVMFS client seen as perch-vfs's
+//! `Repository`/`Mounter`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use perch_cvmfs::{Node, RepoError as CvmfsError, Repository};
+use perch_vfs::{Entry, Errno, Kind, RepoError};
+
+use crate::mounts::Client;
+
+/// A mounted CVMFS repository as perch-vfs sees it.
+pub struct VfsRepo {
+    repo: Arc<Repository>,
+    id: String,
+}
+
+impl VfsRepo {
+    /// Wrap a mounted repository.
+    pub fn new(repo: Arc<Repository>) -> VfsRepo {
+        let id = repo.root_hash().to_string();
+        VfsRepo { repo, id }
+    }
+
+    fn node(&self, path: &[u8]) -> Result<Node, RepoError> {
+        self.repo
+            .lookup(path)
+            .map_err(|e| io_error(&self.repo, path, &e))?
+            .ok_or_else(|| RepoError::new(Errno::ENOENT, format!("{}: not found", String::from_utf8_lossy(path))))
+    }
+}
+
+fn io_error(repo: &Repository, path: &[u8], e: &CvmfsError) -> RepoError {
+    let msg = format!("{}{}: {}", repo.fqrn(), String::from_utf8_lossy(path), perch_cvmfs::error_chain(e));
+    tracing::warn!(target: "cvmfs", "{msg}");
+    RepoError::io(msg)
+}
+
+fn entry(repo: &Repository, n: &Node) -> Entry {
+    let e = &n.entry;
+    let kind = if e.is_dir() {
+        Kind::Dir
+    } else if e.is_symlink() {
+        Kind::Symlink
+    } else if e.is_special() {
+        Kind::from_mode(e.mode).unwrap_or(Kind::Fifo)
+    } else {
+        Kind::File
+    };
+    let symlink = e.is_symlink().then(|| repo.readlink(n));
+    let size = match kind {
+        Kind::Symlink => symlink.as_ref().map(|s| s.len() as u64).unwrap_or(0),
+        Kind::CharDev | Kind::BlockDev | Kind::Fifo | Kind::Socket => 0,
+        _ => e.size,
+    };
+    Entry {
+        kind,
+        mode: (e.mode & 0o7777) | kind.type_bits(),
+        size,
+        mtime: e.mtime,
+        mtime_ns: e.mtime_ns.unwrap_or(0),
+        uid: e.uid,
+        gid: e.gid,
+        nlink: e.linkcount.max(1),
+        inode: n.inode,
+        rdev: if matches!(kind, Kind::CharDev | Kind::BlockDev) { e.size } else { 0 },
+        symlink,
+    }
+}
+
+impl perch_vfs::Repository for VfsRepo {
+    fn fqrn(&self) -> &str {
+        self.repo.fqrn()
+    }
+
+    fn revision_id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn lookup(&self, path: &[u8]) -> Result<Option<Entry>, RepoError> {
+        let n = self.repo.lookup(path).map_err(|e| io_error(&self.repo, path, &e))?;
+        Ok(n.map(|n| entry(&self.repo, &n)))
+    }
+
+    fn list(&self, path: &[u8]) -> Result<Vec<(Vec<u8>, Entry)>, RepoError> {
+        let nodes = self.repo.list(path).map_err(|e| io_error(&self.repo, path, &e))?;
+        Ok(nodes.into_iter().map(|n| (n.entry.name.clone(), entry(&self.repo, &n))).collect())
+    }
+
+    fn fetch(&self, path: &[u8], _entry: &Entry) -> Result<PathBuf, RepoError> {
+        let n = self.node(path)?;
+        self.repo.fetch(&n).map_err(|e| io_error(&self.repo, path, &e))
+    }
+
+    fn getxattr(&self, path: &[u8], _entry: &Entry, name: &[u8]) -> Result<Option<Vec<u8>>, RepoError> {
+        let n = self.node(path)?;
+        let name = String::from_utf8_lossy(name);
+        self.repo.xattr(&n, &name).map_err(|e| io_error(&self.repo, path, &e))
+    }
+
+    fn listxattr(&self, path: &[u8], _entry: &Entry) -> Result<Vec<Vec<u8>>, RepoError> {
+        let n = self.node(path)?;
+        Ok(self.repo.list_xattrs(&n).into_iter().map(String::into_bytes).collect())
+    }
+}
+
+/// Mounts repositories lazily from the configuration.
+pub struct VfsMounter {
+    client: Mutex<Client>,
+    configured: Vec<String>,
+    cache_root: PathBuf,
+}
+
+impl VfsMounter {
+    /// A mounter over `client`; `cache_root` holds the shadow tree and must be
+    /// on the file system of the cache objects (hard links).
+    pub fn new(mut client: Client, cache_root: PathBuf) -> VfsMounter {
+        let mut configured = client.configured();
+        configured.extend(client.extra_repositories());
+        configured.sort();
+        configured.dedup();
+        VfsMounter { client: Mutex::new(client), configured, cache_root }
+    }
+}
+
+impl perch_vfs::Mounter for VfsMounter {
+    fn configured(&self) -> Vec<String> {
+        self.configured.clone()
+    }
+
+    fn mount(&self, fqrn: &str) -> Result<Option<Arc<dyn perch_vfs::Repository>>, RepoError> {
+        if fqrn.is_empty() || fqrn.starts_with('.') || !fqrn.contains('.') {
+            return Ok(None);
+        }
+        let mut c = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if !c.has_server(fqrn) {
+            return Ok(None);
+        }
+        match c.mount(fqrn) {
+            Ok(r) => Ok(Some(Arc::new(VfsRepo::new(r)))),
+            Err(f) => {
+                let msg = format!("{:#}", f.error);
+                tracing::warn!(target: "cvmfs", "{msg}");
+                Err(RepoError::io(msg))
+            }
+        }
+    }
+
+    fn cache_root(&self) -> PathBuf {
+        self.cache_root.clone()
+    }
+}
