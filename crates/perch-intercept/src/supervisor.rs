@@ -1,19 +1,27 @@
 //! The supervisor threads: receive notifications and run the handler on each.
 //!
-//! One thread at a time holds the receive lock, polls the listener and the wake-up eventfd, and
-//! receives one notification; it then releases the lock and runs the handler, so handlers run in
-//! parallel while `NOTIF_RECV` is never entered without a pending notification (a blocked
-//! `NOTIF_RECV` could not be woken at shutdown).
+//! Thread 0, the receiver, polls the listener and the wake-up eventfd, receives a notification
+//! and runs the handler inline: the common case costs no thread hand-off at all. The other
+//! threads stand by: every [`STANDBY_MS`] they look whether a notification is pending while the
+//! receiver is busy (a handler waiting for a download, say) and, if so, receive and handle
+//! notifications until none is pending. A receive lock makes sure `NOTIF_RECV` is only entered
+//! after `poll` saw a pending notification, by one thread at a time, so it never blocks (a
+//! blocked `NOTIF_RECV` could not be woken at shutdown before Linux 6.6).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
+use perch_sys::misc;
+use perch_sys::notify::Notif;
 use perch_syscalls::Errno;
 
 use crate::kernel::Kernel;
 use crate::{Handler, Notification, Stats};
+
+/// How often a standby thread checks for notifications the receiver has not taken yet.
+pub(crate) const STANDBY_MS: i32 = 2;
 
 pub(crate) struct Shared {
     pub listener: OwnedFd,
@@ -24,60 +32,119 @@ pub(crate) struct Shared {
     pub recv_lock: Mutex<()>,
 }
 
-/// The body of one supervisor thread. A panic outside the handler aborts the process.
-pub(crate) fn worker(shared: &Shared) {
-    if catch_unwind(AssertUnwindSafe(|| worker_loop(shared))).is_err() {
+/// The body of supervisor thread `index`. A panic outside the handler aborts the process.
+pub(crate) fn worker(shared: &Shared, index: usize) {
+    let body = || {
+        if index == 0 {
+            receiver(shared)
+        } else {
+            standby(shared)
+        }
+    };
+    if catch_unwind(AssertUnwindSafe(body)).is_err() {
         tracing::error!("perch supervisor loop panicked; aborting");
         std::process::abort();
     }
 }
 
-fn worker_loop(shared: &Shared) {
-    while let Some(notif) = next(shared) {
-        shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
-        let n = Notification::new(
-            shared.kernel.as_ref(),
-            shared.listener.as_fd(),
-            notif,
-            &shared.stats,
-        );
-        if tracing::enabled!(target: "perch::syscall", tracing::Level::DEBUG) {
-            tracing::debug!(target: "perch::syscall", pid = n.pid().0, "{}", n.display());
-        }
-        let handler = &shared.handler;
-        if catch_unwind(AssertUnwindSafe(move || handler.on_syscall(n))).is_err() {
-            shared.stats.panics.fetch_add(1, Ordering::Relaxed);
+enum Next {
+    Notif(Notif),
+    Idle,
+    Shutdown,
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, ()> {
+    shared
+        .recv_lock
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn receiver(shared: &Shared) {
+    loop {
+        let next = {
+            let _guard = lock(shared);
+            next(shared, -1)
+        };
+        match next {
+            Next::Notif(n) => handle(shared, n),
+            Next::Idle => continue,
+            Next::Shutdown => return,
         }
     }
 }
 
-/// The next notification, or `None` at shutdown.
-fn next(shared: &Shared) -> Option<perch_sys::notify::Notif> {
-    let _guard = shared
-        .recv_lock
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+fn standby(shared: &Shared) {
     loop {
-        match perch_sys::misc::poll2(shared.listener.as_fd(), shared.wake.as_fd(), -1) {
-            Ok(r) if r.b => return None,
+        match misc::poll_in(shared.wake.as_fd(), STANDBY_MS) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) if e == Errno::EINTR => {}
+            Err(_) => return,
+        }
+        // Help while there is work nobody is taking.
+        loop {
+            let guard = match shared.recv_lock.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => break, // someone is receiving
+            };
+            let next = next(shared, 0);
+            drop(guard);
+            match next {
+                Next::Notif(n) => handle(shared, n),
+                Next::Idle => break,
+                Next::Shutdown => return,
+            }
+        }
+    }
+}
+
+/// With the receive lock held: waits up to `timeout_ms` for a notification and receives it.
+fn next(shared: &Shared, timeout_ms: i32) -> Next {
+    loop {
+        match misc::poll2(shared.listener.as_fd(), shared.wake.as_fd(), timeout_ms) {
+            Ok(r) if r.b => return Next::Shutdown,
             Ok(r) if r.a_in => {}
             // Every task using the filter is gone: nothing can be notified any more.
-            Ok(r) if r.a_hup => return None,
+            Ok(r) if r.a_hup => return Next::Shutdown,
+            Ok(_) if timeout_ms >= 0 => return Next::Idle,
             Ok(_) => continue,
             Err(e) if e == Errno::EINTR => continue,
             Err(e) => {
                 tracing::error!(errno = ?e, "poll on the seccomp listener failed");
-                return None;
+                return Next::Shutdown;
             }
         }
         match shared.kernel.recv(shared.listener.as_fd()) {
-            Ok(n) => return Some(n),
-            // The caller was killed between poll and receive, or a signal came: poll again.
-            Err(e) if e == Errno::ENOENT || e == Errno::EINTR => continue,
+            Ok(n) => return Next::Notif(n),
+            // The caller was killed between poll and receive, or a signal came.
+            Err(e) if e == Errno::ENOENT || e == Errno::EINTR => {
+                if timeout_ms >= 0 {
+                    return Next::Idle;
+                }
+            }
             Err(e) => {
                 tracing::error!(errno = ?e, "receiving a seccomp notification failed");
-                return None;
+                return Next::Shutdown;
             }
         }
+    }
+}
+
+fn handle(shared: &Shared, notif: Notif) {
+    shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
+    let n = Notification::new(
+        shared.kernel.as_ref(),
+        shared.listener.as_fd(),
+        notif,
+        &shared.stats,
+    );
+    if tracing::enabled!(target: "perch::syscall", tracing::Level::DEBUG) {
+        tracing::debug!(target: "perch::syscall", pid = n.pid().0, "{}", n.display());
+    }
+    let handler = &shared.handler;
+    if catch_unwind(AssertUnwindSafe(move || handler.on_syscall(n))).is_err() {
+        shared.stats.panics.fetch_add(1, Ordering::Relaxed);
     }
 }

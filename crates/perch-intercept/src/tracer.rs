@@ -103,6 +103,11 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
     if !listener.wait_killable {
         tracing::debug!("SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV not available");
     }
+    if sync_wakeup() {
+        if let Err(e) = perch_sys::notify::set_sync_wakeup(listener.fd.as_fd()) {
+            tracing::debug!(errno = ?e, "SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP not available");
+        }
+    }
     if let Err(errno) = ptrace::seize(child.pid(), options::PERCH) {
         child.kill_and_reap();
         return Err(Error::Ptrace { errno });
@@ -127,7 +132,7 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
             let shared = &shared;
             let spawned = std::thread::Builder::new()
                 .name(format!("perch-notify-{i}"))
-                .spawn_scoped(s, move || supervisor::worker(shared));
+                .spawn_scoped(s, move || supervisor::worker(shared, i));
             if let Err(e) = spawned {
                 child.kill_and_reap();
                 let _ = misc::eventfd_signal(shared.wake.as_fd());
@@ -159,6 +164,10 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
         }
     }
     Ok(status)
+}
+
+fn sync_wakeup() -> bool {
+    std::env::var_os("PERCH_NO_SYNC_WAKEUP").is_none()
 }
 
 struct Tracer<'a> {

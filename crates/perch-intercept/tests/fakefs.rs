@@ -343,3 +343,79 @@ fn handler_panic_is_eio_not_a_hang() {
     assert_eq!(status, ExitStatus::Exited(0));
     assert_eq!(stats.panics(), 1);
 }
+
+#[test]
+fn a_blocked_handler_does_not_stop_other_calls() {
+    use perch_intercept::{Handler, Notification};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    /// Opening `/fakefs/slow.txt` waits until `/fakefs/b.txt` has been opened by another
+    /// process (at most 20 s, then EIO): only works if another supervisor thread serves it.
+    struct Slow {
+        inner: Arc<common::FakeFs>,
+        marker: std::path::PathBuf,
+        fast_done: Mutex<bool>,
+        cv: Condvar,
+    }
+    impl Handler for Slow {
+        fn on_syscall(&self, n: Notification<'_>) {
+            let path = n.call().path().and_then(|(_, p)| n.read_path(p).ok());
+            match path.as_deref() {
+                Some(b"/fakefs/slow.txt") => {
+                    std::fs::write(&self.marker, "").unwrap();
+                    let done = self.fast_done.lock().unwrap();
+                    let (done, _) = self
+                        .cv
+                        .wait_timeout_while(done, Duration::from_secs(20), |d| !*d)
+                        .unwrap();
+                    if !*done {
+                        return n.error(perch_intercept::Errno::EIO);
+                    }
+                }
+                Some(b"/fakefs/b.txt") => {
+                    *self.fast_done.lock().unwrap() = true;
+                    self.cv.notify_all();
+                }
+                _ => {}
+            }
+            self.inner.on_syscall(n)
+        }
+        fn on_trace_path(
+            &self,
+            call: &perch_intercept::TracedCall,
+        ) -> perch_intercept::TraceAction {
+            self.inner.on_trace_path(call)
+        }
+    }
+
+    let f = Fixture::new();
+    std::fs::write(f.root().join("slow.txt"), "slow\n").unwrap();
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("slow-started");
+    let slow = Arc::new(Slow {
+        inner: f.fs.clone(),
+        marker: marker.clone(),
+        fast_done: Mutex::new(false),
+        cv: Condvar::new(),
+    });
+    let out = marker_dir.path().join("out");
+    let script = format!(
+        "cat /fakefs/slow.txt > {out}.slow & while [ ! -e {m} ]; do :; done; cat /fakefs/b.txt; wait; cat {out}.slow",
+        out = out.display(),
+        m = marker.display()
+    );
+    let status = Interceptor::new()
+        .workers(2)
+        .run(
+            &["/bin/sh".into(), "-c".into(), script.into()],
+            &common::env(),
+            slow,
+        )
+        .unwrap();
+    assert_eq!(status, ExitStatus::Exited(0));
+    assert_eq!(
+        std::fs::read_to_string(format!("{}.slow", out.display())).unwrap(),
+        "slow\n"
+    );
+}

@@ -109,6 +109,19 @@ pub fn poll2(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout_ms: i32) -> Result<Re
     })
 }
 
+/// Waits until `fd` is readable (or hangs up), at most `timeout_ms` (`< 0`: forever). Returns
+/// whether it is. `EINTR` is returned to the caller.
+pub fn poll_in(fd: BorrowedFd<'_>, timeout_ms: i32) -> Result<bool, Errno> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd struct that outlives the call.
+    check_int(unsafe { libc::poll(&mut pfd, 1, timeout_ms) })?;
+    Ok(pfd.revents != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,8 @@ use crate::Errno;
 /// an unmapped page is still read.
 const PAGE: u64 = 4096;
 const PAGE_BYTES: usize = 4096;
+/// Bytes read first when looking for a NUL.
+const FIRST_READ: usize = 256;
 
 /// Reads a tracee's memory.
 pub trait TraceeView {
@@ -23,11 +25,15 @@ pub trait TraceeView {
         let mut out = Vec::new();
         let mut at = addr;
         let mut chunk = [0u8; PAGE_BYTES];
+        // Most paths are short: read a small first piece, then whole pages.
+        let mut step = FIRST_READ;
         while out.len() < max {
             let to_page_end = PAGE - (at % PAGE);
             let want = usize::try_from(to_page_end)
                 .unwrap_or(chunk.len())
+                .min(step)
                 .min(max - out.len());
+            step = PAGE_BYTES;
             let n = self.read_memory(at, &mut chunk[..want])?;
             if n == 0 {
                 return Err(Errno::EFAULT);
