@@ -343,12 +343,18 @@ impl Interceptor {
 
 /// Fails with a typed error when the kernel cannot run perch.
 fn check_kernel() -> Result<(), Error> {
-    let release = perch_sys::misc::kernel_release().unwrap_or_default();
-    match perch_sys::misc::parse_version(&release) {
-        Some(v) if v >= MIN_KERNEL => {}
-        _ => return Err(Error::KernelTooOld { release }),
-    }
+    check_release(&perch_sys::misc::kernel_release().unwrap_or_default())?;
     perch_sys::notify::check_sizes().map_err(|errno| Error::SeccompUnavailable { errno })
+}
+
+/// `KernelTooOld` unless `release` (`uname -r`) is at least [`MIN_KERNEL`].
+fn check_release(release: &str) -> Result<(), Error> {
+    match perch_sys::misc::parse_version(release) {
+        Some(v) if v >= MIN_KERNEL => Ok(()),
+        _ => Err(Error::KernelTooOld {
+            release: release.to_string(),
+        }),
+    }
 }
 
 /// The paths `execvp` would try for `program`.
@@ -403,6 +409,24 @@ mod tests {
         assert_eq!(act(Sysno::IoUringSetup), Action::Errno(38));
         assert_eq!(act(Sysno::Ptrace), Action::Errno(1));
         assert_eq!(act(Sysno::Read), Action::Allow);
+    }
+
+    #[test]
+    fn old_kernels_are_refused_by_name() {
+        for old in [
+            "3.10.0-1160.el7.x86_64",
+            "4.18.0-513.el8.x86_64",
+            "5.13.19",
+            "",
+        ] {
+            let e = check_release(old).unwrap_err();
+            assert!(matches!(e, Error::KernelTooOld { .. }));
+            assert!(e.to_string().contains("needs Linux 5.14"), "{e}");
+        }
+        for ok in ["5.14.0-362.el9.x86_64", "6.18.44-fc-v782", "10.0.1"] {
+            check_release(ok).unwrap();
+        }
+        check_kernel().unwrap();
     }
 
     #[test]

@@ -419,3 +419,34 @@ fn a_blocked_handler_does_not_stop_other_calls() {
         "slow\n"
     );
 }
+
+#[test]
+fn posix_spawn_vfork_of_a_virtual_binary() {
+    let f = Fixture::new();
+    // CPython uses vfork/posix_spawn (CLONE_VM|CLONE_VFORK) here: the exec path is rewritten in
+    // memory shared with the suspended parent.
+    let script = r#"
+import os, subprocess
+pid = os.posix_spawn("/fakefs/bin/true", ["true"], dict(os.environ))
+_, st = os.waitpid(pid, 0)
+r = subprocess.run(["/fakefs/script.sh", "v"], close_fds=False, capture_output=True, text=True)
+print(os.waitstatus_to_exitcode(st), r.returncode, r.stdout, end="")
+"#;
+    let o = run(&f.fs, &[python(), "-c", script]);
+    assert_ok(&o);
+    assert_eq!(o.stdout, "0 0 script-ran v\n");
+}
+
+#[test]
+fn exec_from_a_non_leader_thread() {
+    let f = Fixture::new();
+    let script = r#"
+import os, threading, time
+threading.Thread(target=lambda: os.execv("/fakefs/script.sh", ["script.sh", "from-thread"])).start()
+time.sleep(30)
+print("not replaced")
+"#;
+    let o = run(&f.fs, &[python(), "-c", script]);
+    assert_ok(&o);
+    assert_eq!(o.stdout, "script-ran from-thread\n");
+}
