@@ -60,6 +60,20 @@ pub enum TraceAction {
     /// written below the tracee's stack pointer; if the call fails the original path is still
     /// where it was, so nothing needs restoring.
     Rewrite(Vec<u8>),
+    /// For `execve`/`execveat` only: run `path` instead, with the argument vector
+    /// `prepend ++ argv[skip..]` (the original `argv` pointers are reused for the tail). This is
+    /// how a `#!` script or an ELF whose interpreter is virtual is started through a real
+    /// interpreter file while the program still sees its own arguments. The new strings and
+    /// pointer array are written below the tracee's stack pointer; the original memory is left
+    /// as it was.
+    RewriteExec {
+        /// The file to execute (no NUL).
+        path: Vec<u8>,
+        /// New leading arguments (no NUL).
+        prepend: Vec<Vec<u8>>,
+        /// How many of the original arguments to drop before appending the rest.
+        skip: usize,
+    },
     /// Do not run it; it fails with this errno.
     Fail(Errno),
 }
@@ -295,6 +309,14 @@ impl Tracer<'_> {
                 Ok(()) => return,
                 Err(e) => TraceAction::Fail(e),
             },
+            TraceAction::RewriteExec {
+                path,
+                prepend,
+                skip,
+            } => match rewrite_exec(pid, &mut regs, &traced, path, &prepend, skip) {
+                Ok(()) => return,
+                Err(e) => TraceAction::Fail(e),
+            },
             other => other,
         };
         if let TraceAction::Fail(errno) = action {
@@ -342,6 +364,91 @@ fn resume(pid: Pid, signal: i32) {
         // ESRCH: killed meanwhile.
         tracing::debug!(pid = pid.0, errno = ?e, "PTRACE_CONT failed");
     }
+}
+
+/// Most argument pointers read from a tracee's `argv` (the kernel's own limit is lower).
+const MAX_ARGS: usize = 0x7fff_ffff / 8;
+
+fn arg_slot(regs: &mut Regs, index: usize) -> &mut u64 {
+    match index {
+        0 => &mut regs.rdi,
+        1 => &mut regs.rsi,
+        2 => &mut regs.rdx,
+        3 => &mut regs.r10,
+        4 => &mut regs.r8,
+        _ => &mut regs.r9,
+    }
+}
+
+/// Writes `path`, the `prepend` strings and a new argv array (`prepend ++ argv[skip..]`)
+/// below the stack pointer, and points the path and argv registers at them.
+fn rewrite_exec(
+    pid: Pid,
+    regs: &mut Regs,
+    traced: &TracedCall,
+    path: Vec<u8>,
+    prepend: &[Vec<u8>],
+    skip: usize,
+) -> Result<(), Errno> {
+    let (path_index, argv_index, argv) = match *traced.call() {
+        Call::Execve { argv, .. } => (0, 1, argv.0),
+        Call::Execveat { argv, .. } => (1, 2, argv.0),
+        _ => return Err(Errno::EINVAL),
+    };
+    // The original argv pointers (the kernel fails a bad array with EFAULT: so do we).
+    let mut tail = Vec::new();
+    if argv != 0 {
+        let mut i = 0u64;
+        loop {
+            let mut b = [0u8; 8];
+            if traced.read_memory(argv + 8 * i, &mut b)? != 8 {
+                return Err(Errno::EFAULT);
+            }
+            let p = u64::from_ne_bytes(b);
+            if p == 0 {
+                break;
+            }
+            if usize::try_from(i).map_or(true, |i| i >= skip) {
+                tail.push(p);
+            }
+            i += 1;
+            if tail.len() > MAX_ARGS {
+                return Err(Errno::E2BIG);
+            }
+        }
+    }
+    if path.len() >= PATH_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    // Layout, from low to high: pointer array, then the strings.
+    let mut strings = Vec::new();
+    let mut offsets = Vec::new();
+    for s in std::iter::once(&path).chain(prepend.iter()) {
+        offsets.push(strings.len() as u64);
+        strings.extend_from_slice(s);
+        strings.push(0);
+    }
+    let nptr = (prepend.len() + tail.len() + 1) as u64;
+    let total = nptr * 8 + strings.len() as u64;
+    let base = regs
+        .rsp
+        .checked_sub(STACK_GAP + total)
+        .ok_or(Errno::EFAULT)?
+        & !15;
+    let str_base = base + nptr * 8;
+    let mut block = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for off in &offsets[1..] {
+        block.extend_from_slice(&(str_base + off).to_ne_bytes());
+    }
+    for p in &tail {
+        block.extend_from_slice(&p.to_ne_bytes());
+    }
+    block.extend_from_slice(&0u64.to_ne_bytes());
+    block.extend_from_slice(&strings);
+    mem::write_all(pid, base, &block)?;
+    *arg_slot(regs, path_index) = str_base + offsets[0];
+    *arg_slot(regs, argv_index) = base;
+    ptrace::setregs(pid, regs)
 }
 
 /// Writes `path` below the stack pointer and points the path register at it.

@@ -450,3 +450,32 @@ print("not replaced")
     assert_ok(&o);
     assert_eq!(o.stdout, "script-ran from-thread\n");
 }
+
+#[test]
+fn nested_interception_is_a_typed_error() {
+    if std::env::var_os("PERCH_NESTED_TEST").is_some() {
+        // Inside an interceptor: only one seccomp listener per filter chain.
+        let f = Fixture::new();
+        let e = Interceptor::new()
+            .run(&["/bin/true".into()], &common::env(), f.fs.clone())
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Seccomp { errno } if errno == perch_intercept::Errno::EBUSY),
+            "{e:?}"
+        );
+        std::fs::write(std::env::var_os("PERCH_NESTED_TEST").unwrap(), "nested-ok").unwrap();
+        return;
+    }
+    let f = Fixture::new();
+    let exe = std::env::current_exe().unwrap();
+    let marker = tempfile::tempdir().unwrap();
+    let ok = marker.path().join("ok");
+    let cmd = format!(
+        "PERCH_NESTED_TEST={} exec {} --exact nested_interception_is_a_typed_error --test-threads=1",
+        ok.display(),
+        exe.display()
+    );
+    let o = run(&f.fs, &["sh", "-c", &cmd]);
+    assert_ok(&o);
+    assert_eq!(std::fs::read_to_string(&ok).unwrap(), "nested-ok");
+}
