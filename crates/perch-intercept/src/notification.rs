@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use perch_sys::notify::{Notif, NotifId, ADDFD_FLAG_SEND, FLAG_CONTINUE};
-use perch_syscalls::{Call, Errno, PathPtr, Pid, TraceeView, PATH_MAX};
+use perch_syscalls::{Call, DirFd, Errno, PathPtr, Pid, TraceeView, PATH_MAX};
 
 use crate::kernel::Kernel;
 use crate::Stats;
@@ -75,6 +75,35 @@ impl<'a> Notification<'a> {
         let bytes = self.read_cstr(path.0, PATH_MAX);
         self.check_valid()?;
         bytes
+    }
+
+    /// The call's first path argument, read (see [`read_path`](Self::read_path)), with the
+    /// directory it is resolved against; `None` when the call takes no path.
+    pub fn path(&self) -> Option<Result<(DirFd, Vec<u8>), Errno>> {
+        let (dir, ptr) = self.call.path()?;
+        Some(self.read_path(ptr).map(|p| (dir, p)))
+    }
+
+    /// What a directory fd of the caller refers to: `/proc/<pid>/cwd` for `AT_FDCWD`, else
+    /// `/proc/<pid>/fd/<fd>` (the kernel's path of the open file, so an fd injected for a virtual
+    /// object shows its real path). Checked against the notification afterwards, so the answer
+    /// is the caller's. `ENOENT` if the caller is gone, `EBADF` for a closed fd.
+    pub fn fd_path(&self, fd: DirFd) -> Result<Vec<u8>, Errno> {
+        use std::os::unix::ffi::OsStrExt;
+        let link = if fd.is_cwd() {
+            format!("/proc/{}/cwd", self.notif.pid.0)
+        } else if fd.0 < 0 {
+            return Err(Errno::EBADF);
+        } else {
+            format!("/proc/{}/fd/{}", self.notif.pid.0, fd.0)
+        };
+        let target = std::fs::read_link(link);
+        self.check_valid()?;
+        match target {
+            Ok(t) => Ok(t.as_os_str().as_bytes().to_vec()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Errno::EBADF),
+            Err(e) => Err(Errno::from_io(&e)),
+        }
     }
 
     /// Reads `len` bytes at `addr` (short at the end of a mapping), then checks validity.

@@ -479,3 +479,66 @@ fn nested_interception_is_a_typed_error() {
     assert_ok(&o);
     assert_eq!(std::fs::read_to_string(&ok).unwrap(), "nested-ok");
 }
+
+#[test]
+fn dirfd_relative_calls_can_be_classified() {
+    use perch_intercept::{Handler, Notification};
+    use std::sync::{Arc, Mutex};
+
+    /// Records what the directory of each relative `openat` is, then defers to the fake fs.
+    struct Classify {
+        inner: Arc<common::FakeFs>,
+        seen: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    }
+    impl Handler for Classify {
+        fn on_syscall(&self, n: Notification<'_>) {
+            if let perch_intercept::Call::Openat { dirfd, .. } = *n.call() {
+                if let Some(Ok((_, path))) = n.path() {
+                    if path == b"c.txt" {
+                        let dir = n.fd_path(dirfd).unwrap();
+                        self.seen.lock().unwrap().push((dir, path));
+                    }
+                }
+            }
+            self.inner.on_syscall(n)
+        }
+        fn on_trace_path(
+            &self,
+            call: &perch_intercept::TracedCall,
+        ) -> perch_intercept::TraceAction {
+            self.inner.on_trace_path(call)
+        }
+    }
+
+    let f = Fixture::new();
+    let h = Arc::new(Classify {
+        inner: f.fs.clone(),
+        seen: Mutex::new(Vec::new()),
+    });
+    let script = r#"
+import os
+d = os.open("/fakefs/sub", os.O_RDONLY | os.O_DIRECTORY)
+fd = os.open("c.txt", os.O_RDONLY, dir_fd=d)
+assert os.read(fd, 100) == b"deep\n"
+os.chdir("/fakefs/sub")
+assert open("c.txt").read() == "deep\n"
+"#;
+    let status = Interceptor::new()
+        .run(
+            &[python().into(), "-c".into(), script.into()],
+            &common::env(),
+            h.clone(),
+        )
+        .unwrap();
+    assert_eq!(status, ExitStatus::Exited(0));
+    let real_sub = f.root().join("sub");
+    let real_sub = real_sub.to_str().unwrap().as_bytes().to_vec();
+    let seen = h.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            (real_sub.clone(), b"c.txt".to_vec()),
+            (real_sub, b"c.txt".to_vec())
+        ]
+    );
+}
