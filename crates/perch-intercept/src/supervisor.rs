@@ -2,15 +2,16 @@
 //!
 //! Thread 0, the receiver, polls the listener and the wake-up eventfd, receives a notification
 //! and runs the handler inline: the common case costs no thread hand-off at all. The other
-//! threads stand by: every [`STANDBY_MS`] they look whether a notification is pending while the
-//! receiver is busy (a handler waiting for a download, say) and, if so, receive and handle
-//! notifications until none is pending. A receive lock makes sure `NOTIF_RECV` is only entered
+//! threads stand by: while the receiver is busy in a handler (waiting for a download, say) they
+//! look every [`STANDBY_MIN_MS`] whether a notification is pending and, if so, receive and handle
+//! notifications until none is pending; while the receiver is idle they back off to one look
+//! every [`STANDBY_MAX_MS`], so an idle run costs a few wake-ups per second. A receive lock makes sure `NOTIF_RECV` is only entered
 //! after `poll` saw a pending notification, by one thread at a time, so it never blocks (a
 //! blocked `NOTIF_RECV` could not be woken at shutdown before Linux 6.6).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use perch_sys::misc;
@@ -20,8 +21,10 @@ use perch_syscalls::Errno;
 use crate::kernel::Kernel;
 use crate::{Handler, Notification, Stats};
 
-/// How often a standby thread checks for notifications the receiver has not taken yet.
-pub(crate) const STANDBY_MS: i32 = 2;
+/// How often a standby thread checks for pending notifications while the receiver is busy.
+pub(crate) const STANDBY_MIN_MS: i32 = 2;
+/// The longest a standby thread sleeps while everything is idle.
+pub(crate) const STANDBY_MAX_MS: i32 = 128;
 
 pub(crate) struct Shared {
     pub listener: OwnedFd,
@@ -30,6 +33,8 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     pub kernel: Box<dyn Kernel>,
     pub recv_lock: Mutex<()>,
+    /// The receiver is running a handler.
+    pub receiver_busy: AtomicBool,
 }
 
 /// The body of supervisor thread `index`. A panic outside the handler aborts the process.
@@ -67,7 +72,11 @@ fn receiver(shared: &Shared) {
             next(shared, -1)
         };
         match next {
-            Next::Notif(n) => handle(shared, n),
+            Next::Notif(n) => {
+                shared.receiver_busy.store(true, Ordering::Relaxed);
+                handle(shared, n);
+                shared.receiver_busy.store(false, Ordering::Relaxed);
+            }
             Next::Idle => continue,
             Next::Shutdown => return,
         }
@@ -75,13 +84,16 @@ fn receiver(shared: &Shared) {
 }
 
 fn standby(shared: &Shared) {
+    let mut interval = STANDBY_MIN_MS;
     loop {
-        match misc::poll_in(shared.wake.as_fd(), STANDBY_MS) {
+        match misc::poll_in(shared.wake.as_fd(), interval) {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) if e == Errno::EINTR => {}
             Err(_) => return,
         }
+        let busy = shared.receiver_busy.load(Ordering::Relaxed);
+        let mut worked = false;
         // Help while there is work nobody is taking.
         loop {
             let guard = match shared.recv_lock.try_lock() {
@@ -92,11 +104,19 @@ fn standby(shared: &Shared) {
             let next = next(shared, 0);
             drop(guard);
             match next {
-                Next::Notif(n) => handle(shared, n),
+                Next::Notif(n) => {
+                    worked = true;
+                    handle(shared, n);
+                }
                 Next::Idle => break,
                 Next::Shutdown => return,
             }
         }
+        interval = if busy || worked {
+            STANDBY_MIN_MS
+        } else {
+            (interval * 2).min(STANDBY_MAX_MS)
+        };
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use perch_sys::ptrace::{self, event, options, Regs, WaitStatus};
@@ -140,6 +140,7 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
         stats: Arc::clone(&job.stats),
         kernel: Box::new(LinuxKernel),
         recv_lock: Mutex::new(()),
+        receiver_busy: AtomicBool::new(false),
     };
     let status = std::thread::scope(|s| {
         for i in 0..job.workers {
