@@ -8,6 +8,7 @@ mod adapter;
 mod direct;
 mod exit;
 mod mounts;
+mod publish_cmd;
 
 use std::process::ExitCode;
 
@@ -76,6 +77,26 @@ enum Command {
         #[arg(long = "name")]
         name: Option<String>,
     },
+    /// Make the keys of a new repository: master key, certificate key and certificate.
+    Keygen {
+        /// Repository name.
+        fqrn: String,
+        /// Directory to write the keys to (created).
+        keydir: std::path::PathBuf,
+        /// Validity of the certificate in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Publish a directory as the next signed revision of a repository.
+    Publish(publish_cmd::PublishArgs),
+    /// Serve a stratum directory over HTTP (for demos and tests; sites use nginx or Apache).
+    Serve {
+        /// The stratum directory (the one holding .cvmfspublished).
+        dir: std::path::PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: std::net::SocketAddr,
+    },
     /// Client configuration.
     Config {
         #[command(subcommand)]
@@ -126,6 +147,9 @@ fn run(cli: Cli) -> Result<(), Fail> {
         Command::Find { client, path, kind, name } => {
             direct::find(&mut Client::new(client), &path, kind.and_then(|k| k.chars().next()), name.as_deref())
         }
+        Command::Keygen { fqrn, keydir, days } => publish_cmd::keygen(&fqrn, &keydir, days),
+        Command::Publish(a) => publish_cmd::publish(&a),
+        Command::Serve { dir, listen } => publish_cmd::serve(&dir, listen),
         Command::Config { what: ConfigCmd::Show { client, fqrn } } => direct::config_show(&mut Client::new(client), &fqrn),
     }
 }
