@@ -542,3 +542,26 @@ assert open("c.txt").read() == "deep\n"
         ]
     );
 }
+
+#[test]
+fn script_with_a_virtual_interpreter() {
+    let f = Fixture::new();
+    std::fs::copy("/bin/sh", f.root().join("bin/sh")).unwrap();
+    std::fs::write(
+        f.root().join("vscript.sh"),
+        "#!/fakefs/bin/sh -e\necho \"vscript $0 $*\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        f.root().join("vscript.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let o = run(&f.fs, &["/fakefs/vscript.sh", "a", "b c"]);
+    assert_ok(&o);
+    assert_eq!(o.stdout, "vscript /fakefs/vscript.sh a b c\n");
+    // Through the shell's own exec too, from a child process.
+    let o = run(&f.fs, &["sh", "-c", "/fakefs/vscript.sh x; echo $?"]);
+    assert_ok(&o);
+    assert_eq!(o.stdout, "vscript /fakefs/vscript.sh x\n0\n");
+}

@@ -208,12 +208,43 @@ impl Handler for FakeFs {
         let Ok(path) = t.read_path(p) else {
             return TraceAction::Continue;
         };
-        match self.map(&path) {
-            Some(real) => {
-                self.rewritten.fetch_add(1, Ordering::Relaxed);
-                TraceAction::Rewrite(real.as_os_str().as_bytes().to_vec())
+        let Some(real) = self.map(&path) else {
+            return TraceAction::Continue;
+        };
+        self.rewritten.fetch_add(1, Ordering::Relaxed);
+        // A script whose `#!` interpreter is virtual too: the kernel would look the interpreter
+        // up itself (no syscall to intercept), so exec the real interpreter with the argv the
+        // kernel would have built: interpreter, optional argument, script path, argv[1..].
+        if matches!(t.call(), Call::Execve { .. } | Call::Execveat { .. }) {
+            if let Some((interp, arg)) = shebang(&real) {
+                if let Some(real_interp) = self.map(&interp) {
+                    let mut prepend = vec![interp];
+                    prepend.extend(arg);
+                    prepend.push(path);
+                    return TraceAction::RewriteExec {
+                        path: real_interp.as_os_str().as_bytes().to_vec(),
+                        prepend,
+                        skip: 1,
+                    };
+                }
             }
-            None => TraceAction::Continue,
         }
+        TraceAction::Rewrite(real.as_os_str().as_bytes().to_vec())
     }
+}
+
+/// The `#!` line of a file: interpreter and optional single argument.
+fn shebang(path: &Path) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n')?];
+    let mut parts = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .filter(|p| !p.is_empty());
+    let interp = parts.next()?.to_vec();
+    let rest: Vec<&[u8]> = parts.collect();
+    let arg = (!rest.is_empty()).then(|| rest.join(&b' '));
+    Some((interp, arg))
 }
