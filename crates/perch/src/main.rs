@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod adapter;
+mod demo;
 mod direct;
 mod exit;
 mod mounts;
@@ -77,6 +78,8 @@ enum Command {
         #[arg(long = "name")]
         name: Option<String>,
     },
+    /// Publish a built-in example tree, serve it on 127.0.0.1 and run programs on it.
+    Demo,
     /// Make the keys of a new repository: master key, certificate key and certificate.
     Keygen {
         /// Repository name.
@@ -147,6 +150,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
         Command::Find { client, path, kind, name } => {
             direct::find(&mut Client::new(client), &path, kind.and_then(|k| k.chars().next()), name.as_deref())
         }
+        Command::Demo => demo::demo(),
         Command::Keygen { fqrn, keydir, days } => publish_cmd::keygen(&fqrn, &keydir, days),
         Command::Publish(a) => publish_cmd::publish(&a),
         Command::Serve { dir, listen } => publish_cmd::serve(&dir, listen),
