@@ -31,7 +31,7 @@ pub(crate) struct Shared {
     pub wake: OwnedFd,
     pub handler: Arc<dyn Handler>,
     pub stats: Arc<Stats>,
-    pub kernel: Box<dyn Kernel>,
+    pub kernel: Arc<dyn Kernel>,
     pub recv_lock: Mutex<()>,
     /// The receiver is running a handler.
     pub receiver_busy: AtomicBool,

@@ -8,12 +8,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use perch_sys::misc;
 use perch_sys::ptrace::{self, event, options, Regs, WaitStatus};
 use perch_sys::spawn::{self, SockFilter, SpawnPlan, Stage};
-use perch_sys::{mem, misc};
 use perch_syscalls::{Call, Errno, PathPtr, Pid, TraceeView, PATH_MAX};
 
-use crate::kernel::LinuxKernel;
+use crate::kernel::{Kernel, LinuxKernel};
 use crate::supervisor::{self, Shared};
 use crate::{Error, ExitStatus, Handler, Stats};
 
@@ -22,10 +22,19 @@ use crate::{Error, ExitStatus, Handler, Stats};
 const STACK_GAP: u64 = 4096;
 
 /// A traced syscall at its seccomp stop: the tracee is stopped, so its pid and memory are stable.
-#[derive(Debug)]
 pub struct TracedCall {
     pid: Pid,
     call: Call,
+    kernel: Arc<dyn Kernel>,
+}
+
+impl std::fmt::Debug for TracedCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracedCall")
+            .field("pid", &self.pid)
+            .field("call", &self.call)
+            .finish()
+    }
 }
 
 impl TracedCall {
@@ -47,7 +56,7 @@ impl TracedCall {
 
 impl TraceeView for TracedCall {
     fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
-        mem::read_memory(self.pid, addr, buf)
+        self.kernel.read_memory(self.pid, addr, buf)
     }
 }
 
@@ -133,12 +142,13 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
             return Err(Error::Spawn { errno });
         }
     };
+    let kernel: Arc<dyn Kernel> = Arc::new(LinuxKernel);
     let shared = Shared {
         listener: listener.fd,
         wake,
         handler: Arc::clone(&handler),
         stats: Arc::clone(&job.stats),
-        kernel: Box::new(LinuxKernel),
+        kernel: Arc::clone(&kernel),
         recv_lock: Mutex::new(()),
         receiver_busy: AtomicBool::new(false),
     };
@@ -160,6 +170,7 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
             return Err(Error::Spawn { errno });
         }
         let mut tracer = Tracer {
+            kernel: Arc::clone(&kernel),
             handler: handler.as_ref(),
             stats: &job.stats,
             main: child.pid(),
@@ -186,6 +197,7 @@ fn sync_wakeup() -> bool {
 }
 
 struct Tracer<'a> {
+    kernel: Arc<dyn Kernel>,
     handler: &'a dyn Handler,
     stats: &'a Stats,
     main: Pid,
@@ -203,7 +215,7 @@ fn is_stop_signal(sig: i32) -> bool {
 impl Tracer<'_> {
     fn run(&mut self) -> ExitStatus {
         while self.main_status.is_none() {
-            match ptrace::wait_own() {
+            match self.kernel.wait() {
                 Ok(ws) => self.on_wait(ws),
                 Err(e) => {
                     // ECHILD: the main child is gone without us seeing it exit (cannot happen
@@ -235,42 +247,42 @@ impl Tracer<'_> {
                 match event {
                     event::SECCOMP => {
                         self.on_seccomp(pid);
-                        resume(pid, 0);
+                        resume(self.kernel.as_ref(), pid, 0);
                     }
                     event::FORK | event::VFORK | event::CLONE => {
-                        if let Ok(new) = ptrace::geteventmsg(pid) {
+                        if let Ok(new) = self.kernel.geteventmsg(pid) {
                             if let Ok(new) = i32::try_from(new) {
                                 self.tracees.insert(Pid(new));
                             }
                         }
-                        resume(pid, 0);
+                        resume(self.kernel.as_ref(), pid, 0);
                     }
                     event::EXEC => {
                         // A non-leader thread that execs takes the leader's pid; its old tid
                         // is gone without an exit report.
-                        if let Ok(former) = ptrace::geteventmsg(pid) {
+                        if let Ok(former) = self.kernel.geteventmsg(pid) {
                             if let Ok(former) = i32::try_from(former) {
                                 if former != pid.0 {
                                     self.tracees.remove(&Pid(former));
                                 }
                             }
                         }
-                        resume(pid, 0);
+                        resume(self.kernel.as_ref(), pid, 0);
                     }
                     event::STOP if is_stop_signal(signal) => {
                         // Group-stop of a seized tracee: stay stopped, report SIGCONT.
-                        if let Err(e) = ptrace::listen(pid) {
+                        if let Err(e) = self.kernel.listen(pid) {
                             tracing::debug!(pid = pid.0, errno = ?e, "PTRACE_LISTEN failed");
                         }
                     }
-                    _ => resume(pid, 0),
+                    _ => resume(self.kernel.as_ref(), pid, 0),
                 }
             }
-            WaitStatus::SyscallStop { pid } => resume(pid, 0),
+            WaitStatus::SyscallStop { pid } => resume(self.kernel.as_ref(), pid, 0),
             WaitStatus::Stopped { pid, signal } => {
                 // Signal-delivery stop: deliver it unchanged.
                 self.tracees.insert(pid);
-                resume(pid, signal);
+                resume(self.kernel.as_ref(), pid, signal);
             }
             WaitStatus::Continued { .. } => {}
         }
@@ -285,11 +297,12 @@ impl Tracer<'_> {
 
     fn on_seccomp(&mut self, pid: Pid) {
         self.stats.traced.fetch_add(1, Ordering::Relaxed);
-        let Ok(mut regs) = ptrace::getregs(pid) else {
+        let Ok(mut regs) = self.kernel.getregs(pid) else {
             return; // killed meanwhile
         };
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
         let traced = TracedCall {
+            kernel: Arc::clone(&self.kernel),
             pid,
             call: Call::decode(regs.orig_rax, args),
         };
@@ -306,15 +319,25 @@ impl Tracer<'_> {
             }
         };
         let action = match action {
-            TraceAction::Rewrite(path) => match rewrite(pid, &mut regs, &traced.call, path) {
-                Ok(()) => return,
-                Err(e) => TraceAction::Fail(e),
-            },
+            TraceAction::Rewrite(path) => {
+                match rewrite(self.kernel.as_ref(), pid, &mut regs, &traced.call, path) {
+                    Ok(()) => return,
+                    Err(e) => TraceAction::Fail(e),
+                }
+            }
             TraceAction::RewriteExec {
                 path,
                 prepend,
                 skip,
-            } => match rewrite_exec(pid, &mut regs, &traced, path, &prepend, skip) {
+            } => match rewrite_exec(
+                self.kernel.as_ref(),
+                pid,
+                &mut regs,
+                &traced,
+                path,
+                &prepend,
+                skip,
+            ) {
                 Ok(()) => return,
                 Err(e) => TraceAction::Fail(e),
             },
@@ -324,7 +347,7 @@ impl Tracer<'_> {
             // orig_rax = -1 skips the syscall; rax is its result.
             regs.orig_rax = u64::MAX;
             regs.rax = u64::from_ne_bytes((-i64::from(errno.raw())).to_ne_bytes());
-            if let Err(e) = ptrace::setregs(pid, &regs) {
+            if let Err(e) = self.kernel.setregs(pid, &regs) {
                 tracing::debug!(pid = pid.0, errno = ?e, "PTRACE_SETREGS failed");
             }
         }
@@ -337,10 +360,10 @@ impl Tracer<'_> {
         }
         tracing::debug!(count = self.tracees.len(), "killing processes left behind");
         for &pid in &self.tracees {
-            let _ = misc::kill(pid, libc::SIGKILL);
+            let _ = self.kernel.kill(pid, libc::SIGKILL);
         }
         while !self.tracees.is_empty() {
-            match ptrace::wait_own() {
+            match self.kernel.wait() {
                 Ok(WaitStatus::Exited { pid, .. }) | Ok(WaitStatus::Signaled { pid, .. }) => {
                     self.tracees.remove(&pid);
                 }
@@ -349,9 +372,9 @@ impl Tracer<'_> {
                 | Ok(WaitStatus::SyscallStop { pid }) => {
                     // A new child reported before its parent died: kill it too.
                     if self.tracees.insert(pid) {
-                        let _ = misc::kill(pid, libc::SIGKILL);
+                        let _ = self.kernel.kill(pid, libc::SIGKILL);
                     }
-                    resume(pid, 0);
+                    resume(self.kernel.as_ref(), pid, 0);
                 }
                 Ok(WaitStatus::Continued { .. }) => {}
                 Err(_) => break,
@@ -360,8 +383,8 @@ impl Tracer<'_> {
     }
 }
 
-fn resume(pid: Pid, signal: i32) {
-    if let Err(e) = ptrace::cont(pid, signal) {
+fn resume(kernel: &dyn Kernel, pid: Pid, signal: i32) {
+    if let Err(e) = kernel.cont(pid, signal) {
         // ESRCH: killed meanwhile.
         tracing::debug!(pid = pid.0, errno = ?e, "PTRACE_CONT failed");
     }
@@ -384,6 +407,7 @@ fn arg_slot(regs: &mut Regs, index: usize) -> &mut u64 {
 /// Writes `path`, the `prepend` strings and a new argv array (`prepend ++ argv[skip..]`)
 /// below the stack pointer, and points the path and argv registers at them.
 fn rewrite_exec(
+    kernel: &dyn Kernel,
     pid: Pid,
     regs: &mut Regs,
     traced: &TracedCall,
@@ -446,14 +470,20 @@ fn rewrite_exec(
     }
     block.extend_from_slice(&0u64.to_ne_bytes());
     block.extend_from_slice(&strings);
-    mem::write_all(pid, base, &block)?;
+    kernel.write_memory(pid, base, &block)?;
     *arg_slot(regs, path_index) = str_base + offsets[0];
     *arg_slot(regs, argv_index) = base;
-    ptrace::setregs(pid, regs)
+    kernel.setregs(pid, regs)
 }
 
 /// Writes `path` below the stack pointer and points the path register at it.
-fn rewrite(pid: Pid, regs: &mut Regs, call: &Call, mut path: Vec<u8>) -> Result<(), Errno> {
+fn rewrite(
+    kernel: &dyn Kernel,
+    pid: Pid,
+    regs: &mut Regs,
+    call: &Call,
+    mut path: Vec<u8>,
+) -> Result<(), Errno> {
     let index = call.path_arg_index().ok_or(Errno::EINVAL)?;
     if path.len() >= PATH_MAX {
         return Err(Errno::ENAMETOOLONG);
@@ -461,7 +491,7 @@ fn rewrite(pid: Pid, regs: &mut Regs, call: &Call, mut path: Vec<u8>) -> Result<
     path.push(0);
     let len = path.len() as u64;
     let addr = regs.rsp.checked_sub(STACK_GAP + len).ok_or(Errno::EFAULT)? & !15;
-    mem::write_all(pid, addr, &path)?;
+    kernel.write_memory(pid, addr, &path)?;
     let slot = match index {
         0 => &mut regs.rdi,
         1 => &mut regs.rsi,
@@ -471,5 +501,225 @@ fn rewrite(pid: Pid, regs: &mut Regs, call: &Call, mut path: Vec<u8>) -> Result<
         _ => &mut regs.r9,
     };
     *slot = addr;
-    ptrace::setregs(pid, regs)
+    kernel.setregs(pid, regs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::recording::{Op, RecordingKernel};
+    use perch_syscalls::FakeMemory;
+
+    const MAIN: Pid = Pid(100);
+    const RSP: u64 = 0x7fff_0000;
+
+    /// Rewrites `/v/...` to `/real/...`, fails `/fail`, continues anything else.
+    struct H;
+    impl Handler for H {
+        fn on_syscall(&self, n: crate::Notification<'_>) {
+            n.continue_unchecked();
+        }
+        fn on_trace_path(&self, call: &TracedCall) -> TraceAction {
+            let Some((_, p)) = call.call().path() else {
+                return TraceAction::Continue;
+            };
+            match call.read_path(p).unwrap().as_slice() {
+                b"/fail" => TraceAction::Fail(Errno::ENOENT),
+                b"/panic" => panic!("handler bug"),
+                p if p.starts_with(b"/v/") => {
+                    let mut out = b"/real/".to_vec();
+                    out.extend_from_slice(&p[3..]);
+                    TraceAction::Rewrite(out)
+                }
+                _ => TraceAction::Continue,
+            }
+        }
+    }
+
+    fn kernel(nr: u64, path: &[u8]) -> RecordingKernel {
+        let mut mem = FakeMemory::new();
+        mem.map_cstr(0x1000, path);
+        let mut k = RecordingKernel::new(mem);
+        k.regs.orig_rax = nr;
+        k.regs.rdi = 0x1000;
+        k.regs.rsp = RSP;
+        k.regs.rax = u64::from_ne_bytes((-38i64).to_ne_bytes());
+        k
+    }
+
+    fn trace(k: RecordingKernel, waits: Vec<WaitStatus>) -> (ExitStatus, Vec<Op>, Stats) {
+        k.script_waits(waits);
+        let k = Arc::new(k);
+        let stats = Stats::default();
+        let status = Tracer {
+            kernel: k.clone(),
+            handler: &H,
+            stats: &stats,
+            main: MAIN,
+            tracees: HashSet::from([MAIN]),
+            main_status: None,
+        }
+        .run();
+        (status, k.ops(), stats)
+    }
+
+    fn seccomp_stop() -> WaitStatus {
+        WaitStatus::Event {
+            pid: MAIN,
+            event: event::SECCOMP,
+            signal: libc::SIGTRAP,
+        }
+    }
+
+    fn exit0() -> WaitStatus {
+        WaitStatus::Exited { pid: MAIN, code: 0 }
+    }
+
+    #[test]
+    fn exec_path_is_written_below_the_stack_and_the_register_set() {
+        let (status, ops, stats) = trace(kernel(59, b"/v/bin/x"), vec![seccomp_stop(), exit0()]);
+        assert_eq!(status, ExitStatus::Exited(0));
+        assert_eq!(stats.traced(), 1);
+        let new = b"/real/bin/x\0".to_vec();
+        let addr = (RSP - STACK_GAP - new.len() as u64) & !15;
+        assert!(addr + new.len() as u64 <= RSP - STACK_GAP);
+        let rax = u64::from_ne_bytes((-38i64).to_ne_bytes());
+        let want_tail = [
+            Op::Write(100, addr, new),
+            Op::SetRegs(100, [59, rax, addr, 0, 0]),
+            Op::Cont(100, 0),
+            Op::Wait,
+        ];
+        assert_eq!(ops[0], Op::Wait);
+        assert_eq!(ops[1], Op::GetRegs(100));
+        assert!(matches!(ops[2], Op::Read(100, 0x1000, _)), "{ops:?}");
+        assert_eq!(ops[ops.len() - 4..], want_tail[..], "{ops:?}");
+    }
+
+    #[test]
+    fn failed_call_is_skipped_with_its_errno() {
+        let (_, ops, _) = trace(kernel(80, b"/fail"), vec![seccomp_stop(), exit0()]);
+        let enoent = u64::from_ne_bytes((-2i64).to_ne_bytes());
+        assert!(
+            ops.contains(&Op::SetRegs(100, [u64::MAX, enoent, 0x1000, 0, 0])),
+            "{ops:?}"
+        );
+        assert!(!ops.iter().any(|o| matches!(o, Op::Write(..))));
+    }
+
+    #[test]
+    fn untouched_call_just_continues() {
+        let (_, ops, _) = trace(kernel(59, b"/bin/true"), vec![seccomp_stop(), exit0()]);
+        assert!(!ops
+            .iter()
+            .any(|o| matches!(o, Op::SetRegs(..) | Op::Write(..))));
+        assert!(ops.contains(&Op::Cont(100, 0)));
+    }
+
+    #[test]
+    fn handler_panic_fails_the_call_with_eio() {
+        let (status, ops, stats) = trace(kernel(59, b"/panic"), vec![seccomp_stop(), exit0()]);
+        assert_eq!(status, ExitStatus::Exited(0));
+        assert_eq!(stats.panics(), 1);
+        let eio = u64::from_ne_bytes((-5i64).to_ne_bytes());
+        assert!(ops.contains(&Op::SetRegs(100, [u64::MAX, eio, 0x1000, 0, 0])));
+    }
+
+    #[test]
+    fn signals_and_group_stops_pass_through() {
+        let mut k = kernel(59, b"/x");
+        k.eventmsg = 101; // the forked child
+        let waits = vec![
+            WaitStatus::Stopped {
+                pid: MAIN,
+                signal: libc::SIGUSR1,
+            },
+            WaitStatus::Event {
+                pid: MAIN,
+                event: event::FORK,
+                signal: libc::SIGTRAP,
+            },
+            // The new child's first stop, then it stops itself and is continued.
+            WaitStatus::Event {
+                pid: Pid(101),
+                event: event::STOP,
+                signal: libc::SIGTRAP,
+            },
+            WaitStatus::Stopped {
+                pid: Pid(101),
+                signal: libc::SIGSTOP,
+            },
+            WaitStatus::Event {
+                pid: Pid(101),
+                event: event::STOP,
+                signal: libc::SIGSTOP,
+            },
+            WaitStatus::Event {
+                pid: Pid(101),
+                event: event::STOP,
+                signal: libc::SIGTRAP,
+            },
+            WaitStatus::Stopped {
+                pid: Pid(101),
+                signal: libc::SIGCONT,
+            },
+            WaitStatus::Signaled {
+                pid: MAIN,
+                signal: libc::SIGKILL,
+                core: false,
+            },
+            // Left behind: killed and reaped.
+            WaitStatus::Signaled {
+                pid: Pid(101),
+                signal: libc::SIGKILL,
+                core: false,
+            },
+        ];
+        let (status, ops, _) = trace(k, waits);
+        assert_eq!(
+            status,
+            ExitStatus::Signaled {
+                signal: 9,
+                core_dumped: false
+            }
+        );
+        let relevant: Vec<Op> = ops.into_iter().filter(|o| *o != Op::Wait).collect();
+        assert_eq!(
+            relevant,
+            vec![
+                Op::Cont(100, libc::SIGUSR1),
+                Op::GetEventMsg(100),
+                Op::Cont(100, 0),
+                Op::Cont(101, 0),
+                Op::Cont(101, libc::SIGSTOP),
+                Op::Listen(101),
+                Op::Cont(101, 0),
+                Op::Cont(101, libc::SIGCONT),
+                Op::Kill(101, libc::SIGKILL),
+            ]
+        );
+    }
+
+    #[test]
+    fn exec_by_a_thread_forgets_its_old_tid() {
+        let mut k = kernel(59, b"/x");
+        k.eventmsg = 102; // the thread that called execve
+        let waits = vec![
+            WaitStatus::Event {
+                pid: MAIN,
+                event: event::CLONE,
+                signal: libc::SIGTRAP,
+            },
+            WaitStatus::Event {
+                pid: MAIN,
+                event: event::EXEC,
+                signal: libc::SIGTRAP,
+            },
+            exit0(),
+        ];
+        let (status, ops, _) = trace(k, waits);
+        assert_eq!(status, ExitStatus::Exited(0));
+        // Nothing is left to kill: tid 102 became the leader.
+        assert!(!ops.iter().any(|o| matches!(o, Op::Kill(..))), "{ops:?}");
+    }
 }
