@@ -16,7 +16,19 @@
 //! - A handler panic answers `EIO` for that call and is counted in [`Stats`]; a panic in the
 //!   receive loop or the ptrace loop aborts perch (killed loudly beats hung).
 //! - Needs Linux ≥ 5.14 on x86_64 ([`Error::KernelTooOld`]). Uses
-//!   `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` when the kernel has it (5.19).
+//!   `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (5.19) and `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`
+//!   (6.6) when the kernel has them.
+//! - Threads: one ptrace thread (it forks the child and alone makes ptrace calls), one receiver
+//!   thread that runs handlers inline, and standby threads that take over pending notifications
+//!   while the receiver is stuck in a slow handler (see `Interceptor::workers`).
+//! - perch cannot run under perch: a filter chain has one listener, the inner run fails with
+//!   [`Error::Seccomp`] (`EBUSY`).
+//! - Without `CAP_SYS_PTRACE`, the memory of a tracee that made itself non-dumpable
+//!   (`PR_SET_DUMPABLE 0`, e.g. ssh-agent) cannot be read: [`Notification::read_path`] fails
+//!   with `EPERM` and the handler must decide (usually: continue).
+//! - The caller should treat terminal signals like a shell waiting for a job does (ignore
+//!   `SIGINT`/`SIGQUIT` while the tree runs, forward `SIGTERM`/`SIGHUP`): if perch dies,
+//!   `PTRACE_O_EXITKILL` kills the whole tree.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -64,7 +76,9 @@ pub trait Handler: Send + Sync + 'static {
     fn on_syscall(&self, n: Notification<'_>);
 
     /// Called on the ptrace thread at the seccomp stop of a traced syscall (execve, execveat,
-    /// chdir by default), while the tracee is stopped.
+    /// chdir by default), while the tracee is stopped: rewrite its path
+    /// ([`TraceAction::Rewrite`]), its program and arguments ([`TraceAction::RewriteExec`]),
+    /// fail it, or let it run. Runs on the single ptrace thread: keep it short.
     fn on_trace_path(&self, call: &TracedCall) -> TraceAction {
         let _ = call;
         TraceAction::Continue
