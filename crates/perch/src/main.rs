@@ -10,6 +10,7 @@ mod direct;
 mod exit;
 mod mounts;
 mod publish_cmd;
+mod run;
 
 use std::process::ExitCode;
 
@@ -105,6 +106,11 @@ enum Command {
         #[command(subcommand)]
         what: ConfigCmd,
     },
+    /// Run a program with /cvmfs visible, unprivileged: `perch run [OPTIONS] -- CMD [ARGS]`.
+    /// Exits with CMD's status (128+N for signal N); perch's own failures are codes >= 200.
+    Run(run::RunArgs),
+    /// Print what `perch run` does with each file-system syscall.
+    Syscalls,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,7 +124,7 @@ enum ConfigCmd {
     },
 }
 
-fn init_logging(debug: Option<&str>) {
+fn init_logging(debug: Option<&str>, log: Option<&std::path::Path>) {
     use tracing_subscriber::EnvFilter;
     let filter = match debug {
         None => EnvFilter::new("warn"),
@@ -128,22 +134,37 @@ fn init_logging(debug: Option<&str>) {
                 match flag.trim() {
                     "all" => f = "debug".into(),
                     "" => {}
+                    t @ ("syscall" | "stats") => f.push_str(&format!(",perch::{t}=debug")),
                     t => f.push_str(&format!(",{t}=debug")),
                 }
             }
             EnvFilter::new(f)
         }
     };
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    let writer = match log.map(std::fs::File::create) {
+        Some(Ok(file)) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
+        Some(Err(e)) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("perch: cannot write the log {}: {e}; logging to stderr", log.map(|p| p.display().to_string()).unwrap_or_default());
+            }
+            BoxMakeWriter::new(std::io::stderr)
+        }
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(true)
         .without_time()
         .try_init();
 }
 
-fn run(cli: Cli) -> Result<(), Fail> {
-    match cli.command {
+fn run(cli: Cli) -> Result<ExitCode, Fail> {
+    let done = match cli.command {
+        Command::Run(a) => return run::command(a),
+        Command::Syscalls => return Ok(run::syscalls()),
         Command::Ls { client, long, all, paths } => direct::ls(&mut Client::new(client), &paths, long, all),
         Command::Cat { client, paths } => direct::cat(&mut Client::new(client), &paths),
         Command::Stat { client, follow, paths } => direct::stat(&mut Client::new(client), &paths, follow),
@@ -155,7 +176,8 @@ fn run(cli: Cli) -> Result<(), Fail> {
         Command::Publish(a) => publish_cmd::publish(&a),
         Command::Serve { dir, listen } => publish_cmd::serve(&dir, listen),
         Command::Config { what: ConfigCmd::Show { client, fqrn } } => direct::config_show(&mut Client::new(client), &fqrn),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 #[allow(clippy::print_stderr)]
@@ -168,9 +190,13 @@ fn main() -> ExitCode {
             return code;
         }
     };
-    init_logging(cli.debug.as_deref());
+    let log = match &cli.command {
+        Command::Run(a) => a.log.clone(),
+        _ => None,
+    };
+    init_logging(cli.debug.as_deref(), log.as_deref());
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(f) => {
             let chain: Vec<String> = f.error.chain().map(|c| c.to_string()).collect();
             let mut line = String::new();

@@ -1,0 +1,144 @@
+//! What the kernel would do with the first bytes of an executable: `#!` interpreter lines and
+//! ELF `PT_INTERP`. Pure functions over bytes, so they are tested without processes.
+
+/// The kernel's `BINPRM_BUF_SIZE`: a `#!` line longer than this is truncated (since 5.1: refused).
+pub const BINPRM_BUF_SIZE: usize = 256;
+
+/// A parsed `#!` line: the interpreter path and its one optional argument, as
+/// `fs/binfmt_script.c` splits them (leading blanks skipped, the interpreter ends at the first
+/// blank, the rest up to the line end with trailing blanks removed is one argument).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shebang {
+    /// The interpreter as written.
+    pub interp: Vec<u8>,
+    /// The optional argument.
+    pub arg: Option<Vec<u8>>,
+}
+
+fn blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Parses the start of a file as a `#!` script, `None` if it is not one (or has no interpreter).
+pub fn shebang(head: &[u8]) -> Option<Shebang> {
+    let rest = head.strip_prefix(b"#!")?;
+    let rest = &rest[..rest.len().min(BINPRM_BUF_SIZE - 2)];
+    let line = match rest.iter().position(|&b| b == b'\n') {
+        Some(i) => &rest[..i],
+        None => rest,
+    };
+    let line = match line.iter().position(|&b| b == 0) {
+        Some(i) => &line[..i],
+        None => line,
+    };
+    let start = line.iter().position(|&b| !blank(b))?;
+    let line = &line[start..];
+    let end = line.iter().position(|&b| blank(b)).unwrap_or(line.len());
+    let interp = line[..end].to_vec();
+    let tail = &line[end..];
+    let arg = match tail.iter().position(|&b| !blank(b)) {
+        None => None,
+        Some(s) => {
+            let a = &tail[s..];
+            let e = a.iter().rposition(|&b| !blank(b)).map_or(0, |i| i + 1);
+            Some(a[..e].to_vec())
+        }
+    };
+    Some(Shebang { interp, arg })
+}
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], off: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
+}
+
+/// Where to read an ELF's program headers: `(offset, entry size, count)`, for a 64-bit
+/// little-endian ELF (x86_64); `None` for anything else.
+pub fn elf_phdrs(head: &[u8]) -> Option<(u64, usize, usize)> {
+    if head.get(..4)? != b"\x7fELF" || *head.get(4)? != 2 || *head.get(5)? != 1 {
+        return None;
+    }
+    let phoff = u64_at(head, 0x20)?;
+    let phentsize = usize::from(u16_at(head, 0x36)?);
+    let phnum = usize::from(u16_at(head, 0x38)?);
+    if phentsize < 56 {
+        return None;
+    }
+    Some((phoff, phentsize, phnum))
+}
+
+/// The `PT_INTERP` segment `(offset, size)` among program headers `phdrs`.
+pub fn elf_interp_segment(phdrs: &[u8], phentsize: usize) -> Option<(u64, u64)> {
+    const PT_INTERP: u32 = 3;
+    phdrs
+        .chunks(phentsize)
+        .filter(|h| h.len() >= 56)
+        .find(|h| u32_at(h, 0) == Some(PT_INTERP))
+        .and_then(|h| Some((u64_at(h, 8)?, u64_at(h, 32)?)))
+}
+
+/// Reads the `PT_INTERP` path of the ELF file at `path` (without its NUL), if it has one.
+pub fn elf_interp(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 64];
+    f.read_exact_at(&mut head, 0).ok()?;
+    let (phoff, phentsize, phnum) = elf_phdrs(&head)?;
+    let mut phdrs = vec![0u8; phentsize.checked_mul(phnum)?.min(1 << 20)];
+    f.read_exact_at(&mut phdrs, phoff).ok()?;
+    let (off, size) = elf_interp_segment(&phdrs, phentsize)?;
+    if size == 0 || size > 4096 {
+        return None;
+    }
+    let mut interp = vec![0u8; usize::try_from(size).ok()?];
+    f.read_exact_at(&mut interp, off).ok()?;
+    let end = interp.iter().position(|&b| b == 0).unwrap_or(interp.len());
+    interp.truncate(end);
+    Some(interp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sb(i: &str, a: Option<&str>) -> Option<Shebang> {
+        Some(Shebang {
+            interp: i.as_bytes().to_vec(),
+            arg: a.map(|a| a.as_bytes().to_vec()),
+        })
+    }
+
+    #[test]
+    fn shebang_like_binfmt_script() {
+        assert_eq!(shebang(b"#!/bin/sh\necho"), sb("/bin/sh", None));
+        assert_eq!(
+            shebang(b"#! /usr/bin/env  python3 -u \nx"),
+            sb("/usr/bin/env", Some("python3 -u"))
+        );
+        assert_eq!(
+            shebang(b"#!/cvmfs/r/bin/bash\t-e\n"),
+            sb("/cvmfs/r/bin/bash", Some("-e"))
+        );
+        assert_eq!(shebang(b"#!/bin/sh"), sb("/bin/sh", None));
+        assert_eq!(shebang(b"#!   \n"), None);
+        assert_eq!(shebang(b"\x7fELF"), None);
+    }
+
+    #[test]
+    fn elf_interp_of_a_real_binary() {
+        let interp = elf_interp(std::path::Path::new("/bin/true")).expect("PT_INTERP of /bin/true");
+        assert!(
+            interp.starts_with(b"/lib"),
+            "{}",
+            String::from_utf8_lossy(&interp)
+        );
+        assert_eq!(elf_interp(std::path::Path::new("/etc/passwd")), None);
+    }
+}

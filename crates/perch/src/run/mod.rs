@@ -1,0 +1,187 @@
+//! `perch run`: a program and its descendants with `/cvmfs` visible, without privileges, and
+//! `perch syscalls`: what perch does with each file-system syscall.
+//!
+//! The wiring: configuration → [`crate::mounts::Client`] → [`crate::adapter::VfsMounter`]
+//! (repositories mounted lazily) → [`perch_vfs::Namespace`] → [`handler::PerchHandler`] →
+//! [`perch_intercept::Interceptor`], whose filter is derived from [`perch_vfs::SYSCALLS`]: rows
+//! routed `Notify` (and the refused ones, answered with their errno) are notified, rows routed
+//! `Trace` (execve, execveat, chdir) are traced, the rest never leaves the kernel.
+//!
+//! Exit status: the program's (128+N when killed by signal N); perch's own failures are the
+//! codes of [`crate::exit::Failure`] (206 when the kernel or a container policy forbids seccomp
+//! user notification or ptrace). A program that cannot be executed at all gives 127 (not
+//! found) or 126 (not executable), like `env(1)`, with one line on stderr.
+
+pub mod exec;
+pub mod handler;
+pub mod host;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use perch_intercept::{Interceptor, SyscallSet};
+use perch_vfs::{Namespace, SyscallTable, Trap, SYSCALLS};
+
+use crate::adapter::VfsMounter;
+use crate::exit::{Classify, Fail, Failure};
+use crate::mounts::{Client, ClientArgs};
+use handler::{PerchHandler, Remap};
+
+/// `perch run` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Also list this repository in /cvmfs (repeatable); CVMFS_REPOSITORIES is listed too.
+    #[arg(short = 'r', long = "repository", value_name = "FQRN")]
+    pub repositories: Vec<String>,
+    /// Write the -d output to this file instead of stderr.
+    #[arg(short = 'o', long = "log", value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Make /VIRTUAL show what is at /REAL (a host path or a path under /cvmfs), as parrot_run -M.
+    #[arg(short = 'M', long = "mount", value_name = "/VIRTUAL=/REAL")]
+    pub remap: Vec<String>,
+    /// Supervisor threads answering notifications (default: 2–4 by CPU count).
+    #[arg(long = "workers", value_name = "N")]
+    pub workers: Option<usize>,
+    /// The program and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// The syscalls the filter sends to the supervisor, and the ones it traces.
+pub fn filter_sets() -> (SyscallSet, SyscallSet) {
+    let mut notify = SyscallSet::default();
+    let mut trace = SyscallSet::default();
+    for row in SYSCALLS {
+        match row.trap {
+            Trap::Notify | Trap::Errno => notify.insert_nr(row.nr),
+            Trap::Trace => trace.insert_nr(row.nr),
+            Trap::Allow => {}
+        }
+    }
+    (notify, trace)
+}
+
+fn parse_remap(s: &str) -> Result<Remap, Fail> {
+    let (from, to) = s
+        .split_once('=')
+        .filter(|(a, b)| a.starts_with('/') && b.starts_with('/'))
+        .ok_or_else(|| Fail::new(Failure::Usage, anyhow!("-M {s}: expected /VIRTUAL=/REAL")))?;
+    let trim = |p: &str| {
+        let t = p.trim_end_matches('/');
+        if t.is_empty() {
+            "/".to_string()
+        } else {
+            t.to_string()
+        }
+    };
+    Ok(Remap {
+        from: trim(from).into_bytes(),
+        to: trim(to).into_bytes(),
+    })
+}
+
+fn setup(args: &RunArgs) -> Result<(PerchHandler, Interceptor), Fail> {
+    let remaps = args
+        .remap
+        .iter()
+        .map(|s| parse_remap(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut client = Client::new(args.client.clone());
+    client.add_repositories(&args.repositories);
+    let mount_dir = client.mount_dir().as_os_str().as_bytes().to_vec();
+    let cache_root = client.cache_root().or_fail(Failure::Config)?;
+    std::fs::create_dir_all(&cache_root)
+        .map_err(|e| {
+            anyhow!(
+                "cannot create the cache directory {}: {e}",
+                cache_root.display()
+            )
+        })
+        .or_fail(Failure::Io)?;
+    let mounter = Arc::new(VfsMounter::new(client, cache_root));
+    let ns = Namespace::with_mountpoint(mounter, &mount_dir).or_fail(Failure::Config)?;
+    let handler = PerchHandler::new(ns, handler::own_cred(), remaps);
+    let (notify, trace) = filter_sets();
+    let mut interceptor = Interceptor::new().notify(notify).trace(trace);
+    if let Some(n) = args.workers {
+        interceptor = interceptor.workers(n);
+    }
+    Ok((handler, interceptor))
+}
+
+/// Runs `perch run`; returns the program's status.
+pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
+    let (handler, interceptor) = setup(&args)?;
+    let stats = interceptor.stats();
+    let handler = Arc::new(handler);
+    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let result = interceptor.run(&args.command, &env, handler.clone());
+    let c = &handler.counts;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(
+        target: "perch::stats",
+        notifications = stats.notifications(),
+        traced = stats.traced(),
+        continued = load(&c.continued),
+        answered = load(&c.virtual_),
+        injected = load(&c.injected),
+        host = load(&c.host),
+        rewritten = load(&c.rewritten),
+        "run finished"
+    );
+    if stats.panics() > 0 {
+        tracing::warn!(
+            "{} notifications failed with EIO after a perch bug (handler panic)",
+            stats.panics()
+        );
+    }
+    use perch_intercept::Error as E;
+    match result {
+        Ok(status) => Ok(ExitCode::from(u8::try_from(status.code()).unwrap_or(255))),
+        Err(E::Exec { program, errno }) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "perch: cannot execute {}: {}",
+                    program.to_string_lossy(),
+                    errno.message().unwrap_or("error")
+                );
+            }
+            Ok(ExitCode::from(if errno == perch_intercept::Errno::ENOENT {
+                127
+            } else {
+                126
+            }))
+        }
+        Err(
+            e @ (E::KernelTooOld { .. }
+            | E::SeccompUnavailable { .. }
+            | E::NoNewPrivs { .. }
+            | E::Seccomp { .. }
+            | E::Ptrace { .. }),
+        ) => Err(Fail::new(Failure::Unsupported, e)),
+        Err(e @ (E::EmptyCommand | E::Nul)) => Err(Fail::new(Failure::Usage, e)),
+        Err(e) => Err(Fail::new(Failure::Internal, e)),
+    }
+}
+
+/// `perch syscalls`: the table, as documentation.
+pub fn syscalls() -> ExitCode {
+    use std::io::Write;
+    let text = SyscallTable.to_string();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    ExitCode::SUCCESS
+}
