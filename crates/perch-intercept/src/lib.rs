@@ -26,9 +26,12 @@
 //! - Without `CAP_SYS_PTRACE`, the memory of a tracee that made itself non-dumpable
 //!   (`PR_SET_DUMPABLE 0`, e.g. ssh-agent) cannot be read: [`Notification::read_path`] fails
 //!   with `EPERM` and the handler must decide (usually: continue).
-//! - The caller should treat terminal signals like a shell waiting for a job does (ignore
-//!   `SIGINT`/`SIGQUIT` while the tree runs, forward `SIGTERM`/`SIGHUP`): if perch dies,
-//!   `PTRACE_O_EXITKILL` kills the whole tree.
+//! - The caller should treat terminal signals like a shell waiting for a job does (while the tree
+//!   runs, catch `SIGINT`/`SIGQUIT` with a no-op handler — not `SIG_IGN`, which the program
+//!   would inherit — and forward `SIGTERM`/`SIGHUP`): if perch dies, `PTRACE_O_EXITKILL` kills
+//!   the whole tree. The child starts with an empty signal mask and `SIGPIPE` at its default.
+//! - A handler still running when the tree has exited (a download for a killed process) is
+//!   waited for before [`Interceptor::run`] returns.
 //!
 //! ```no_run
 //! use std::sync::Arc;
