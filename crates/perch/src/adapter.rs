@@ -1,6 +1,7 @@
 //! The two adapters the binary holds: the CVMFS client seen as perch-vfs's
 //! `Repository`/`Mounter`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -9,23 +10,45 @@ use perch_vfs::{Entry, Errno, Kind, RepoError};
 
 use crate::mounts::Client;
 
+/// Most entries cached per repository (a mounted revision never changes, so
+/// cached lookups never go stale; the bound only limits memory).
+const LOOKUP_CACHE_MAX: usize = 200_000;
+
 /// A mounted CVMFS repository as perch-vfs sees it.
 pub struct VfsRepo {
     repo: Arc<Repository>,
     id: String,
+    /// path -> node (None = ENOENT). perch-vfs resolves component by
+    /// component, so every prefix of every path is looked up again and again.
+    lookups: Mutex<HashMap<Vec<u8>, Option<Node>>>,
 }
 
 impl VfsRepo {
     /// Wrap a mounted repository.
     pub fn new(repo: Arc<Repository>) -> VfsRepo {
         let id = repo.root_hash().to_string();
-        VfsRepo { repo, id }
+        VfsRepo { repo, id, lookups: Mutex::new(HashMap::new()) }
+    }
+
+    fn cached_lookup(&self, path: &[u8]) -> Result<Option<Node>, RepoError> {
+        if let Some(n) = self.lookups.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+            return Ok(n.clone());
+        }
+        let n = self.repo.lookup(path).map_err(|e| io_error(&self.repo, path, &e))?;
+        self.remember(path.to_vec(), n.clone());
+        Ok(n)
+    }
+
+    fn remember(&self, path: Vec<u8>, n: Option<Node>) {
+        let mut m = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= LOOKUP_CACHE_MAX {
+            m.clear();
+        }
+        m.insert(path, n);
     }
 
     fn node(&self, path: &[u8]) -> Result<Node, RepoError> {
-        self.repo
-            .lookup(path)
-            .map_err(|e| io_error(&self.repo, path, &e))?
+        self.cached_lookup(path)?
             .ok_or_else(|| RepoError::new(Errno::ENOENT, format!("{}: not found", String::from_utf8_lossy(path))))
     }
 }
@@ -78,13 +101,16 @@ impl perch_vfs::Repository for VfsRepo {
     }
 
     fn lookup(&self, path: &[u8]) -> Result<Option<Entry>, RepoError> {
-        let n = self.repo.lookup(path).map_err(|e| io_error(&self.repo, path, &e))?;
-        Ok(n.map(|n| entry(&self.repo, &n)))
+        Ok(self.cached_lookup(path)?.map(|n| entry(&self.repo, &n)))
     }
 
     fn list(&self, path: &[u8]) -> Result<Vec<(Vec<u8>, Entry)>, RepoError> {
         let nodes = self.repo.list(path).map_err(|e| io_error(&self.repo, path, &e))?;
-        Ok(nodes.into_iter().map(|n| (n.entry.name.clone(), entry(&self.repo, &n))).collect())
+        let out = nodes.iter().map(|n| (n.entry.name.clone(), entry(&self.repo, n))).collect();
+        for n in nodes {
+            self.remember(n.path.clone(), Some(n));
+        }
+        Ok(out)
     }
 
     fn fetch(&self, path: &[u8], _entry: &Entry) -> Result<PathBuf, RepoError> {
