@@ -45,7 +45,10 @@ pub enum CacheError {
 
 impl CacheError {
     fn io(path: &Path, source: std::io::Error) -> CacheError {
-        CacheError::Io { path: path.to_path_buf(), source }
+        CacheError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -60,6 +63,9 @@ pub struct CacheStats {
     pub bytes_in: AtomicU64,
 }
 
+/// A download in progress: done flag and its waiters.
+type Slot = (Mutex<bool>, Condvar);
+
 /// A cache directory.
 #[derive(Debug)]
 pub struct Cache {
@@ -67,7 +73,7 @@ pub struct Cache {
     /// File mode for objects (0700 local, 0770 alien: executables are run
     /// from hard links to objects, so objects keep the owner's x bit).
     object_mode: u32,
-    inflight: Mutex<HashMap<String, Arc<(Mutex<bool>, Condvar)>>>,
+    inflight: Mutex<HashMap<String, Arc<Slot>>>,
     /// Counters.
     pub stats: CacheStats,
 }
@@ -100,7 +106,9 @@ impl Cache {
     }
 
     fn clean_txn(&self) {
-        let Ok(rd) = fs::read_dir(self.root.join("txn")) else { return };
+        let Ok(rd) = fs::read_dir(self.root.join("txn")) else {
+            return;
+        };
         let now = SystemTime::now();
         for e in rd.flatten() {
             let old = e
@@ -140,13 +148,18 @@ impl Cache {
         if let Some(dir) = dest.parent() {
             fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
         }
-        tmp.persist(dest).map_err(|e| CacheError::io(dest, e.error))?;
+        tmp.persist(dest)
+            .map_err(|e| CacheError::io(dest, e.error))?;
         Ok(())
     }
 
     /// Run `work` once per `key` inside this process: concurrent callers wait
     /// for the first one and then re-check the cache themselves.
-    fn coalesce<T>(&self, key: &str, work: impl FnOnce() -> Result<T, CacheError>) -> Result<T, CacheError>
+    fn coalesce<T>(
+        &self,
+        key: &str,
+        work: impl FnOnce() -> Result<T, CacheError>,
+    ) -> Result<T, CacheError>
     where
         T: Clone,
     {
@@ -176,7 +189,10 @@ impl Cache {
             *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
             cv.notify_all();
         }
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         r
     }
 
@@ -221,22 +237,33 @@ impl Cache {
             let tmp = match self.temp_file() {
                 Ok(t) => t,
                 Err(e) => {
+                    let msg = e.to_string();
                     io_err = Some(e);
-                    return Err(std::io::Error::other("cannot create temp file"));
+                    return Ok(Verdict::Abort(msg));
                 }
             };
-            match stream_verified(body, tmp, h, compression, expected_size)? {
-                Ok((tmp, stored)) => {
+            let path = tmp.path().to_path_buf();
+            match stream_verified(body, tmp, h, compression, expected_size) {
+                Ok(Ok((tmp, stored))) => {
                     self.stats.bytes_in.fetch_add(stored, Ordering::Relaxed);
                     Ok(Verdict::Good(tmp))
                 }
-                Err(reason) => Ok(Verdict::Bad(reason)),
+                Ok(Err(reason)) => Ok(Verdict::Bad(reason)),
+                Err(StreamError::Read(e)) => Err(e),
+                Err(StreamError::Write(e)) => {
+                    let msg = e.to_string();
+                    io_err = Some(CacheError::io(&path, e));
+                    Ok(Verdict::Abort(msg))
+                }
             }
         });
         if let Some(e) = io_err {
             return Err(e);
         }
-        let tmp = res.map_err(|source| CacheError::Fetch { hash: h.to_string(), source })?;
+        let tmp = res.map_err(|source| CacheError::Fetch {
+            hash: h.to_string(),
+            source,
+        })?;
         self.stats.downloads.fetch_add(1, Ordering::Relaxed);
         Ok(tmp)
     }
@@ -261,9 +288,16 @@ impl Cache {
             }
             let mut whole = self.temp_file()?;
             for c in chunks {
-                let part = self.download(fetcher, &c.hash, ObjectKind::Chunk, compression, Some(c.size))?;
+                let part = self.download(
+                    fetcher,
+                    &c.hash,
+                    ObjectKind::Chunk,
+                    compression,
+                    Some(c.size),
+                )?;
                 let mut f = part.reopen().map_err(|e| CacheError::io(part.path(), e))?;
-                std::io::copy(&mut f, whole.as_file_mut()).map_err(|e| CacheError::io(whole.path(), e))?;
+                std::io::copy(&mut f, whole.as_file_mut())
+                    .map_err(|e| CacheError::io(whole.path(), e))?;
             }
             self.commit(whole, &dest)?;
             Ok(dest.clone())
@@ -279,25 +313,42 @@ impl Cache {
     }
 
     /// Write the breadcrumb atomically.
-    pub fn write_breadcrumb(&self, fqrn: &str, root: &ContentHash, timestamp: u64, revision: u64) -> Result<(), CacheError> {
+    pub fn write_breadcrumb(
+        &self,
+        fqrn: &str,
+        root: &ContentHash,
+        timestamp: u64,
+        revision: u64,
+    ) -> Result<(), CacheError> {
         let dest = self.root.join(format!("cvmfschecksum.{fqrn}"));
         let mut tmp = self.temp_file()?;
         write!(tmp, "{root}T{timestamp}R{revision}").map_err(|e| CacheError::io(tmp.path(), e))?;
-        let _ = fs::set_permissions(tmp.path(), fs::Permissions::from_mode(self.object_mode & 0o660));
-        tmp.persist(&dest).map_err(|e| CacheError::io(&dest, e.error))?;
+        let _ = fs::set_permissions(
+            tmp.path(),
+            fs::Permissions::from_mode(self.object_mode & 0o660),
+        );
+        tmp.persist(&dest)
+            .map_err(|e| CacheError::io(&dest, e.error))?;
         Ok(())
     }
 }
 
+/// Where streaming an object failed: reading the reply (a transfer error) or
+/// writing the temp file (a local error that stops the download).
+enum StreamError {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
 /// Stream `body` into `tmp`, hashing the stored bytes and decompressing.
-/// The outer error is I/O (transport); the inner `Err` is a bad-data reason.
+/// The inner `Err` is a bad-data reason.
 fn stream_verified(
     body: &mut dyn Read,
     tmp: tempfile::NamedTempFile,
     h: &ContentHash,
     compression: Compression,
     expected_size: Option<u64>,
-) -> std::io::Result<Result<(tempfile::NamedTempFile, u64), String>> {
+) -> Result<Result<(tempfile::NamedTempFile, u64), String>, StreamError> {
     let mut hasher = Algorithm::hasher(h.algo);
     let mut buf = vec![0u8; 128 * 1024];
     let mut stored = 0u64;
@@ -311,7 +362,7 @@ fn stream_verified(
         Compression::None => Sink::Raw(out),
     };
     loop {
-        let n = body.read(&mut buf)?;
+        let n = body.read(&mut buf).map_err(StreamError::Read)?;
         if n == 0 {
             break;
         }
@@ -325,7 +376,14 @@ fn stream_verified(
             if e.kind() == std::io::ErrorKind::InvalidData {
                 return Ok(Err(format!("corrupt object: {e}")));
             }
-            return Err(e);
+            return Err(StreamError::Write(e));
+        }
+        if let Some(want) = expected_size {
+            if matches!(compression, Compression::None) && stored > want {
+                return Ok(Err(format!(
+                    "object larger than the catalog's {want} bytes"
+                )));
+            }
         }
     }
     let got = hasher.finish();
@@ -335,15 +393,22 @@ fn stream_verified(
     let out = match sink {
         Sink::Zlib(z) => match z.finish() {
             Ok(w) => w,
-            Err(e) => return Ok(Err(format!("corrupt object: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Ok(Err(format!("corrupt object: {e}")))
+            }
+            Err(e) => return Err(StreamError::Write(e)),
         },
         Sink::Raw(w) => w,
     };
-    let tmp = out.into_inner().map_err(|e| e.into_error())?;
+    let tmp = out
+        .into_inner()
+        .map_err(|e| StreamError::Write(e.into_error()))?;
     if let Some(want) = expected_size {
-        let have = tmp.as_file().metadata()?.len();
+        let have = tmp.as_file().metadata().map_err(StreamError::Write)?.len();
         if have != want {
-            return Ok(Err(format!("decompressed size {have} differs from the catalog's {want}")));
+            return Ok(Err(format!(
+                "decompressed size {have} differs from the catalog's {want}"
+            )));
         }
     }
     Ok(Ok((tmp, stored)))

@@ -1,47 +1,122 @@
-//! Downloads from stratum servers (`http://`, `file://`), optionally through proxies.
+//! Downloads from stratum servers (`http://`, `file://`) through proxy groups,
+//! with the failover rules of the real client (spec §10.2–10.4).
 //!
-//! Every request walks the server list (and, per server, the proxy list) in
-//! order until one answers. A reply whose content fails its check (hash, zlib)
-//! is retried once from the same source with `Cache-Control: no-cache`, then
-//! from the next source, as the real client does; bad data is never returned.
+//! - Servers: `CVMFS_SERVER_URL` order; one current server shared by all
+//!   requests, moved on host errors (`h = (h+1) mod n`, skipped if another
+//!   request already moved it) and reset to the first one after
+//!   `CVMFS_HOST_RESET_AFTER` seconds.
+//! - Proxies: `;`-separated groups of `|`-separated members, `DIRECT` = no
+//!   proxy. The first member of a group is random; a failed proxy is marked and
+//!   another live member of the group is used; when all members failed the next
+//!   group is used (wrapping); after `CVMFS_PROXY_RESET_AFTER` seconds on a
+//!   backup group, back to group 0.
+//! - Failure classes: bad data (hash mismatch, corrupt zlib) → the same URL and
+//!   proxy once more with `Pragma`/`Cache-Control: no-cache`, then a host error;
+//!   transfer errors (connect failure, timeout, too slow, short read) → retried
+//!   with back-off up to `CVMFS_MAX_RETRIES`, then a proxy error (host error when
+//!   `DIRECT`); host errors (host DNS, 5xx/400/404, unfollowed redirect) → next
+//!   server; proxy errors (proxy DNS, other statuses via a proxy, replies with
+//!   `X-Squid-Error`/`Proxy-Status: …error=`) → next proxy, and after every
+//!   proxy failed, group 0 and the next server.
+//! - No `no-cache` header in normal operation: site proxies keep the manifest
+//!   for the server's short expiry. Every request sends an empty `Pragma:`.
+//! - Timeouts: connect and read inactivity bounded by `CVMFS_TIMEOUT` via a
+//!   proxy, `CVMFS_TIMEOUT_DIRECT` without; a body arriving below
+//!   `CVMFS_LOW_SPEED_LIMIT` B/s for that long is aborted as too slow.
+//!
+//! Deviation: a proxy name is one member, not one member per resolved address.
+//! Host names are resolved by [`crate::dns`], never by glibc NSS.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+/// Why one attempt (or the whole download) failed, as a user reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The host (or proxy) name does not resolve.
+    Dns(String),
+    /// Connection refused.
+    Refused,
+    /// Connect or read timed out.
+    Timeout(Duration),
+    /// The body arrived below the low-speed limit.
+    TooSlow {
+        /// Bytes per second required.
+        limit: u64,
+        /// Over this long.
+        window: Duration,
+    },
+    /// Connection closed before the whole body arrived.
+    ShortRead,
+    /// Another connection or protocol problem.
+    Connection(String),
+    /// An HTTP status other than 200.
+    Status {
+        /// The code.
+        code: u16,
+        /// `X-Squid-Error` or `Proxy-Status` of the reply, if any.
+        proxy_error: Option<String>,
+    },
+    /// The object does not exist (404, missing file).
+    NotFound,
+    /// A redirect was not followed (`CVMFS_FOLLOW_REDIRECTS=no`).
+    Redirect(u16),
+    /// The content failed its check (hash mismatch, corrupt zlib, size).
+    BadData(String),
+    /// A local file problem of `file://` servers.
+    Local(String),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Dns(d) => write!(f, "DNS: {d}"),
+            Reason::Refused => write!(f, "connection refused"),
+            Reason::Timeout(t) => write!(f, "timed out after {} s", t.as_secs()),
+            Reason::TooSlow { limit, window } => {
+                write!(f, "too slow: below {limit} B/s for {} s", window.as_secs())
+            }
+            Reason::ShortRead => write!(f, "connection closed before the whole reply arrived"),
+            Reason::Connection(d) => write!(f, "{d}"),
+            Reason::Status {
+                code,
+                proxy_error: Some(p),
+            } => write!(f, "HTTP status {code} ({p})"),
+            Reason::Status {
+                code,
+                proxy_error: None,
+            } => write!(f, "HTTP status {code}"),
+            Reason::NotFound => write!(f, "not found (HTTP 404)"),
+            Reason::Redirect(c) => write!(
+                f,
+                "HTTP redirect {c} not followed (CVMFS_FOLLOW_REDIRECTS=no)"
+            ),
+            Reason::BadData(d) => write!(f, "{d}"),
+            Reason::Local(d) => write!(f, "{d}"),
+        }
+    }
+}
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// HTTP 404 / missing file on every server.
-    #[error("{url}: not found")]
-    NotFound {
-        /// Last URL tried.
+    /// The last attempt failed for `reason`, every server and proxy having been tried.
+    #[error("{url} ({via}): {reason}")]
+    Failed {
+        /// The last URL tried.
         url: String,
-    },
-    /// Another HTTP status.
-    #[error("{url}: HTTP status {status}")]
-    Http {
-        /// URL.
-        url: String,
-        /// Status code.
-        status: u16,
-    },
-    /// Connection, DNS, timeout or short read.
-    #[error("{url}: {reason}")]
-    Transport {
-        /// URL.
-        url: String,
+        /// `DIRECT` or `proxy http://...`.
+        via: String,
         /// What happened.
-        reason: String,
+        reason: Reason,
     },
-    /// The content failed verification everywhere.
-    #[error("{url}: {reason}")]
-    BadData {
-        /// URL.
-        url: String,
-        /// What was wrong (hash mismatch, corrupt zlib, size).
-        reason: String,
-    },
+    /// The content check gave up (a local error the caller reports itself).
+    #[error("download aborted: {0}")]
+    Aborted(String),
     /// No server configured.
     #[error("no server configured (CVMFS_SERVER_URL is empty)")]
     NoServer,
@@ -50,7 +125,30 @@ pub enum FetchError {
 impl FetchError {
     /// True when the failure is about the network, not about the data.
     pub fn is_network(&self) -> bool {
-        !matches!(self, FetchError::BadData { .. })
+        !matches!(
+            self,
+            FetchError::Failed {
+                reason: Reason::BadData(_),
+                ..
+            }
+        )
+    }
+    /// True for a 404 / missing file.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Failed {
+                reason: Reason::NotFound,
+                ..
+            }
+        )
+    }
+    /// The reason of the last attempt.
+    pub fn reason(&self) -> Option<&Reason> {
+        match self {
+            FetchError::Failed { reason, .. } => Some(reason),
+            _ => None,
+        }
     }
 }
 
@@ -63,59 +161,192 @@ pub enum Proxy {
     Url(String),
 }
 
+impl std::fmt::Display for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Proxy::Direct => write!(f, "DIRECT"),
+            Proxy::Url(u) => write!(f, "proxy {u}"),
+        }
+    }
+}
+
 /// Outcome of a content check on a reply.
 pub enum Verdict<T> {
     /// Keep this result.
     Good(T),
     /// The reply was bad (hash mismatch...): try elsewhere.
     Bad(String),
+    /// Stop trying (a local problem, e.g. the cache disk is full).
+    Abort(String),
+}
+
+/// Network parameters (spec §10.3, §10.4, §12.3), defaults of the built-in client.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// `CVMFS_TIMEOUT`: connect and read inactivity via a proxy.
+    pub timeout: Duration,
+    /// `CVMFS_TIMEOUT_DIRECT`: the same without a proxy.
+    pub timeout_direct: Duration,
+    /// `CVMFS_LOW_SPEED_LIMIT` in B/s.
+    pub low_speed_limit: u64,
+    /// `CVMFS_MAX_RETRIES` for transfer errors.
+    pub max_retries: u32,
+    /// `CVMFS_BACKOFF_INIT`.
+    pub backoff_init: Duration,
+    /// `CVMFS_BACKOFF_MAX`.
+    pub backoff_max: Duration,
+    /// `CVMFS_PROXY_RESET_AFTER` (zero = never).
+    pub proxy_reset_after: Duration,
+    /// `CVMFS_HOST_RESET_AFTER` (zero = never).
+    pub host_reset_after: Duration,
+    /// `CVMFS_FOLLOW_REDIRECTS`.
+    pub follow_redirects: bool,
+    /// `CVMFS_IPFAMILY_PREFER=6`.
+    pub prefer_ipv6: bool,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            timeout: Duration::from_secs(5),
+            timeout_direct: Duration::from_secs(5),
+            low_speed_limit: 1024,
+            max_retries: 1,
+            backoff_init: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(10),
+            proxy_reset_after: Duration::ZERO,
+            host_reset_after: Duration::ZERO,
+            follow_redirects: false,
+            prefer_ipv6: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct HostState {
+    idx: usize,
+    since: Instant,
+}
+
+#[derive(Debug)]
+struct ProxyState {
+    group: usize,
+    member: usize,
+    failed: Vec<bool>,
+    since: Instant,
+}
+
+/// Failure class of one attempt (spec §10.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    BadData,
+    Host,
+    Proxy,
+    Transfer,
+}
+
+struct AttemptError {
+    class: Class,
+    reason: Reason,
 }
 
 /// Downloads with server/proxy failover.
 pub struct Fetcher {
     servers: Vec<String>,
-    proxies: Vec<Proxy>,
-    agents: Vec<ureq::Agent>,
-    /// Index of the server that answered last (shared by all requests).
-    current: AtomicUsize,
+    groups: Vec<Vec<Proxy>>,
+    agents: Vec<Vec<ureq::Agent>>,
+    opts: FetchOptions,
+    host: Mutex<HostState>,
+    proxy: Mutex<ProxyState>,
     /// Number of requests sent (for statistics).
     pub requests: AtomicUsize,
 }
 
 impl std::fmt::Debug for Fetcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fetcher").field("servers", &self.servers).field("proxies", &self.proxies).finish()
+        f.debug_struct("Fetcher")
+            .field("servers", &self.servers)
+            .field("proxies", &self.groups)
+            .finish()
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Fetcher {
-    /// A fetcher for `servers` (base URLs ending in the repository directory),
-    /// trying `proxies` in order for each (empty = direct).
-    pub fn new(servers: Vec<String>, proxies: Vec<Proxy>, timeout: Duration) -> Fetcher {
-        let proxies = if proxies.is_empty() { vec![Proxy::Direct] } else { proxies };
-        let agents = proxies
+    /// A fetcher for `servers` (base URLs ending in the repository directory)
+    /// and proxy `groups` (empty = direct only).
+    pub fn new(servers: Vec<String>, groups: Vec<Vec<Proxy>>, opts: FetchOptions) -> Fetcher {
+        let mut groups: Vec<Vec<Proxy>> = groups.into_iter().filter(|g| !g.is_empty()).collect();
+        if groups.is_empty() {
+            groups.push(vec![Proxy::Direct]);
+        }
+        let resolver = Arc::new(crate::dns::Resolver::new(
+            std::path::Path::new("/etc/hosts"),
+            std::path::Path::new("/etc/resolv.conf"),
+            opts.prefer_ipv6,
+        ));
+        let agents = groups
             .iter()
-            .map(|p| {
-                let mut b = ureq::AgentBuilder::new()
-                    .timeout_connect(timeout)
-                    .timeout_read(timeout)
-                    .redirects(0)
-                    .user_agent(concat!("perch/", env!("CARGO_PKG_VERSION")));
-                if let Proxy::Url(u) = p {
-                    if let Ok(px) = ureq::Proxy::new(u) {
-                        b = b.proxy(px);
-                    }
-                }
-                b.build()
+            .map(|g| {
+                g.iter()
+                    .map(|p| Self::agent(p, &opts, resolver.clone()))
+                    .collect()
             })
             .collect();
+        let first = rand::thread_rng().gen_range(0..groups[0].len());
+        let failed = vec![false; groups[0].len()];
         Fetcher {
-            servers: servers.into_iter().map(|s| s.trim_end_matches('/').to_string()).collect(),
-            proxies,
+            servers: servers
+                .into_iter()
+                .map(|s| s.trim_end_matches('/').to_string())
+                .collect(),
+            groups,
             agents,
-            current: AtomicUsize::new(0),
+            opts,
+            host: Mutex::new(HostState {
+                idx: 0,
+                since: Instant::now(),
+            }),
+            proxy: Mutex::new(ProxyState {
+                group: 0,
+                member: first,
+                failed,
+                since: Instant::now(),
+            }),
             requests: AtomicUsize::new(0),
         }
+    }
+
+    fn agent(p: &Proxy, opts: &FetchOptions, resolver: Arc<crate::dns::Resolver>) -> ureq::Agent {
+        let t = if *p == Proxy::Direct {
+            opts.timeout_direct
+        } else {
+            opts.timeout
+        };
+        let mut b = ureq::AgentBuilder::new()
+            .timeout_connect(t)
+            .timeout_read(t)
+            .timeout_write(t)
+            .redirects(if opts.follow_redirects { 4 } else { 0 })
+            .user_agent(concat!(
+                "perch/",
+                env!("CARGO_PKG_VERSION"),
+                " (cvmfs Fuse 2.12.0 compatible)"
+            ))
+            .resolver(move |netloc: &str| ureq::Resolver::resolve(&*resolver, netloc));
+        if let Proxy::Url(u) = p {
+            match ureq::Proxy::new(u) {
+                Ok(px) => b = b.proxy(px),
+                // Unusable proxy URL: connecting to it fails as a proxy error.
+                Err(e) => {
+                    tracing::warn!(target: "fetch", proxy = %u, error = %e, "invalid proxy URL")
+                }
+            }
+        }
+        b.build()
     }
 
     /// The configured servers.
@@ -123,14 +354,104 @@ impl Fetcher {
         &self.servers
     }
 
+    /// The proxy groups.
+    pub fn proxy_groups(&self) -> &[Vec<Proxy>] {
+        &self.groups
+    }
+
     /// The server tried first.
     pub fn current_server(&self) -> Option<&str> {
-        self.servers.get(self.current.load(Ordering::Relaxed) % self.servers.len().max(1)).map(String::as_str)
+        let i = lock(&self.host).idx;
+        self.servers.get(i).map(String::as_str)
+    }
+
+    /// The proxy tried first.
+    pub fn current_proxy(&self) -> Proxy {
+        let p = lock(&self.proxy);
+        self.groups[p.group][p.member].clone()
+    }
+
+    fn reset_if_due(&self) {
+        let o = &self.opts;
+        if !o.host_reset_after.is_zero() {
+            let mut h = lock(&self.host);
+            if h.idx != 0 && h.since.elapsed() >= o.host_reset_after {
+                tracing::info!(target: "fetch", server = %self.servers[0], "back to the first server");
+                h.idx = 0;
+            }
+        }
+        if !o.proxy_reset_after.is_zero() {
+            let mut p = lock(&self.proxy);
+            if p.group != 0 && p.since.elapsed() >= o.proxy_reset_after {
+                tracing::info!(target: "fetch", "back to the first proxy group");
+                *p = ProxyState {
+                    group: 0,
+                    member: rand::thread_rng().gen_range(0..self.groups[0].len()),
+                    failed: vec![false; self.groups[0].len()],
+                    since: Instant::now(),
+                };
+            }
+        }
+    }
+
+    /// Move the shared server index away from `from` (unless someone did already).
+    fn switch_host(&self, from: usize) {
+        let mut h = lock(&self.host);
+        if h.idx == from && self.servers.len() > 1 {
+            h.idx = (from + 1) % self.servers.len();
+            h.since = Instant::now();
+            tracing::warn!(target: "fetch", from = %self.servers[from], to = %self.servers[h.idx], "switching server");
+        }
+    }
+
+    /// Mark proxy (group, member) failed and choose another one.
+    fn fail_proxy(&self, group: usize, member: usize) {
+        let mut p = lock(&self.proxy);
+        if p.group != group || p.member != member {
+            return; // another request moved on already
+        }
+        p.failed[member] = true;
+        let live: Vec<usize> = (0..p.failed.len()).filter(|&i| !p.failed[i]).collect();
+        if let Some(&m) = live.get(rand::thread_rng().gen_range(0..live.len().max(1))) {
+            p.member = m;
+        } else {
+            let g = (group + 1) % self.groups.len();
+            let n = self.groups[g].len();
+            *p = ProxyState {
+                group: g,
+                member: rand::thread_rng().gen_range(0..n),
+                failed: vec![false; n],
+                since: Instant::now(),
+            };
+        }
+        tracing::warn!(target: "fetch", from = %self.groups[group][member], to = %self.groups[p.group][p.member], "switching proxy");
+    }
+
+    fn reset_proxies(&self) {
+        let mut p = lock(&self.proxy);
+        let n = self.groups[0].len();
+        *p = ProxyState {
+            group: 0,
+            member: rand::thread_rng().gen_range(0..n),
+            failed: vec![false; n],
+            since: Instant::now(),
+        };
+    }
+
+    fn backoff(&self, retry: u32) -> Duration {
+        let init = u64::try_from(self.opts.backoff_init.as_millis()).unwrap_or(u64::MAX);
+        let first = if init == 0 {
+            0
+        } else {
+            rand::thread_rng().gen_range(0..=init)
+        };
+        let ms = first.saturating_mul(1u64 << retry.min(20));
+        Duration::from_millis(ms).min(self.opts.backoff_max)
     }
 
     /// Fetch `rel` (e.g. `.cvmfspublished`, `data/ab/cd...C`) and hand the body
-    /// to `check`, which reads it and returns a verdict. Failover across
-    /// servers and proxies; bad data retried with no-cache, then elsewhere.
+    /// to `check`, which reads it and returns a verdict; `Err` from `check` is a
+    /// transfer error (the body could not be read). Failover per spec §10.3.
     pub fn fetch<T>(
         &self,
         rel: &str,
@@ -139,86 +460,174 @@ impl Fetcher {
         if self.servers.is_empty() {
             return Err(FetchError::NoServer);
         }
-        let n = self.servers.len();
-        let start = self.current.load(Ordering::Relaxed) % n;
-        let mut last: Option<FetchError> = None;
-        for k in 0..n {
-            let si = (start + k) % n;
-            let base = &self.servers[si];
-            let url = format!("{base}/{rel}");
-            for (pi, _proxy) in self.proxies.iter().enumerate() {
-                let mut no_cache = false;
-                loop {
-                    self.requests.fetch_add(1, Ordering::Relaxed);
-                    let res = self.one(&url, pi, no_cache, check);
-                    match res {
-                        Ok(Verdict::Good(t)) => {
-                            self.current.store(si, Ordering::Relaxed);
-                            return Ok(t);
-                        }
-                        Ok(Verdict::Bad(reason)) => {
-                            tracing::warn!(target: "fetch", %url, %reason, no_cache, "bad data");
-                            last = Some(FetchError::BadData { url: url.clone(), reason });
-                            if !no_cache && url.starts_with("http") {
-                                no_cache = true;
-                                continue;
-                            }
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::debug!(target: "fetch", %url, error = %e, "download failed");
-                            let is_404 = matches!(e, FetchError::NotFound { .. });
-                            last = Some(e);
-                            if is_404 {
-                                // A 404 is the server's answer; other proxies would relay the same.
-                                break;
-                            }
-                            break;
-                        }
-                    }
+        self.reset_if_due();
+        let n_hosts = self.servers.len();
+        let n_proxies: usize = self.groups.iter().map(Vec::len).sum();
+        let mut hosts_tried = 1;
+        let mut proxies_failed = 0;
+        let mut retries = 0;
+        let mut no_cache = false;
+        loop {
+            let si = lock(&self.host).idx;
+            let (gi, mi) = {
+                let p = lock(&self.proxy);
+                (p.group, p.member)
+            };
+            let proxy = &self.groups[gi][mi];
+            let url = format!("{}/{rel}", self.servers[si]);
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let err = match self.attempt(&url, gi, mi, no_cache, check) {
+                Ok(t) => return Ok(t),
+                Err(e) => e,
+            };
+            if let Reason::Local(d) = &err.reason {
+                if url.starts_with("file://") {
+                    // file:// servers: a local error is the server's failure.
+                    tracing::debug!(target: "fetch", %url, reason = %d, "file server error");
+                } else {
+                    return Err(FetchError::Aborted(d.clone()));
                 }
-                if matches!(last, Some(FetchError::NotFound { .. }) | Some(FetchError::BadData { .. })) {
-                    break;
+            }
+            tracing::debug!(target: "fetch", %url, via = %proxy, class = ?err.class, reason = %err.reason, no_cache, retries, "attempt failed");
+            let mut class = err.class;
+            if class == Class::BadData {
+                tracing::warn!(target: "fetch", %url, via = %proxy, reason = %err.reason, no_cache, "bad data");
+                if !no_cache && url.starts_with("http") {
+                    no_cache = true;
+                    continue;
+                }
+                class = Class::Host;
+            }
+            if class == Class::Transfer {
+                if retries < self.opts.max_retries && !no_cache {
+                    let b = self.backoff(retries);
+                    retries += 1;
+                    std::thread::sleep(b);
+                    continue;
+                }
+                class = if *proxy == Proxy::Direct {
+                    Class::Host
+                } else {
+                    Class::Proxy
+                };
+            }
+            let fail = || FetchError::Failed {
+                url: url.clone(),
+                via: proxy.to_string(),
+                reason: err.reason.clone(),
+            };
+            match class {
+                Class::Proxy => {
+                    self.fail_proxy(gi, mi);
+                    proxies_failed += 1;
+                    if proxies_failed < n_proxies {
+                        continue;
+                    }
+                    if hosts_tried < n_hosts {
+                        self.reset_proxies();
+                        self.switch_host(si);
+                        hosts_tried += 1;
+                        proxies_failed = 0;
+                        no_cache = false;
+                        continue;
+                    }
+                    return Err(fail());
+                }
+                _ => {
+                    if hosts_tried < n_hosts {
+                        self.switch_host(si);
+                        hosts_tried += 1;
+                        no_cache = false;
+                        continue;
+                    }
+                    return Err(fail());
                 }
             }
         }
-        Err(last.unwrap_or(FetchError::NoServer))
     }
 
-    fn one<T>(
+    fn attempt<T>(
         &self,
         url: &str,
-        proxy: usize,
+        group: usize,
+        member: usize,
         no_cache: bool,
         check: &mut dyn FnMut(&mut dyn Read) -> std::io::Result<Verdict<T>>,
-    ) -> Result<Verdict<T>, FetchError> {
-        let transport = |reason: String| FetchError::Transport { url: url.to_string(), reason };
+    ) -> Result<T, AttemptError> {
+        let verdict = |v: std::io::Result<Verdict<T>>, via_proxy: bool, timeout: Duration| match v {
+            Ok(Verdict::Good(t)) => Ok(t),
+            Ok(Verdict::Bad(r)) => Err(AttemptError {
+                class: Class::BadData,
+                reason: Reason::BadData(r),
+            }),
+            Ok(Verdict::Abort(r)) => Err(AttemptError {
+                class: Class::Transfer,
+                reason: Reason::Local(r),
+            }),
+            Err(e) => {
+                let _ = via_proxy;
+                Err(AttemptError {
+                    class: Class::Transfer,
+                    reason: io_reason(&e, timeout),
+                })
+            }
+        };
         if let Some(path) = url.strip_prefix("file://") {
             let mut f = match std::fs::File::open(path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(FetchError::NotFound { url: url.to_string() })
+                    return Err(AttemptError {
+                        class: Class::Host,
+                        reason: Reason::NotFound,
+                    })
                 }
-                Err(e) => return Err(transport(e.to_string())),
+                Err(e) => {
+                    return Err(AttemptError {
+                        class: Class::Host,
+                        reason: Reason::Local(e.to_string()),
+                    })
+                }
             };
-            return check(&mut f).map_err(|e| transport(e.to_string()));
+            return verdict(check(&mut f), false, Duration::ZERO).map_err(|e| match e.class {
+                Class::Transfer => AttemptError {
+                    class: Class::Host,
+                    ..e
+                },
+                _ => e,
+            });
         }
         if !url.starts_with("http://") {
-            return Err(transport("unsupported URL scheme (use http:// or file://)".into()));
+            return Err(AttemptError {
+                class: Class::Host,
+                reason: Reason::Connection(
+                    "unsupported URL scheme (use http:// or file://)".into(),
+                ),
+            });
         }
-        let mut req = self.agents[proxy].get(url).set("Pragma", "");
+        let proxied = self.groups[group][member] != Proxy::Direct;
+        let timeout = if proxied {
+            self.opts.timeout
+        } else {
+            self.opts.timeout_direct
+        };
+        let mut req = self.agents[group][member]
+            .get(url)
+            .set("Connection", "Keep-Alive")
+            .set("Pragma", "");
         if no_cache {
-            req = req.set("Pragma", "no-cache").set("Cache-Control", "no-cache");
+            req = req
+                .set("Pragma", "no-cache")
+                .set("Cache-Control", "no-cache");
         }
         match req.call() {
             Ok(resp) if resp.status() == 200 => {
-                let mut body = resp.into_reader();
-                check(&mut body).map_err(|e| transport(format!("reading body: {e}")))
+                let mut body =
+                    LowSpeed::new(resp.into_reader(), self.opts.low_speed_limit, timeout);
+                verdict(check(&mut body), proxied, timeout)
             }
-            Ok(resp) => Err(FetchError::Http { url: url.to_string(), status: resp.status() }),
-            Err(ureq::Error::Status(404, _)) => Err(FetchError::NotFound { url: url.to_string() }),
-            Err(ureq::Error::Status(code, _)) => Err(FetchError::Http { url: url.to_string(), status: code }),
-            Err(ureq::Error::Transport(t)) => Err(transport(t.to_string())),
+            Ok(resp) => Err(status_error(resp.status(), &resp, proxied)),
+            Err(ureq::Error::Status(code, resp)) => Err(status_error(code, &resp, proxied)),
+            Err(ureq::Error::Transport(t)) => Err(transport_error(&t, proxied, timeout)),
         }
     }
 
@@ -232,5 +641,213 @@ impl Fetcher {
             }
             Ok(Verdict::Good(v))
         })
+    }
+}
+
+fn status_error(code: u16, resp: &ureq::Response, proxied: bool) -> AttemptError {
+    let proxy_error = resp
+        .header("X-Squid-Error")
+        .map(str::to_string)
+        .or_else(|| {
+            resp.header("Proxy-Status")
+                .filter(|v| v.contains("error="))
+                .map(str::to_string)
+        });
+    let host_status = code >= 500 || code == 400 || code == 404;
+    let class = if (300..400).contains(&code) {
+        Class::Host
+    } else if code == 429 {
+        Class::Transfer
+    } else if host_status {
+        if proxied && proxy_error.is_some() {
+            Class::Proxy
+        } else {
+            Class::Host
+        }
+    } else if proxied {
+        Class::Proxy
+    } else {
+        Class::Host
+    };
+    let reason = match code {
+        404 if proxy_error.is_none() => Reason::NotFound,
+        300..=399 => Reason::Redirect(code),
+        _ => Reason::Status { code, proxy_error },
+    };
+    AttemptError { class, reason }
+}
+
+fn transport_error(t: &ureq::Transport, proxied: bool, timeout: Duration) -> AttemptError {
+    use ureq::ErrorKind as K;
+    let io = std::error::Error::source(t).and_then(|s| s.downcast_ref::<std::io::Error>());
+    let detail = || {
+        t.message()
+            .map(str::to_string)
+            .unwrap_or_else(|| t.kind().to_string())
+    };
+    match t.kind() {
+        K::Dns => AttemptError {
+            // Via a proxy, only the proxy's name is resolved here.
+            class: if proxied { Class::Proxy } else { Class::Host },
+            reason: Reason::Dns(io.map(|e| e.to_string()).unwrap_or_else(detail)),
+        },
+        K::TooManyRedirects => AttemptError {
+            class: Class::Transfer,
+            reason: Reason::Connection(detail()),
+        },
+        K::BadStatus | K::BadHeader => AttemptError {
+            class: if proxied { Class::Proxy } else { Class::Host },
+            reason: Reason::Connection(format!("not an HTTP reply ({})", detail())),
+        },
+        K::InvalidProxyUrl | K::ProxyConnect | K::ProxyUnauthorized => AttemptError {
+            class: Class::Proxy,
+            reason: Reason::Connection(detail()),
+        },
+        _ => AttemptError {
+            class: Class::Transfer,
+            reason: io
+                .map(|e| io_reason(e, timeout))
+                .unwrap_or_else(|| Reason::Connection(detail())),
+        },
+    }
+}
+
+fn io_reason(e: &std::io::Error, timeout: Duration) -> Reason {
+    use std::io::ErrorKind as K;
+    if let Some(r) = e.get_ref().and_then(|r| r.downcast_ref::<TooSlowError>()) {
+        return Reason::TooSlow {
+            limit: r.limit,
+            window: r.window,
+        };
+    }
+    match e.kind() {
+        K::ConnectionRefused => Reason::Refused,
+        K::TimedOut | K::WouldBlock => Reason::Timeout(timeout),
+        K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+            Reason::ShortRead
+        }
+        _ => Reason::Connection(e.to_string()),
+    }
+}
+
+#[derive(Debug)]
+struct TooSlowError {
+    limit: u64,
+    window: Duration,
+}
+
+impl std::fmt::Display for TooSlowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "too slow: below {} B/s for {} s",
+            self.limit,
+            self.window.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for TooSlowError {}
+
+/// Aborts a body that arrives below `limit` B/s averaged over `window`
+/// (curl's low-speed limit); stalls are caught by the socket read timeout.
+struct LowSpeed<R> {
+    inner: R,
+    limit: u64,
+    window: Duration,
+    start: Instant,
+    bytes: u64,
+}
+
+impl<R: Read> LowSpeed<R> {
+    fn new(inner: R, limit: u64, window: Duration) -> Self {
+        LowSpeed {
+            inner,
+            limit,
+            window,
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for LowSpeed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        let el = self.start.elapsed();
+        if n > 0 && !self.window.is_zero() && el >= self.window {
+            let need = u128::from(self.limit) * el.as_millis() / 1000;
+            if u128::from(self.bytes) < need {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    TooSlowError {
+                        limit: self.limit,
+                        window: self.window,
+                    },
+                ));
+            }
+            self.start = Instant::now();
+            self.bytes = 0;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_doubles() {
+        let f = Fetcher::new(
+            vec!["http://127.0.0.1:9".into()],
+            vec![],
+            FetchOptions {
+                backoff_init: Duration::from_millis(100),
+                backoff_max: Duration::from_millis(300),
+                ..Default::default()
+            },
+        );
+        for r in 0..6 {
+            assert!(f.backoff(r) <= Duration::from_millis(300));
+        }
+    }
+
+    #[test]
+    fn proxy_member_failover_then_next_group() {
+        let p = |s: &str| Proxy::Url(s.to_string());
+        let f = Fetcher::new(
+            vec!["http://a".into()],
+            vec![
+                vec![p("http://p1:1"), p("http://p2:1")],
+                vec![p("http://p3:1")],
+                vec![Proxy::Direct],
+            ],
+            FetchOptions::default(),
+        );
+        let first = f.current_proxy();
+        assert!(first == p("http://p1:1") || first == p("http://p2:1"));
+        let (g, m) = {
+            let s = lock(&f.proxy);
+            (s.group, s.member)
+        };
+        f.fail_proxy(g, m);
+        let second = f.current_proxy();
+        assert_ne!(second, first);
+        assert!(second == p("http://p1:1") || second == p("http://p2:1"));
+        let (g, m) = {
+            let s = lock(&f.proxy);
+            (s.group, s.member)
+        };
+        f.fail_proxy(g, m);
+        assert_eq!(f.current_proxy(), p("http://p3:1"));
+        f.fail_proxy(1, 0);
+        assert_eq!(f.current_proxy(), Proxy::Direct);
+        f.fail_proxy(2, 0);
+        assert!(
+            matches!(f.current_proxy(), Proxy::Url(_)),
+            "wraps to group 0"
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod dns;
 pub mod fetch;
 pub mod repo;
 

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use perch_format::catalog::{expand_symlink, Catalog, CatalogError, DirEntry};
 use perch_format::compress::{zlib_decompress, Compression};
@@ -15,7 +14,10 @@ use perch_format::manifest::{ManifestError, SignedManifest};
 use perch_format::whitelist::{Whitelist, WhitelistError};
 
 use crate::cache::{Cache, CacheError};
-use crate::fetch::{FetchError, Fetcher, Proxy};
+use crate::fetch::{FetchError, FetchOptions, Fetcher, Proxy};
+
+/// Environment lookup for `$(VAR)` in symlinks.
+pub type SymlinkEnv = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// What to mount and how.
 #[derive(Debug, Clone)]
@@ -24,8 +26,8 @@ pub struct MountOptions {
     pub fqrn: String,
     /// Stratum URLs (`http://host/cvmfs/<fqrn>` or `file:///path`).
     pub servers: Vec<String>,
-    /// Proxies to try in order (empty = direct).
-    pub proxies: Vec<Proxy>,
+    /// Proxy groups (`;` groups of `|` members; empty = direct).
+    pub proxies: Vec<Vec<Proxy>>,
     /// Master public key files.
     pub public_keys: Vec<PathBuf>,
     /// Cache directory.
@@ -36,13 +38,18 @@ pub struct MountOptions {
     pub tag: Option<String>,
     /// Mount the newest revision published at or before this time (Unix s).
     pub date: Option<i64>,
-    /// Network timeout.
-    pub timeout: Duration,
+    /// Timeouts, retries, back-off, reset intervals.
+    pub fetch: FetchOptions,
 }
 
 impl MountOptions {
     /// Options with defaults for `fqrn`, one server, keys and a cache.
-    pub fn new(fqrn: &str, server: &str, public_keys: Vec<PathBuf>, cache_dir: PathBuf) -> MountOptions {
+    pub fn new(
+        fqrn: &str,
+        server: &str,
+        public_keys: Vec<PathBuf>,
+        cache_dir: PathBuf,
+    ) -> MountOptions {
         MountOptions {
             fqrn: fqrn.to_string(),
             servers: vec![server.to_string()],
@@ -52,7 +59,7 @@ impl MountOptions {
             alien: false,
             tag: None,
             date: None,
-            timeout: Duration::from_secs(5),
+            fetch: FetchOptions::default(),
         }
     }
 }
@@ -181,7 +188,7 @@ pub struct Repository {
     manifest: SignedManifest,
     offline: bool,
     catalogs: Mutex<HashMap<ContentHash, Arc<Mutex<Catalog>>>>,
-    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: SymlinkEnv,
 }
 
 impl std::fmt::Debug for Repository {
@@ -208,8 +215,14 @@ fn load_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, RepoError> {
     paths
         .iter()
         .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|e| RepoError::PublicKey { path: p.clone(), reason: e.to_string() })?;
-            PublicKey::from_pem(&text).map_err(|e| RepoError::PublicKey { path: p.clone(), reason: e.to_string() })
+            let text = std::fs::read_to_string(p).map_err(|e| RepoError::PublicKey {
+                path: p.clone(),
+                reason: e.to_string(),
+            })?;
+            PublicKey::from_pem(&text).map_err(|e| RepoError::PublicKey {
+                path: p.clone(),
+                reason: e.to_string(),
+            })
         })
         .collect()
 }
@@ -224,16 +237,33 @@ impl Repository {
     }
 
     /// As `mount`, sharing a cache object with other repositories.
-    pub fn mount_with_cache(opts: MountOptions, cache: Arc<Cache>) -> Result<Repository, RepoError> {
+    pub fn mount_with_cache(
+        opts: MountOptions,
+        cache: Arc<Cache>,
+    ) -> Result<Repository, RepoError> {
         let keys = load_keys(&opts.public_keys)?;
-        let fetcher = Fetcher::new(opts.servers.clone(), opts.proxies.clone(), opts.timeout);
+        let fetcher = Fetcher::new(
+            opts.servers.clone(),
+            opts.proxies.clone(),
+            opts.fetch.clone(),
+        );
         let known = cache.read_breadcrumb(&opts.fqrn);
-        let (manifest, offline) = match Self::fetch_manifest(&opts, &fetcher, &cache, &keys, known.as_ref()) {
+        let (manifest, offline) = match Self::fetch_manifest(
+            &opts,
+            &fetcher,
+            &cache,
+            &keys,
+            known.as_ref(),
+        ) {
             Ok(m) => (m, false),
             Err(e) => {
                 // Offline mode: the last verified revision, if we have it all.
-                let Some((root, _, _)) = known else { return Err(e) };
-                let Some(m) = Self::cached_manifest(&cache, &opts.fqrn) else { return Err(e) };
+                let Some((root, _, _)) = known else {
+                    return Err(e);
+                };
+                let Some(m) = Self::cached_manifest(&cache, &opts.fqrn) else {
+                    return Err(e);
+                };
                 if m.manifest.root_catalog != root || cache.get(&root).is_none() {
                     return Err(e);
                 }
@@ -279,7 +309,9 @@ impl Repository {
         keys: &[PublicKey],
         known: Option<&(ContentHash, u64, u64)>,
     ) -> Result<SignedManifest, RepoError> {
-        let raw = fetcher.fetch_bytes(".cvmfspublished", 1 << 20).map_err(RepoError::ManifestFetch)?;
+        let raw = fetcher
+            .fetch_bytes(".cvmfspublished", 1 << 20)
+            .map_err(RepoError::ManifestFetch)?;
         let m = SignedManifest::parse(&raw).map_err(RepoError::Manifest)?;
         if let Some(n) = &m.manifest.fqrn {
             if n != &opts.fqrn {
@@ -288,17 +320,35 @@ impl Repository {
         }
         if let Some((_, t, r)) = known {
             if m.manifest.timestamp.unwrap_or(u64::MAX) < *t {
-                return Err(RepoError::Outdated { found: m.manifest.revision, known: *r });
+                return Err(RepoError::Outdated {
+                    found: m.manifest.revision,
+                    known: *r,
+                });
             }
         }
         let x = m.manifest.certificate.ok_or(RepoError::NoCertificate)?;
-        let cert_path = cache.fetch_object(fetcher, &x, ObjectKind::Certificate, Compression::Zlib, None)?;
-        let cert_bytes = std::fs::read(&cert_path).map_err(|e| CacheError::Io { path: cert_path.clone(), source: e })?;
-        let cert = Certificate::parse(&cert_bytes).map_err(|e| RepoError::Certificate { hash: x.to_string(), reason: e.to_string() })?;
+        let cert_path = cache.fetch_object(
+            fetcher,
+            &x,
+            ObjectKind::Certificate,
+            Compression::Zlib,
+            None,
+        )?;
+        let cert_bytes = std::fs::read(&cert_path).map_err(|e| CacheError::Io {
+            path: cert_path.clone(),
+            source: e,
+        })?;
+        let cert = Certificate::parse(&cert_bytes).map_err(|e| RepoError::Certificate {
+            hash: x.to_string(),
+            reason: e.to_string(),
+        })?;
         m.verify(&cert).map_err(RepoError::Manifest)?;
-        let wl_raw = fetcher.fetch_bytes(".cvmfswhitelist", 1 << 20).map_err(RepoError::WhitelistFetch)?;
+        let wl_raw = fetcher
+            .fetch_bytes(".cvmfswhitelist", 1 << 20)
+            .map_err(RepoError::WhitelistFetch)?;
         let wl = Whitelist::parse(&wl_raw).map_err(RepoError::Whitelist)?;
-        wl.verify(&opts.fqrn, now(), keys, &cert).map_err(RepoError::Whitelist)?;
+        wl.verify(&opts.fqrn, now(), keys, &cert)
+            .map_err(RepoError::Whitelist)?;
         // Verified: remember it for offline use.
         if let Ok(mut tmp) = cache.temp_file() {
             use std::io::Write;
@@ -307,37 +357,79 @@ impl Repository {
             }
         }
         let mm = &m.manifest;
-        let _ = cache.write_breadcrumb(&opts.fqrn, &mm.root_catalog, mm.timestamp.unwrap_or(0), mm.revision);
+        let _ = cache.write_breadcrumb(
+            &opts.fqrn,
+            &mm.root_catalog,
+            mm.timestamp.unwrap_or(0),
+            mm.revision,
+        );
         Ok(m)
     }
 
-    fn select_tag(opts: &MountOptions, fetcher: &Fetcher, cache: &Cache, m: &SignedManifest) -> Result<Tag, RepoError> {
-        let h = m
-            .manifest
-            .history
-            .ok_or_else(|| RepoError::History("the repository has no history database (manifest has no H)".into()))?;
+    fn select_tag(
+        opts: &MountOptions,
+        fetcher: &Fetcher,
+        cache: &Cache,
+        m: &SignedManifest,
+    ) -> Result<Tag, RepoError> {
+        let h = m.manifest.history.ok_or_else(|| {
+            RepoError::History("the repository has no history database (manifest has no H)".into())
+        })?;
         let p = cache.fetch_object(fetcher, &h, ObjectKind::History, Compression::Zlib, None)?;
-        let hist = History::open(&p).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?;
+        let hist = History::open(&p).map_err(|source| RepoError::Catalog {
+            hash: h.to_string(),
+            source,
+        })?;
         let found = if let Some(t) = &opts.tag {
-            hist.tag(t).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?
+            hist.tag(t).map_err(|source| RepoError::Catalog {
+                hash: h.to_string(),
+                source,
+            })?
         } else {
-            hist.tag_at(opts.date.unwrap_or(0)).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?
+            hist.tag_at(opts.date.unwrap_or(0))
+                .map_err(|source| RepoError::Catalog {
+                    hash: h.to_string(),
+                    source,
+                })?
         };
         found.ok_or_else(|| match &opts.tag {
             Some(t) => RepoError::History(format!("tag {t:?} not found")),
-            None => RepoError::History("no revision published at or before the requested date".into()),
+            None => {
+                RepoError::History("no revision published at or before the requested date".into())
+            }
         })
     }
 
     /// Open (download if needed) a catalog by hash.
-    fn catalog(&self, h: &ContentHash, size: Option<u64>) -> Result<Arc<Mutex<Catalog>>, RepoError> {
-        if let Some(c) = self.catalogs.lock().unwrap_or_else(|p| p.into_inner()).get(h) {
+    fn catalog(
+        &self,
+        h: &ContentHash,
+        size: Option<u64>,
+    ) -> Result<Arc<Mutex<Catalog>>, RepoError> {
+        if let Some(c) = self
+            .catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(h)
+        {
             return Ok(c.clone());
         }
-        let path = self.cache.fetch_object(&self.fetcher, h, ObjectKind::Catalog, Compression::Zlib, size.filter(|&s| s > 0))?;
-        let cat = Catalog::open(&path).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?;
+        let path = self.cache.fetch_object(
+            &self.fetcher,
+            h,
+            ObjectKind::Catalog,
+            Compression::Zlib,
+            size.filter(|&s| s > 0),
+        )?;
+        let cat = Catalog::open(&path).map_err(|source| RepoError::Catalog {
+            hash: h.to_string(),
+            source,
+        })?;
         let cat = Arc::new(Mutex::new(cat));
-        self.catalogs.lock().unwrap_or_else(|p| p.into_inner()).insert(*h, cat.clone());
+        self.catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*h, cat.clone());
         Ok(cat)
     }
 
@@ -349,7 +441,11 @@ impl Repository {
         loop {
             let next = {
                 let c = cat.lock().unwrap_or_else(|p| p.into_inner());
-                c.nested_for(path, true).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?
+                c.nested_for(path, true)
+                    .map_err(|source| RepoError::Catalog {
+                        hash: h.to_string(),
+                        source,
+                    })?
             };
             match next {
                 Some(n) => {
@@ -381,7 +477,10 @@ impl Repository {
     /// Normalize a user path (`/a/b/`, `a/b`, `/`) to catalog form.
     pub fn normalize(path: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(path.len() + 1);
-        for comp in path.split(|&c| c == b'/').filter(|c| !c.is_empty() && *c != b".") {
+        for comp in path
+            .split(|&c| c == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+        {
             out.push(b'/');
             out.extend_from_slice(comp);
         }
@@ -392,15 +491,28 @@ impl Repository {
     pub fn lookup(&self, path: &[u8]) -> Result<Option<Node>, RepoError> {
         let (h, cat) = self.catalog_for(path)?;
         let c = cat.lock().unwrap_or_else(|p| p.into_inner());
-        let e = c.lookup(path).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?;
-        Ok(e.map(|entry| Node { inode: Self::inode_for(path, &entry), path: path.to_vec(), entry, catalog: h }))
+        let e = c.lookup(path).map_err(|source| RepoError::Catalog {
+            hash: h.to_string(),
+            source,
+        })?;
+        Ok(e.map(|entry| Node {
+            inode: Self::inode_for(path, &entry),
+            path: path.to_vec(),
+            entry,
+            catalog: h,
+        }))
     }
 
     /// Resolve a path inside the repository following symlinks in every
     /// component (and in the last one when `follow_last`), like the kernel
     /// would below the mount point `mount_dir/<fqrn>`. `Ok(None)` = ENOENT.
     /// A symlink that leaves the repository is an error naming its target.
-    pub fn resolve(&self, path: &[u8], follow_last: bool, mount_dir: &[u8]) -> Result<Option<Node>, ResolveError> {
+    pub fn resolve(
+        &self,
+        path: &[u8],
+        follow_last: bool,
+        mount_dir: &[u8],
+    ) -> Result<Option<Node>, ResolveError> {
         let mut prefix = mount_dir.to_vec();
         prefix.push(b'/');
         prefix.extend_from_slice(self.opts.fqrn.as_bytes());
@@ -423,27 +535,49 @@ impl Repository {
             let mut next = cur.clone();
             next.push(b'/');
             next.extend_from_slice(&comp);
-            let Some(node) = self.lookup(&next)? else { return Ok(None) };
+            let Some(node) = self.lookup(&next)? else {
+                return Ok(None);
+            };
             let last = todo.is_empty();
             if node.entry.is_symlink() && (!last || follow_last) {
                 links += 1;
                 if links > 40 {
-                    return Err(ResolveError::Loop(String::from_utf8_lossy(path).into_owned()));
+                    return Err(ResolveError::Loop(
+                        String::from_utf8_lossy(path).into_owned(),
+                    ));
                 }
                 let target = self.readlink(&node);
                 if target.starts_with(b"/") {
-                    let Some(rest) = target.strip_prefix(prefix.as_slice()).filter(|r| r.is_empty() || r.starts_with(b"/")) else {
-                        return Err(ResolveError::Outside(String::from_utf8_lossy(&target).into_owned()));
+                    let Some(rest) = target
+                        .strip_prefix(prefix.as_slice())
+                        .filter(|r| r.is_empty() || r.starts_with(b"/"))
+                    else {
+                        return Err(ResolveError::Outside(
+                            String::from_utf8_lossy(&target).into_owned(),
+                        ));
                     };
                     cur.clear();
-                    todo.extend(rest.split(|&c| c == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).rev());
+                    todo.extend(
+                        rest.split(|&c| c == b'/')
+                            .filter(|c| !c.is_empty())
+                            .map(<[u8]>::to_vec)
+                            .rev(),
+                    );
                 } else {
-                    todo.extend(target.split(|&c| c == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).rev());
+                    todo.extend(
+                        target
+                            .split(|&c| c == b'/')
+                            .filter(|c| !c.is_empty())
+                            .map(<[u8]>::to_vec)
+                            .rev(),
+                    );
                 }
                 continue;
             }
             if !last && !node.entry.is_dir() {
-                return Err(ResolveError::NotDir(String::from_utf8_lossy(&next).into_owned()));
+                return Err(ResolveError::NotDir(
+                    String::from_utf8_lossy(&next).into_owned(),
+                ));
             }
             cur = next;
         }
@@ -457,7 +591,10 @@ impl Repository {
     pub fn list(&self, path: &[u8]) -> Result<Vec<Node>, RepoError> {
         let (h, cat) = self.catalog_for(path)?;
         let c = cat.lock().unwrap_or_else(|p| p.into_inner());
-        let rows = c.list(path).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?;
+        let rows = c.list(path).map_err(|source| RepoError::Catalog {
+            hash: h.to_string(),
+            source,
+        })?;
         let mut out: Vec<Node> = rows
             .into_iter()
             .filter(|e| !e.is_hidden())
@@ -465,7 +602,12 @@ impl Repository {
                 let mut p = path.to_vec();
                 p.push(b'/');
                 p.extend_from_slice(&entry.name);
-                Node { inode: Self::inode_for(&p, &entry), path: p, entry, catalog: h }
+                Node {
+                    inode: Self::inode_for(&p, &entry),
+                    path: p,
+                    entry,
+                    catalog: h,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
@@ -478,7 +620,7 @@ impl Repository {
     }
 
     /// Replace the environment used for symlink expansion.
-    pub fn set_symlink_env(&mut self, env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>) {
+    pub fn set_symlink_env(&mut self, env: SymlinkEnv) {
         self.env = env;
     }
 
@@ -489,7 +631,11 @@ impl Repository {
         }
         let cat = self.catalog(&node.catalog, None)?;
         let c = cat.lock().unwrap_or_else(|p| p.into_inner());
-        c.chunks(&node.path, &node.entry).map_err(|source| RepoError::Catalog { hash: node.catalog.to_string(), source })
+        c.chunks(&node.path, &node.entry)
+            .map_err(|source| RepoError::Catalog {
+                hash: node.catalog.to_string(),
+                source,
+            })
     }
 
     /// Make sure the whole decompressed content of a regular file is cached; return its path.
@@ -497,12 +643,21 @@ impl Repository {
         let e = &node.entry;
         let shown = || String::from_utf8_lossy(&node.path).into_owned();
         if !e.is_regular() {
-            return Err(RepoError::BadEntry { path: shown(), reason: "not a regular file".into() });
+            return Err(RepoError::BadEntry {
+                path: shown(),
+                reason: "not a regular file".into(),
+            });
         }
         if e.flags & perch_format::catalog::FLAG_EXTERNAL != 0 {
-            return Err(RepoError::BadEntry { path: shown(), reason: "external files are not supported".into() });
+            return Err(RepoError::BadEntry {
+                path: shown(),
+                reason: "external files are not supported".into(),
+            });
         }
-        let compression = e.compression().ok_or_else(|| RepoError::BadEntry { path: shown(), reason: "unknown compression".into() })?;
+        let compression = e.compression().ok_or_else(|| RepoError::BadEntry {
+            path: shown(),
+            reason: "unknown compression".into(),
+        })?;
         if e.is_chunked() {
             let chunks = self.chunks(node)?;
             // Name the assembled file by the hash of its chunk list.
@@ -512,10 +667,21 @@ impl Repository {
                 hasher.update(format!("{},{},{};", c.hash, c.offset, c.size).as_bytes());
             }
             let key = hasher.finish();
-            return Ok(self.cache.fetch_chunked(&self.fetcher, &key, &chunks, compression)?);
+            return Ok(self
+                .cache
+                .fetch_chunked(&self.fetcher, &key, &chunks, compression)?);
         }
-        let h = e.hash.ok_or_else(|| RepoError::BadEntry { path: shown(), reason: "regular file without content hash".into() })?;
-        Ok(self.cache.fetch_object(&self.fetcher, &h, ObjectKind::File, compression, Some(e.size))?)
+        let h = e.hash.ok_or_else(|| RepoError::BadEntry {
+            path: shown(),
+            reason: "regular file without content hash".into(),
+        })?;
+        Ok(self.cache.fetch_object(
+            &self.fetcher,
+            &h,
+            ObjectKind::File,
+            compression,
+            Some(e.size),
+        )?)
     }
 
     /// Read a whole file (small files, tests).
@@ -558,15 +724,32 @@ impl Repository {
     }
     /// Number of catalogs loaded.
     pub fn loaded_catalogs(&self) -> usize {
-        self.catalogs.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Tags of the repository (from the history database).
     pub fn tags(&self) -> Result<Vec<Tag>, RepoError> {
-        let Some(h) = self.manifest.manifest.history else { return Ok(Vec::new()) };
-        let p = self.cache.fetch_object(&self.fetcher, &h, ObjectKind::History, Compression::Zlib, None)?;
-        let hist = History::open(&p).map_err(|source| RepoError::Catalog { hash: h.to_string(), source })?;
-        hist.tags().map_err(|source| RepoError::Catalog { hash: h.to_string(), source })
+        let Some(h) = self.manifest.manifest.history else {
+            return Ok(Vec::new());
+        };
+        let p = self.cache.fetch_object(
+            &self.fetcher,
+            &h,
+            ObjectKind::History,
+            Compression::Zlib,
+            None,
+        )?;
+        let hist = History::open(&p).map_err(|source| RepoError::Catalog {
+            hash: h.to_string(),
+            source,
+        })?;
+        hist.tags().map_err(|source| RepoError::Catalog {
+            hash: h.to_string(),
+            source,
+        })
     }
 
     /// Magic and stored extended attributes of a node, as `(name, value)`.
@@ -577,26 +760,62 @@ impl Repository {
             "user.revision" => Some(self.revision.to_string()),
             "user.root_hash" => Some(self.root_hash.to_string()),
             "user.tag" => Some(self.tag.clone().unwrap_or_default()),
-            "user.expires" => Some(if self.tag.is_some() { "never (fixed root catalog)".into() } else { (self.manifest.manifest.ttl / 60).to_string() }),
+            "user.expires" => Some(if self.tag.is_some() {
+                "never (fixed root catalog)".into()
+            } else {
+                (self.manifest.manifest.ttl / 60).to_string()
+            }),
             "user.hash" if e.is_regular() && !e.is_chunked() => e.hash.map(|h| h.to_string()),
             "user.lhash" if e.is_regular() && !e.is_chunked() => Some(match e.hash {
                 Some(h) if self.cache.get(&h).is_some() => h.to_string(),
                 _ => "Not in cache".into(),
             }),
-            "user.chunks" if e.is_regular() => Some(if e.is_chunked() { self.chunks(node)?.len().to_string() } else { "1".into() }),
-            "user.chunk_list" if e.is_regular() => Some(if e.is_chunked() {
-                self.chunks(node)?.iter().map(|c| format!("{},{},{}", c.hash, c.offset, c.size)).collect::<Vec<_>>().join("\n")
+            "user.chunks" if e.is_regular() => Some(if e.is_chunked() {
+                self.chunks(node)?.len().to_string()
             } else {
-                e.hash.map(|h| format!("{h},0,{}", e.size)).unwrap_or_default()
+                "1".into()
+            }),
+            "user.chunk_list" if e.is_regular() => Some(if e.is_chunked() {
+                self.chunks(node)?
+                    .iter()
+                    .map(|c| format!("{},{},{}", c.hash, c.offset, c.size))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else {
+                e.hash
+                    .map(|h| format!("{h},0,{}", e.size))
+                    .unwrap_or_default()
             }),
             "user.compression" if e.is_regular() => e.compression().map(|c| c.name().to_string()),
-            "user.direct_io" if e.is_regular() => Some(if e.flags & perch_format::catalog::FLAG_DIRECT_IO != 0 { "1" } else { "0" }.into()),
-            "user.external_file" if e.is_regular() => Some(if e.flags & perch_format::catalog::FLAG_EXTERNAL != 0 { "1" } else { "0" }.into()),
-            "user.rawlink" | "xfsroot.rawlink" if e.is_symlink() => Some(String::from_utf8_lossy(&e.symlink).into_owned()),
+            "user.direct_io" if e.is_regular() => Some(
+                if e.flags & perch_format::catalog::FLAG_DIRECT_IO != 0 {
+                    "1"
+                } else {
+                    "0"
+                }
+                .into(),
+            ),
+            "user.external_file" if e.is_regular() => Some(
+                if e.flags & perch_format::catalog::FLAG_EXTERNAL != 0 {
+                    "1"
+                } else {
+                    "0"
+                }
+                .into(),
+            ),
+            "user.rawlink" | "xfsroot.rawlink" if e.is_symlink() => {
+                Some(String::from_utf8_lossy(&e.symlink).into_owned())
+            }
             "user.host" => self.fetcher.current_server().map(str::to_string),
             "user.host_list" => Some(self.fetcher.servers().join(";")),
             "user.nclg" => Some(self.loaded_catalogs().to_string()),
-            "user.ndownload" => Some(self.cache.stats.downloads.load(std::sync::atomic::Ordering::Relaxed).to_string()),
+            "user.ndownload" => Some(
+                self.cache
+                    .stats
+                    .downloads
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .to_string(),
+            ),
             "user.pid" => Some(std::process::id().to_string()),
             "user.version" => Some(env!("CARGO_PKG_VERSION").to_string()),
             _ => None,
@@ -604,12 +823,20 @@ impl Repository {
         if let Some(v) = v {
             return Ok(Some(v.into_bytes()));
         }
-        Ok(e.xattrs.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v.clone()))
+        Ok(e.xattrs
+            .iter()
+            .find(|(k, _)| k.as_slice() == name.as_bytes())
+            .map(|(_, v)| v.clone()))
     }
 
     /// Names for `listxattr`: stored ones, plus the magic ones on the root.
     pub fn list_xattrs(&self, node: &Node) -> Vec<String> {
-        let mut names: Vec<String> = node.entry.xattrs.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
+        let mut names: Vec<String> = node
+            .entry
+            .xattrs
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect();
         if node.path.is_empty() {
             for n in MAGIC_XATTRS {
                 names.push((*n).to_string());

@@ -20,7 +20,10 @@ struct Scratch {
 impl Scratch {
     fn new() -> Scratch {
         let dir = tempdir().unwrap();
-        copy_dir(&fixtures_dir().join(FQRN).join("stratum0"), &dir.path().join("stratum0"));
+        copy_dir(
+            &fixtures_dir().join(FQRN).join("stratum0"),
+            &dir.path().join("stratum0"),
+        );
         Scratch { dir }
     }
     fn stratum(&self) -> PathBuf {
@@ -38,15 +41,27 @@ impl Scratch {
         self.mount_with_key(self.key(&format!("{FQRN}.pub")))
     }
     fn manifest(&self) -> Manifest {
-        SignedManifest::parse(&std::fs::read(self.stratum().join(".cvmfspublished")).unwrap()).unwrap().manifest
+        SignedManifest::parse(&std::fs::read(self.stratum().join(".cvmfspublished")).unwrap())
+            .unwrap()
+            .manifest
     }
     /// Re-sign a changed manifest with the fixture's certificate key.
     fn write_manifest(&self, m: &Manifest) {
-        let key = PrivateKey::from_pem(&std::fs::read_to_string(self.key(&format!("{FQRN}.key"))).unwrap()).unwrap();
-        std::fs::write(self.stratum().join(".cvmfspublished"), m.sign(Algorithm::Sha1, &key).unwrap()).unwrap();
+        let key = PrivateKey::from_pem(
+            &std::fs::read_to_string(self.key(&format!("{FQRN}.key"))).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            self.stratum().join(".cvmfspublished"),
+            m.sign(Algorithm::Sha1, &key).unwrap(),
+        )
+        .unwrap();
     }
     fn master(&self) -> PrivateKey {
-        PrivateKey::from_pem(&std::fs::read_to_string(self.key(&format!("{FQRN}.masterkey"))).unwrap()).unwrap()
+        PrivateKey::from_pem(
+            &std::fs::read_to_string(self.key(&format!("{FQRN}.masterkey"))).unwrap(),
+        )
+        .unwrap()
     }
     fn cert(&self) -> Certificate {
         Certificate::parse(&std::fs::read(self.key(&format!("{FQRN}.crt"))).unwrap()).unwrap()
@@ -108,13 +123,18 @@ fn assert_err_contains(r: Result<Repository, String>, want: &str) {
 fn wrong_public_key() {
     let s = Scratch::new();
     let other = fixtures_dir().join("alt.example.org/keys/alt.example.org.pub");
-    assert_err_contains(s.mount_with_key(other), "whitelist signature does not verify");
+    assert_err_contains(
+        s.mount_with_key(other),
+        "whitelist signature does not verify",
+    );
 }
 
 #[test]
 fn expired_whitelist() {
     let s = Scratch::new();
-    let wl = Whitelist::create_with_expiry(FQRN, 1_600_000_000, 1_600_086_400, &s.cert(), &s.master()).unwrap();
+    let wl =
+        Whitelist::create_with_expiry(FQRN, 1_600_000_000, 1_600_086_400, &s.cert(), &s.master())
+            .unwrap();
     std::fs::write(s.stratum().join(".cvmfswhitelist"), wl).unwrap();
     assert_err_contains(s.mount(), "whitelist expired at 20200914");
 }
@@ -122,9 +142,19 @@ fn expired_whitelist() {
 #[test]
 fn whitelist_for_another_repository() {
     let s = Scratch::new();
-    let wl = Whitelist::create(FQRN.replace("tiny", "other").as_str(), 1_700_000_000, 30_000, &s.cert(), &s.master()).unwrap();
+    let wl = Whitelist::create(
+        FQRN.replace("tiny", "other").as_str(),
+        1_700_000_000,
+        30_000,
+        &s.cert(),
+        &s.master(),
+    )
+    .unwrap();
     std::fs::write(s.stratum().join(".cvmfswhitelist"), wl).unwrap();
-    assert_err_contains(s.mount(), "whitelist is for \"other.example.org\", not \"tiny.example.org\"");
+    assert_err_contains(
+        s.mount(),
+        "whitelist is for \"other.example.org\", not \"tiny.example.org\"",
+    );
 }
 
 #[test]
@@ -151,7 +181,10 @@ fn flipped_byte_in_manifest_signature() {
     let p = s.stratum().join(".cvmfspublished");
     let n = std::fs::metadata(&p).unwrap().len() as usize;
     flip(&p, n - 7);
-    assert_err_contains(s.mount(), "manifest signature does not verify with the certificate");
+    assert_err_contains(
+        s.mount(),
+        "manifest signature does not verify with the certificate",
+    );
 }
 
 #[test]
@@ -161,14 +194,20 @@ fn flipped_byte_in_root_catalog() {
     flip(&s.object(&c, ObjectKind::Catalog), 100);
     let e = s.mount().err().expect("refused");
     assert!(e.contains(&format!("cannot fetch object {c}")), "{e}");
-    assert!(e.contains("hash mismatch") || e.contains("corrupt object"), "{e}");
+    assert!(
+        e.contains("hash mismatch") || e.contains("corrupt object"),
+        "{e}"
+    );
 }
 
 #[test]
 fn catalog_that_is_not_sqlite() {
     let s = Scratch::new();
     let mut m = s.manifest();
-    m.root_catalog = s.put(&zlib_compress(b"this is not an SQLite database, just text padding it out"), ObjectKind::Catalog);
+    m.root_catalog = s.put(
+        &zlib_compress(b"this is not an SQLite database, just text padding it out"),
+        ObjectKind::Catalog,
+    );
     s.write_manifest(&m);
     let e = s.mount().err().expect("refused");
     assert!(e.contains(&format!("catalog {}", m.root_catalog)), "{e}");
@@ -178,13 +217,18 @@ fn catalog_that_is_not_sqlite() {
 /// Rewrite the root catalog with `sql` applied and re-sign the manifest.
 fn patched_root(s: &Scratch, sql: &str) {
     let mut m = s.manifest();
-    let raw = zlib_decompress(&std::fs::read(s.object(&m.root_catalog, ObjectKind::Catalog)).unwrap()).unwrap();
+    let raw =
+        zlib_decompress(&std::fs::read(s.object(&m.root_catalog, ObjectKind::Catalog)).unwrap())
+            .unwrap();
     let db = s.dir.path().join("patch.db");
     std::fs::write(&db, raw).unwrap();
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(sql).unwrap();
     drop(conn);
-    m.root_catalog = s.put(&zlib_compress(&std::fs::read(&db).unwrap()), ObjectKind::Catalog);
+    m.root_catalog = s.put(
+        &zlib_compress(&std::fs::read(&db).unwrap()),
+        ObjectKind::Catalog,
+    );
     s.write_manifest(&m);
 }
 
@@ -192,12 +236,18 @@ fn patched_root(s: &Scratch, sql: &str) {
 fn catalog_rows_with_bad_names() {
     for bad in ["'a/b'", "'..'", "'x' || char(0) || 'y'", "'.'"] {
         let s = Scratch::new();
-        patched_root(&s, &format!("UPDATE catalog SET name = {bad} WHERE name = 'hello.txt';"));
+        patched_root(
+            &s,
+            &format!("UPDATE catalog SET name = {bad} WHERE name = 'hello.txt';"),
+        );
         let repo = s.mount().expect("the root entry is fine");
         let e = repo.list(b"").expect_err("listing refuses the row");
         let msg = error_chain(&e);
         assert!(msg.contains("corrupt catalog row"), "{bad}: {msg}");
-        assert!(repo.lookup(b"/hello.txt").is_err(), "{bad}: lookup refuses it too");
+        assert!(
+            repo.lookup(b"/hello.txt").is_err(),
+            "{bad}: lookup refuses it too"
+        );
     }
 }
 
@@ -214,9 +264,15 @@ fn flipped_byte_in_data_object() {
     let h: ContentHash = "8415eecb60c637cbe5324dc8f614be6fe516816b".parse().unwrap();
     flip(&s.object(&h, ObjectKind::File), 4);
     let e = read_fails(&s, b"/hello.txt");
-    assert!(e.contains("8415eecb60c637cbe5324dc8f614be6fe516816b"), "{e}");
+    assert!(
+        e.contains("8415eecb60c637cbe5324dc8f614be6fe516816b"),
+        "{e}"
+    );
     assert!(e.contains("hash mismatch") || e.contains("corrupt"), "{e}");
-    assert!(s.cache_has_no_object_for(b"hello tiny\n"), "nothing was cached");
+    assert!(
+        s.cache_has_no_object_for(b"hello tiny\n"),
+        "nothing was cached"
+    );
 }
 
 #[test]
@@ -229,7 +285,11 @@ fn truncated_data_object() {
     let e = read_fails(&s, b"/dir/b.txt");
     assert!(e.contains("hash mismatch"), "{e}");
     let txn = s.dir.path().join("cache/txn");
-    assert_eq!(std::fs::read_dir(txn).unwrap().count(), 0, "no temp file left behind");
+    assert_eq!(
+        std::fs::read_dir(txn).unwrap().count(),
+        0,
+        "no temp file left behind"
+    );
 }
 
 #[test]
@@ -238,7 +298,10 @@ fn missing_data_object() {
     let h: ContentHash = "5de1ff656a5bfbd69e1e1f27f0b86accf9b3ccf1".parse().unwrap();
     std::fs::remove_file(s.object(&h, ObjectKind::File)).unwrap();
     let e = read_fails(&s, b"/tool.sh");
-    assert!(e.contains("not found") && e.contains("5de1ff656a5bfbd69e1e1f27f0b86accf9b3ccf1"), "{e}");
+    assert!(
+        e.contains("not found") && e.contains("5de1ff656a5bfbd69e1e1f27f0b86accf9b3ccf1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -249,5 +312,8 @@ fn missing_nested_catalog_fails_only_below_it() {
     let repo = s.mount().unwrap();
     assert!(repo.lookup(b"/hello.txt").unwrap().is_some());
     let e = error_chain(&repo.lookup(b"/from-tar/hello.txt").unwrap_err());
-    assert!(e.contains("7ed0a66672c74e7f45a53fbdb5e514119da52a86") && e.contains("not found"), "{e}");
+    assert!(
+        e.contains("7ed0a66672c74e7f45a53fbdb5e514119da52a86") && e.contains("not found"),
+        "{e}"
+    );
 }

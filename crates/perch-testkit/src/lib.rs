@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod fault;
 mod http;
 mod nginx;
 mod process;
@@ -32,6 +33,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use fault::{Fault, FaultServer};
 pub use http::{http_get, http_request, HttpResponse};
 pub use nginx::{Nginx, NginxLogEntry};
 pub use squid::{CacheOutcome, Squid, SquidLogEntry};

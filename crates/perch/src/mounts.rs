@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use perch_cvmfs::config::{Config, ConfigSources, Proxy as CfgProxy};
-use perch_cvmfs::fetch::Proxy;
+use perch_cvmfs::fetch::{FetchOptions, Proxy};
 use perch_cvmfs::{MountOptions, Repository};
 
 use crate::exit::{Classify, Fail, Failure};
@@ -148,8 +148,9 @@ impl Client {
         }
         let mut proxies = Vec::new();
         for group in cfg.proxy_groups()? {
+            let mut members = Vec::new();
             for p in group {
-                proxies.push(match p {
+                members.push(match p {
                     CfgProxy::Direct => Proxy::Direct,
                     CfgProxy::Url(u) => Proxy::Url(u),
                     CfgProxy::Auto => {
@@ -158,6 +159,7 @@ impl Client {
                     }
                 });
             }
+            proxies.push(members);
         }
         let alien = self.args.alien_cache.clone().or_else(|| cfg.alien_cache());
         let cache_dir = match (&self.args.cache, &alien) {
@@ -169,7 +171,7 @@ impl Client {
         if keys.is_empty() {
             bail!("no public key for {fqrn} (set CVMFS_PUBLIC_KEY or CVMFS_KEYS_DIR)");
         }
-        let timeout = cfg.secs("CVMFS_TIMEOUT")?.unwrap_or(Duration::from_secs(5));
+        let fetch = fetch_options(&cfg)?;
         Ok(MountOptions {
             fqrn: fqrn.to_string(),
             servers,
@@ -179,7 +181,7 @@ impl Client {
             alien: alien.is_some(),
             tag: cfg.repository_tag().map(str::to_string),
             date: None,
-            timeout,
+            fetch,
         })
     }
 
@@ -214,4 +216,27 @@ impl Client {
         }
         Ok((fqrn, inner))
     }
+}
+
+/// Network parameters from the configuration (spec §10.3, §10.4).
+fn fetch_options(cfg: &Config) -> Result<FetchOptions> {
+    let d = FetchOptions::default();
+    let ms = |key: &str, default: Duration| -> Result<Duration> {
+        Ok(match cfg.int(key)? {
+            Some(v) => Duration::from_millis(u64::try_from(v.max(0)).unwrap_or(0) * 1000),
+            None => default,
+        })
+    };
+    Ok(FetchOptions {
+        timeout: ms("CVMFS_TIMEOUT", d.timeout)?,
+        timeout_direct: ms("CVMFS_TIMEOUT_DIRECT", d.timeout_direct)?,
+        low_speed_limit: cfg.int("CVMFS_LOW_SPEED_LIMIT")?.map_or(d.low_speed_limit, |v| u64::try_from(v.max(0)).unwrap_or(0)),
+        max_retries: cfg.int("CVMFS_MAX_RETRIES")?.map_or(d.max_retries, |v| u32::try_from(v.clamp(0, 100)).unwrap_or(0)),
+        backoff_init: ms("CVMFS_BACKOFF_INIT", d.backoff_init)?,
+        backoff_max: ms("CVMFS_BACKOFF_MAX", d.backoff_max)?,
+        proxy_reset_after: ms("CVMFS_PROXY_RESET_AFTER", d.proxy_reset_after)?,
+        host_reset_after: ms("CVMFS_HOST_RESET_AFTER", d.host_reset_after)?,
+        follow_redirects: cfg.bool_or("CVMFS_FOLLOW_REDIRECTS", false)?,
+        prefer_ipv6: cfg.get("CVMFS_IPFAMILY_PREFER").map(str::trim) == Some("6"),
+    })
 }
