@@ -171,7 +171,7 @@ fn flipped_byte_in_manifest_text() {
     let s = Scratch::new();
     // Byte 3 is inside the root catalog hash on the first line.
     flip(&s.stratum().join(".cvmfspublished"), 3);
-    let e = s.mount().err().expect("refused");
+    let e = s.mount().expect_err("refused");
     assert!(e.contains("manifest"), "{e}");
 }
 
@@ -179,7 +179,7 @@ fn flipped_byte_in_manifest_text() {
 fn flipped_byte_in_manifest_signature() {
     let s = Scratch::new();
     let p = s.stratum().join(".cvmfspublished");
-    let n = std::fs::metadata(&p).unwrap().len() as usize;
+    let n = usize::try_from(std::fs::metadata(&p).unwrap().len()).unwrap();
     flip(&p, n - 7);
     assert_err_contains(
         s.mount(),
@@ -192,7 +192,7 @@ fn flipped_byte_in_root_catalog() {
     let s = Scratch::new();
     let c = s.manifest().root_catalog;
     flip(&s.object(&c, ObjectKind::Catalog), 100);
-    let e = s.mount().err().expect("refused");
+    let e = s.mount().expect_err("refused");
     assert!(e.contains(&format!("cannot fetch object {c}")), "{e}");
     assert!(
         e.contains("hash mismatch") || e.contains("corrupt object"),
@@ -209,7 +209,7 @@ fn catalog_that_is_not_sqlite() {
         ObjectKind::Catalog,
     );
     s.write_manifest(&m);
-    let e = s.mount().err().expect("refused");
+    let e = s.mount().expect_err("refused");
     assert!(e.contains(&format!("catalog {}", m.root_catalog)), "{e}");
     assert!(e.contains("database"), "{e}");
 }
