@@ -19,8 +19,25 @@ pub struct Fixture {
     pub fs: Arc<FakeFs>,
 }
 
+/// Aborts the whole test binary if it runs for more than 5 minutes (they take seconds): a hung
+/// tracee must fail CI, not stall it. Tracees die with it (PTRACE_O_EXITKILL).
+fn watchdog() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(300));
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("perch-intercept tests: still running after 300 s, aborting (hang?)");
+            }
+            std::process::abort();
+        });
+    });
+}
+
 impl Fixture {
     pub fn new() -> Fixture {
+        watchdog();
         let dir = tempfile::Builder::new()
             .prefix("perch-intercept-")
             .tempdir()
