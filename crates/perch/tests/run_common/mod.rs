@@ -177,6 +177,33 @@ pub fn standard_tree(src: &Path, fqrn: &str) {
 pub struct Repo {
     pub dir: tempfile::TempDir,
     pub fqrn: String,
+    /// Run both sides as user/group 65534 with no capabilities (when the tests run as root).
+    pub as_nobody: bool,
+}
+
+/// True when the tests run as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// `setpriv` to user 65534 without capabilities, then `program`.
+pub fn nobody(program: &str) -> Command {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("setpriv is required (Debian package util-linux)");
+    let mut c = Command::new(setpriv);
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        program,
+    ]);
+    c
 }
 
 impl Repo {
@@ -217,6 +244,27 @@ impl Repo {
         Repo {
             dir,
             fqrn: fqrn.to_string(),
+            as_nobody: false,
+        }
+    }
+
+    /// From now on run both sides as user 65534 (if root; else as the current, unprivileged,
+    /// user), giving that user the cache and work directories.
+    pub fn drop_privileges(&mut self) {
+        if is_root() {
+            for d in ["cache", "work"] {
+                std::os::unix::fs::chown(self.dir.path().join(d), Some(65534), Some(65534))
+                    .unwrap();
+            }
+            self.as_nobody = true;
+        }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        if self.as_nobody {
+            nobody(program)
+        } else {
+            Command::new(program)
         }
     }
 
@@ -269,7 +317,7 @@ impl Repo {
 
     /// `sh -c script` under `perch run`, `$ROOT` = `/cvmfs/<fqrn>`.
     pub fn perch(&self, script: &str) -> Out {
-        let mut c = Command::new(PERCH);
+        let mut c = self.command(PERCH);
         c.args(self.perch_args()).args(["--", "sh", "-c", script]);
         self.env(&mut c, &self.mount());
         c.output().unwrap().into()
@@ -277,7 +325,7 @@ impl Repo {
 
     /// `sh -c script` natively, `$ROOT` = the source tree.
     pub fn native(&self, script: &str) -> Out {
-        let mut c = Command::new("sh");
+        let mut c = self.command("sh");
         c.args(["-c", script]);
         self.env(&mut c, &self.src().display().to_string());
         c.output().unwrap().into()
