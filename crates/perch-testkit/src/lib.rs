@@ -22,23 +22,29 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod batch;
 mod fault;
 mod http;
 mod nginx;
 mod process;
+mod slurm;
 mod squid;
+mod workqueue;
 
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use batch::{BatchError, BatchResult};
 pub use fault::{Fault, FaultServer};
 pub use http::{http_get, http_request, HttpResponse};
 pub use nginx::{Nginx, NginxLogEntry};
+pub use slurm::{SlurmCluster, SlurmJob};
 pub use squid::{CacheOutcome, Squid, SquidLogEntry};
 pub use tempfile;
 pub use tempfile::{tempdir, TempDir};
+pub use workqueue::{Makeflow, MakeflowRun};
 
 /// Errors of the test helpers.
 #[derive(Debug, thiserror::Error)]
