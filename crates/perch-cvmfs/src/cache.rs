@@ -1,12 +1,39 @@
 //! The local (or alien) object cache: verified, decompressed objects.
 //!
 //! Layout follows the real client: `XX/<rest><suffix>` per object (no type
-//! letter), `txn/` for downloads in progress, `cvmfschecksum.<fqrn>` breadcrumbs.
-//! An object becomes visible only by `rename` of a complete, verified temp file,
-//! so a crash or a concurrent writer never exposes a partial object, and many
-//! processes (or hosts, for an alien cache) may fill the same directory.
+//! letter), `chunked/XX/...` for chunked files assembled whole, `txn/` for
+//! downloads in progress, `cvmfschecksum.<fqrn>` breadcrumbs.
+//!
+//! **Crash safety.** An object becomes visible only by `rename` of a complete,
+//! verified temp file, so a crash or a concurrent writer never exposes a partial
+//! object. Temp files are named `fetch.<host>.<pid>.<random>`; at start, those of
+//! dead processes on this host (and any older than an hour) are removed.
+//!
+//! **Many processes, one directory** (alien cache, `CVMFS_SHARED_CACHE`): no lock
+//! is held while downloading. Before downloading, a process creates
+//! `txn/claim.<name>` with `O_EXCL`; others that find the claim wait for the
+//! object to appear (polling), and take over when the claimer died (same host)
+//! or the claim is older than [`STALE_CLAIM`]. A process that finds the object
+//! complete never downloads it. Inside one process, concurrent requests for the
+//! same object coalesce into one download.
+//!
+//! **Quota** (`CVMFS_QUOTA_LIMIT`, managed caches only): LRU on last use (the
+//! object's mtime, refreshed on use at most once a minute), cleanup down to
+//! `limit × cleanup_ratio` (default 1/2, as the real client) when an insert
+//! crosses the limit, pinned objects (catalogs of mounted revisions) kept; an
+//! object larger than `limit/2` is refused with ENOSPC. The cleanup holds an
+//! `flock` on `lock_quota` so that two processes do not both evict.
+//!
+//! **Checking.** Objects are stored decompressed, so their name (the hash of the
+//! compressed bytes) cannot be re-derived from the content (recompression is not
+//! byte-identical across zlib implementations). At insert time the SHA-1 of the
+//! decompressed content is appended to `checksums` (one `<object> <sha1> <size>`
+//! line, one `write` on an `O_APPEND` file, before the rename); [`Cache::check`]
+//! re-hashes every object against that record. The alien cache keeps no record
+//! (`O_APPEND` is not atomic on NFS); its check only verifies uncompressed
+//! objects, whose name is their content hash.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -41,6 +68,16 @@ pub enum CacheError {
         #[source]
         source: FetchError,
     },
+    /// The object does not fit in the quota (larger than half the limit).
+    #[error("object {hash} of {size} bytes exceeds half of the cache quota ({limit} bytes, CVMFS_QUOTA_LIMIT)")]
+    NoSpace {
+        /// Object hash.
+        hash: String,
+        /// Its decompressed size.
+        size: u64,
+        /// The quota limit in bytes.
+        limit: u64,
+    },
 }
 
 impl CacheError {
@@ -48,6 +85,17 @@ impl CacheError {
         CacheError::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+
+    /// errno for a program whose read hit this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            CacheError::NoSpace { .. } => libc::ENOSPC,
+            CacheError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                libc::ENOSPC
+            }
+            _ => libc::EIO,
         }
     }
 }
@@ -61,6 +109,19 @@ pub struct CacheStats {
     pub downloads: AtomicU64,
     /// Bytes received (stored form).
     pub bytes_in: AtomicU64,
+    /// Objects evicted by the quota.
+    pub evicted: AtomicU64,
+}
+
+/// How a cache is managed.
+#[derive(Debug, Clone, Default)]
+pub struct CacheOptions {
+    /// Alien cache: group-writable modes, no quota, no checksum record.
+    pub alien: bool,
+    /// Quota limit in bytes (`None` = unmanaged).
+    pub quota_limit: Option<u64>,
+    /// Fraction of the limit a cleanup shrinks to (default 0.5).
+    pub cleanup_ratio: Option<f64>,
 }
 
 /// A download in progress: done flag and its waiters.
@@ -70,33 +131,134 @@ type Slot = (Mutex<bool>, Condvar);
 #[derive(Debug)]
 pub struct Cache {
     root: PathBuf,
+    opts: CacheOptions,
     /// File mode for objects (0700 local, 0770 alien: executables are run
     /// from hard links to objects, so objects keep the owner's x bit).
     object_mode: u32,
+    dir_mode: u32,
     inflight: Mutex<HashMap<String, Arc<Slot>>>,
+    pinned: Mutex<HashSet<PathBuf>>,
+    /// Bytes of objects (as of the last scan plus inserts since).
+    usage: AtomicU64,
     /// Counters.
     pub stats: CacheStats,
 }
 
-/// Stale temp files older than this are removed at start (another process may
-/// still be writing younger ones into a shared cache).
+/// Temp files and claims older than this are stale even if their owner may live
+/// (another host of an alien cache).
 const STALE_TXN: Duration = Duration::from_secs(3600);
+/// A claim not completed in this time is taken over.
+pub const STALE_CLAIM: Duration = Duration::from_secs(120);
+/// Use refreshes an object's LRU time at most this often.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Name of the checksum record.
+pub const CHECKSUMS: &str = "checksums";
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A claim whose owner died (this host) or that is older than [`STALE_CLAIM`].
+fn claim_is_stale(marker: &Path) -> bool {
+    let Ok(m) = fs::metadata(marker) else {
+        return false;
+    };
+    let age = m
+        .modified()
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
+    if age > STALE_CLAIM {
+        return true;
+    }
+    let text = fs::read_to_string(marker).unwrap_or_default();
+    match text.trim().split_once(' ') {
+        Some((host, pid)) if host == hostname() => pid.parse().is_ok_and(|p| !pid_alive(p)),
+        // Being written right now, or another host's: trust the age only.
+        _ => false,
+    }
+}
+
+/// `fetch.<host>.<pid>.<random>` owner, if this host's.
+fn local_owner(name: &str, host: &str) -> Option<u32> {
+    let rest = name.split_once('.')?.1;
+    let rest = rest.strip_prefix(host)?.strip_prefix('.')?;
+    rest.split('.').next()?.parse().ok()
+}
+
+/// Result of [`Cache::check`].
+#[derive(Debug, Default, Clone)]
+pub struct CheckReport {
+    /// Objects whose content matched.
+    pub good: u64,
+    /// Objects with a wrong content (removed unless a dry run).
+    pub bad: Vec<PathBuf>,
+    /// Objects without a checksum record (removed unless a dry run: they can be fetched again).
+    pub unverifiable: Vec<PathBuf>,
+}
+
+/// Result of [`Cache::gc`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GcReport {
+    /// Objects removed.
+    pub removed: u64,
+    /// Bytes freed.
+    pub freed: u64,
+    /// Bytes in use afterwards.
+    pub usage: u64,
+}
 
 impl Cache {
     /// Open (create) a cache at `root`; `shared` selects alien-cache modes.
     pub fn open(root: &Path, shared: bool) -> Result<Cache, CacheError> {
-        let dir_mode = if shared { 0o770 } else { 0o700 };
+        Self::open_with(
+            root,
+            CacheOptions {
+                alien: shared,
+                ..CacheOptions::default()
+            },
+        )
+    }
+
+    /// Open (create) a cache with options; removes leftovers of dead processes.
+    pub fn open_with(root: &Path, opts: CacheOptions) -> Result<Cache, CacheError> {
+        let alien = opts.alien;
+        let dir_mode = if alien { 0o770 } else { 0o700 };
         for d in [root.to_path_buf(), root.join("txn")] {
-            fs::create_dir_all(&d).map_err(|e| CacheError::io(&d, e))?;
-            let _ = fs::set_permissions(&d, fs::Permissions::from_mode(dir_mode));
+            if !d.is_dir() {
+                fs::create_dir_all(&d).map_err(|e| CacheError::io(&d, e))?;
+                let _ = fs::set_permissions(&d, fs::Permissions::from_mode(dir_mode));
+            }
         }
+        let opts = if alien {
+            CacheOptions {
+                quota_limit: None,
+                ..opts
+            }
+        } else {
+            opts
+        };
         let cache = Cache {
             root: root.to_path_buf(),
-            object_mode: if shared { 0o770 } else { 0o700 },
+            opts,
+            object_mode: if alien { 0o770 } else { 0o700 },
+            dir_mode,
             inflight: Mutex::new(HashMap::new()),
+            pinned: Mutex::new(HashSet::new()),
+            usage: AtomicU64::new(0),
             stats: CacheStats::default(),
         };
         cache.clean_txn();
+        if cache.opts.quota_limit.is_some() {
+            let used: u64 = cache.objects().iter().map(|o| o.size).sum();
+            cache.usage.store(used, Ordering::Relaxed);
+        }
         Ok(cache)
     }
 
@@ -105,18 +267,38 @@ impl Cache {
         &self.root
     }
 
+    /// The quota limit in bytes, if managed.
+    pub fn quota_limit(&self) -> Option<u64> {
+        self.opts.quota_limit
+    }
+
+    /// Bytes in objects (exact after open and cleanups; inserts of other processes
+    /// are counted at the next cleanup).
+    pub fn usage(&self) -> u64 {
+        self.usage.load(Ordering::Relaxed)
+    }
+
+    /// Remove temp files and claims of dead processes (this host) and stale ones.
     fn clean_txn(&self) {
         let Ok(rd) = fs::read_dir(self.root.join("txn")) else {
             return;
         };
         let now = SystemTime::now();
+        let host = hostname();
         for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dead = if name.starts_with("claim.") {
+                claim_is_stale(&e.path())
+            } else {
+                local_owner(&name, &host).is_some_and(|pid| !pid_alive(pid))
+            };
             let old = e
                 .metadata()
                 .and_then(|m| m.modified())
                 .map(|t| now.duration_since(t).unwrap_or_default() > STALE_TXN)
                 .unwrap_or(false);
-            if old {
+            if dead || old {
+                tracing::debug!(target: "cache", file = %name, "removing leftover");
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -133,11 +315,21 @@ impl Cache {
         p.exists().then_some(p)
     }
 
+    /// Keep object `h` through quota cleanups (catalogs of mounted revisions).
+    pub fn pin(&self, h: &ContentHash) {
+        lock(&self.pinned).insert(self.object_path(h));
+    }
+
+    /// Release a pin.
+    pub fn unpin(&self, h: &ContentHash) {
+        lock(&self.pinned).remove(&self.object_path(h));
+    }
+
     /// Create a temp file in `txn/`.
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, CacheError> {
         let txn = self.root.join("txn");
         tempfile::Builder::new()
-            .prefix("fetch")
+            .prefix(&format!("fetch.{}.{}.", hostname(), std::process::id()))
             .tempfile_in(&txn)
             .map_err(|e| CacheError::io(&txn, e))
     }
@@ -146,11 +338,256 @@ impl Cache {
     pub fn commit(&self, tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), CacheError> {
         let _ = fs::set_permissions(tmp.path(), fs::Permissions::from_mode(self.object_mode));
         if let Some(dir) = dest.parent() {
-            fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
+            if !dir.is_dir() {
+                fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
+                let _ = fs::set_permissions(dir, fs::Permissions::from_mode(self.dir_mode));
+                if let Some(up) = dir.parent().filter(|u| *u != self.root) {
+                    let _ = fs::set_permissions(up, fs::Permissions::from_mode(self.dir_mode));
+                }
+            }
         }
         tmp.persist(dest)
             .map_err(|e| CacheError::io(dest, e.error))?;
         Ok(())
+    }
+
+    /// Record the content digest of an object about to be committed.
+    fn record(&self, dest: &Path, digest: &ContentHash, size: u64) -> Result<(), CacheError> {
+        if self.opts.alien {
+            return Ok(());
+        }
+        let rel = dest.strip_prefix(&self.root).unwrap_or(dest);
+        let line = format!("{} {} {size}\n", rel.display(), digest.hex());
+        let path = self.root.join(CHECKSUMS);
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| CacheError::io(&path, e))?;
+        f.write_all(line.as_bytes())
+            .map_err(|e| CacheError::io(&path, e))
+    }
+
+    /// Account for an inserted object and clean up if over the quota.
+    fn inserted(&self, size: u64) {
+        let Some(limit) = self.opts.quota_limit else {
+            return;
+        };
+        let now = self.usage.fetch_add(size, Ordering::Relaxed) + size;
+        if now > limit {
+            if let Err(e) = self.cleanup(self.target()) {
+                tracing::warn!(target: "cache", error = %crate::error_chain(&e), "quota cleanup failed");
+            }
+        }
+    }
+
+    fn target(&self) -> u64 {
+        let limit = self.opts.quota_limit.unwrap_or(u64::MAX);
+        let ratio = self.opts.cleanup_ratio.unwrap_or(0.5).clamp(0.0, 1.0);
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let t = (limit as f64 * ratio) as u64;
+        t
+    }
+
+    fn refuse_if_too_big(&self, h: &ContentHash, size: Option<u64>) -> Result<(), CacheError> {
+        if let (Some(limit), Some(size)) = (self.opts.quota_limit, size) {
+            if size > limit / 2 {
+                return Err(CacheError::NoSpace {
+                    hash: h.to_string(),
+                    size,
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refresh the LRU time of a used object (managed caches only).
+    fn touch(&self, p: &Path) {
+        if self.opts.quota_limit.is_none() {
+            return;
+        }
+        let Ok(m) = fs::metadata(p) else { return };
+        let old = m
+            .modified()
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|d| d > TOUCH_EVERY);
+        if old {
+            if let Ok(f) = fs::File::options().write(true).open(p) {
+                let _ = f.set_modified(SystemTime::now());
+            }
+        }
+    }
+
+    /// Every object file: path, size, last use.
+    fn objects(&self) -> Vec<ObjectFile> {
+        let mut out = Vec::new();
+        for base in [self.root.clone(), self.root.join("chunked")] {
+            let Ok(rd) = fs::read_dir(&base) else {
+                continue;
+            };
+            for d in rd.flatten() {
+                let name = d.file_name();
+                let n = name.to_string_lossy();
+                if n.len() != 2 || !n.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    continue;
+                }
+                let Ok(files) = fs::read_dir(d.path()) else {
+                    continue;
+                };
+                for f in files.flatten() {
+                    if let Ok(m) = f.metadata() {
+                        if m.is_file() {
+                            out.push(ObjectFile {
+                                path: f.path(),
+                                size: m.len(),
+                                used: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Evict least recently used, unpinned objects until at most `target` bytes remain.
+    pub fn cleanup(&self, target: u64) -> Result<GcReport, CacheError> {
+        let lock_path = self.root.join("lock_quota");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| CacheError::io(&lock_path, e))?;
+        let _guard = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| CacheError::io(&lock_path, std::io::Error::from(e)))?;
+        let mut objs = self.objects();
+        let mut usage: u64 = objs.iter().map(|o| o.size).sum();
+        objs.sort_by_key(|o| o.used);
+        let pinned = lock(&self.pinned).clone();
+        let mut report = GcReport::default();
+        for o in objs {
+            if usage <= target {
+                break;
+            }
+            if pinned.contains(&o.path) {
+                continue;
+            }
+            if fs::remove_file(&o.path).is_ok() {
+                usage = usage.saturating_sub(o.size);
+                report.removed += 1;
+                report.freed += o.size;
+            }
+        }
+        self.stats
+            .evicted
+            .fetch_add(report.removed, Ordering::Relaxed);
+        self.usage.store(usage, Ordering::Relaxed);
+        report.usage = usage;
+        tracing::info!(target: "cache", removed = report.removed, freed = report.freed, usage, "quota cleanup");
+        Ok(report)
+    }
+
+    /// `perch cache gc`: clean up to the target of the quota (or remove everything
+    /// unpinned when `all`), and compact the checksum record.
+    pub fn gc(&self, all: bool) -> Result<GcReport, CacheError> {
+        let target = if all {
+            0
+        } else {
+            self.opts.quota_limit.map_or(u64::MAX, |_| self.target())
+        };
+        let r = self.cleanup(target)?;
+        self.compact_checksums()?;
+        Ok(r)
+    }
+
+    fn read_checksums(&self) -> HashMap<PathBuf, (String, u64)> {
+        let text = fs::read_to_string(self.root.join(CHECKSUMS)).unwrap_or_default();
+        let mut map = HashMap::new();
+        for line in text.lines() {
+            let mut f = line.split(' ');
+            if let (Some(p), Some(h), Some(s)) = (f.next(), f.next(), f.next()) {
+                if let Ok(s) = s.parse() {
+                    map.insert(self.root.join(p), (h.to_string(), s));
+                }
+            }
+        }
+        map
+    }
+
+    fn compact_checksums(&self) -> Result<(), CacheError> {
+        if self.opts.alien {
+            return Ok(());
+        }
+        let map = self.read_checksums();
+        let mut tmp = self.temp_file()?;
+        for o in self.objects() {
+            if let Some((h, s)) = map.get(&o.path) {
+                let rel = o.path.strip_prefix(&self.root).unwrap_or(&o.path);
+                writeln!(tmp, "{} {h} {s}", rel.display())
+                    .map_err(|e| CacheError::io(tmp.path(), e))?;
+            }
+        }
+        let dest = self.root.join(CHECKSUMS);
+        tmp.persist(&dest)
+            .map_err(|e| CacheError::io(&dest, e.error))?;
+        Ok(())
+    }
+
+    /// `perch cache check`: re-hash every object against its recorded content
+    /// digest; bad and unverifiable objects are removed unless `dry_run`.
+    pub fn check(
+        &self,
+        dry_run: bool,
+        mut progress: impl FnMut(u64),
+    ) -> Result<CheckReport, CacheError> {
+        let map = self.read_checksums();
+        let mut r = CheckReport::default();
+        for o in self.objects() {
+            progress(o.size);
+            let verdict = match map.get(&o.path) {
+                Some((want, size)) => {
+                    let got = sha1_file(&o.path).map_err(|e| CacheError::io(&o.path, e))?;
+                    Some(got == *want && *size == o.size)
+                }
+                None => self.check_by_name(&o.path),
+            };
+            match verdict {
+                Some(true) => r.good += 1,
+                Some(false) => r.bad.push(o.path.clone()),
+                None => r.unverifiable.push(o.path.clone()),
+            }
+        }
+        if !dry_run {
+            for p in r.bad.iter().chain(&r.unverifiable) {
+                let _ = fs::remove_file(p);
+            }
+        }
+        Ok(r)
+    }
+
+    /// An uncompressed object's name is its content hash.
+    fn check_by_name(&self, p: &Path) -> Option<bool> {
+        let dir = p.parent()?.file_name()?.to_str()?;
+        let name = p.file_name()?.to_str()?;
+        let h: ContentHash = format!("{dir}{name}").parse().ok()?;
+        let mut hasher = Algorithm::hasher(h.algo);
+        let mut f = fs::File::open(p).ok()?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f.read(&mut buf).ok()?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        (hasher.finish() == h).then_some(true)
     }
 
     /// Run `work` once per `key` inside this process: concurrent callers wait
@@ -164,7 +601,7 @@ impl Cache {
         T: Clone,
     {
         let (slot, leader) = {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = lock(&self.inflight);
             match map.get(key) {
                 Some(s) => (s.clone(), false),
                 None => {
@@ -176,7 +613,7 @@ impl Cache {
         };
         if !leader {
             let (m, cv) = &*slot;
-            let mut done = m.lock().unwrap_or_else(|p| p.into_inner());
+            let mut done = lock(m);
             while !*done {
                 done = cv.wait(done).unwrap_or_else(|p| p.into_inner());
             }
@@ -186,14 +623,60 @@ impl Cache {
         let r = work();
         {
             let (m, cv) = &*slot;
-            *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            *lock(m) = true;
             cv.notify_all();
         }
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        lock(&self.inflight).remove(key);
         r
+    }
+
+    /// Across processes: run `work` (which downloads and commits `dest`) unless
+    /// another process is doing it, in which case wait for `dest` to appear.
+    fn claimed(
+        &self,
+        dest: &Path,
+        work: impl FnOnce() -> Result<(), CacheError>,
+    ) -> Result<(), CacheError> {
+        let name = dest
+            .strip_prefix(&self.root)
+            .unwrap_or(dest)
+            .to_string_lossy()
+            .replace('/', "_");
+        let marker = self.root.join("txn").join(format!("claim.{name}"));
+        let mut work = Some(work);
+        loop {
+            if dest.exists() {
+                return Ok(());
+            }
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&marker)
+            {
+                Ok(mut f) => {
+                    let _ = write!(f, "{} {}", hostname(), std::process::id());
+                    drop(f);
+                    // The object may have been committed between our check and the claim.
+                    let r = if dest.exists() {
+                        Ok(())
+                    } else {
+                        work.take().map_or(Ok(()), |w| w())
+                    };
+                    let _ = fs::remove_file(&marker);
+                    return r;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if claim_is_stale(&marker) {
+                        tracing::debug!(target: "cache", claim = %marker.display(), "taking over a stale claim");
+                        let _ = fs::remove_file(&marker);
+                        continue;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                // No claims possible (e.g. read-only txn/): just download.
+                Err(_) => return work.take().map_or(Ok(()), |w| w()),
+            }
+        }
     }
 
     /// Make sure object `h` (stored as `kind` with `compression`) is in the
@@ -210,19 +693,26 @@ impl Cache {
         let dest = self.object_path(h);
         if dest.exists() {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            self.touch(&dest);
             return Ok(dest);
         }
+        self.refuse_if_too_big(h, expected_size)?;
         self.coalesce(&h.to_string(), || {
-            if dest.exists() {
-                return Ok(dest.clone());
-            }
-            let tmp = self.download(fetcher, h, kind, compression, expected_size)?;
-            self.commit(tmp, &dest)?;
+            self.claimed(&dest, || {
+                let (tmp, digest, size) =
+                    self.download(fetcher, h, kind, compression, expected_size)?;
+                self.refuse_if_too_big(h, Some(size))?;
+                self.record(&dest, &digest, size)?;
+                self.commit(tmp, &dest)?;
+                self.inserted(size);
+                Ok(())
+            })?;
             Ok(dest.clone())
         })
     }
 
-    /// Download and verify into a temp file (not yet visible).
+    /// Download and verify into a temp file (not yet visible); returns the temp
+    /// file, the SHA-1 of the decompressed content and its size.
     fn download(
         &self,
         fetcher: &Fetcher,
@@ -230,7 +720,7 @@ impl Cache {
         kind: ObjectKind,
         compression: Compression,
         expected_size: Option<u64>,
-    ) -> Result<tempfile::NamedTempFile, CacheError> {
+    ) -> Result<(tempfile::NamedTempFile, ContentHash, u64), CacheError> {
         let rel = h.object_path(kind);
         let mut io_err: Option<CacheError> = None;
         let res = fetcher.fetch(&rel, &mut |body| {
@@ -244,9 +734,9 @@ impl Cache {
             };
             let path = tmp.path().to_path_buf();
             match stream_verified(body, tmp, h, compression, expected_size) {
-                Ok(Ok((tmp, stored))) => {
-                    self.stats.bytes_in.fetch_add(stored, Ordering::Relaxed);
-                    Ok(Verdict::Good(tmp))
+                Ok(Ok(v)) => {
+                    self.stats.bytes_in.fetch_add(v.stored, Ordering::Relaxed);
+                    Ok(Verdict::Good((v.tmp, v.digest, v.size)))
                 }
                 Ok(Err(reason)) => Ok(Verdict::Bad(reason)),
                 Err(StreamError::Read(e)) => Err(e),
@@ -260,12 +750,12 @@ impl Cache {
         if let Some(e) = io_err {
             return Err(e);
         }
-        let tmp = res.map_err(|source| CacheError::Fetch {
+        let got = res.map_err(|source| CacheError::Fetch {
             hash: h.to_string(),
             source,
         })?;
         self.stats.downloads.fetch_add(1, Ordering::Relaxed);
-        Ok(tmp)
+        Ok(got)
     }
 
     /// Assemble a chunked file into one whole-file object named by `key`
@@ -280,26 +770,37 @@ impl Cache {
         let dest = self.root.join("chunked").join(key.cache_path());
         if dest.exists() {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            self.touch(&dest);
             return Ok(dest);
         }
+        let total: u64 = chunks.iter().map(|c| c.size).sum();
+        self.refuse_if_too_big(key, Some(total))?;
         self.coalesce(&format!("chunked:{key}"), || {
-            if dest.exists() {
-                return Ok(dest.clone());
-            }
-            let mut whole = self.temp_file()?;
-            for c in chunks {
-                let part = self.download(
-                    fetcher,
-                    &c.hash,
-                    ObjectKind::Chunk,
-                    compression,
-                    Some(c.size),
-                )?;
-                let mut f = part.reopen().map_err(|e| CacheError::io(part.path(), e))?;
-                std::io::copy(&mut f, whole.as_file_mut())
-                    .map_err(|e| CacheError::io(whole.path(), e))?;
-            }
-            self.commit(whole, &dest)?;
+            self.claimed(&dest, || {
+                let whole = self.temp_file()?;
+                let mut out =
+                    HashingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, whole));
+                for c in chunks {
+                    let (part, _, _) = self.download(
+                        fetcher,
+                        &c.hash,
+                        ObjectKind::Chunk,
+                        compression,
+                        Some(c.size),
+                    )?;
+                    let mut f = part.reopen().map_err(|e| CacheError::io(part.path(), e))?;
+                    std::io::copy(&mut f, &mut out).map_err(|e| CacheError::io(part.path(), e))?;
+                }
+                let (w, digest, size) = out.finish();
+                let whole = w.into_inner().map_err(|e| {
+                    let e = e.into_error();
+                    CacheError::io(&dest, e)
+                })?;
+                self.record(&dest, &digest, size)?;
+                self.commit(whole, &dest)?;
+                self.inserted(size);
+                Ok(())
+            })?;
             Ok(dest.clone())
         })
     }
@@ -333,11 +834,77 @@ impl Cache {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct ObjectFile {
+    path: PathBuf,
+    size: u64,
+    used: SystemTime,
+}
+
+fn sha1_file(p: &Path) -> std::io::Result<String> {
+    let mut hasher = Algorithm::hasher(Algorithm::Sha1);
+    let mut f = fs::File::open(p)?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finish().hex())
+}
+
+/// Hashes (SHA-1) and counts what passes through.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: perch_format::hash::Hasher,
+    size: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Algorithm::hasher(Algorithm::Sha1),
+            size: 0,
+        }
+    }
+    fn finish(self) -> (W, ContentHash, u64) {
+        (self.inner, self.hasher.finish(), self.size)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Where streaming an object failed: reading the reply (a transfer error) or
 /// writing the temp file (a local error that stops the download).
 enum StreamError {
     Read(std::io::Error),
     Write(std::io::Error),
+}
+
+struct Streamed {
+    tmp: tempfile::NamedTempFile,
+    /// SHA-1 of the decompressed content.
+    digest: ContentHash,
+    /// Decompressed size.
+    size: u64,
+    /// Bytes received.
+    stored: u64,
 }
 
 /// Stream `body` into `tmp`, hashing the stored bytes and decompressing.
@@ -348,11 +915,11 @@ fn stream_verified(
     h: &ContentHash,
     compression: Compression,
     expected_size: Option<u64>,
-) -> Result<Result<(tempfile::NamedTempFile, u64), String>, StreamError> {
+) -> Result<Result<Streamed, String>, StreamError> {
     let mut hasher = Algorithm::hasher(h.algo);
     let mut buf = vec![0u8; 128 * 1024];
     let mut stored = 0u64;
-    let out = std::io::BufWriter::with_capacity(256 * 1024, tmp);
+    let out = HashingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, tmp));
     enum Sink<W: Write> {
         Zlib(Inflater<W>),
         Raw(W),
@@ -400,16 +967,21 @@ fn stream_verified(
         },
         Sink::Raw(w) => w,
     };
-    let tmp = out
+    let (w, digest, size) = out.finish();
+    let tmp = w
         .into_inner()
         .map_err(|e| StreamError::Write(e.into_error()))?;
     if let Some(want) = expected_size {
-        let have = tmp.as_file().metadata().map_err(StreamError::Write)?.len();
-        if have != want {
+        if size != want {
             return Ok(Err(format!(
-                "decompressed size {have} differs from the catalog's {want}"
+                "decompressed size {size} differs from the catalog's {want}"
             )));
         }
     }
-    Ok(Ok((tmp, stored)))
+    Ok(Ok(Streamed {
+        tmp,
+        digest,
+        size,
+        stored,
+    }))
 }

@@ -13,7 +13,7 @@ use perch_format::history::{History, Tag};
 use perch_format::manifest::{ManifestError, SignedManifest};
 use perch_format::whitelist::{Whitelist, WhitelistError};
 
-use crate::cache::{Cache, CacheError};
+use crate::cache::{Cache, CacheError, CacheOptions};
 use crate::fetch::{FetchError, FetchOptions, Fetcher, Proxy};
 
 /// Environment lookup for `$(VAR)` in symlinks.
@@ -40,6 +40,8 @@ pub struct MountOptions {
     pub date: Option<i64>,
     /// Timeouts, retries, back-off, reset intervals.
     pub fetch: FetchOptions,
+    /// Cache quota in bytes (`CVMFS_QUOTA_LIMIT`; `None` = unmanaged; ignored for an alien cache).
+    pub quota_limit: Option<u64>,
 }
 
 impl MountOptions {
@@ -60,6 +62,7 @@ impl MountOptions {
             tag: None,
             date: None,
             fetch: FetchOptions::default(),
+            quota_limit: None,
         }
     }
 }
@@ -143,7 +146,10 @@ pub enum RepoError {
 impl RepoError {
     /// errno for a program that hit this error on a path.
     pub fn errno(&self) -> i32 {
-        libc::EIO
+        match self {
+            RepoError::Cache(e) => e.errno(),
+            _ => libc::EIO,
+        }
     }
 }
 
@@ -232,7 +238,12 @@ impl Repository {
     /// (or the tagged one). Falls back to the last verified revision in the
     /// cache when the network fails (offline mode).
     pub fn mount(opts: MountOptions) -> Result<Repository, RepoError> {
-        let cache = Arc::new(Cache::open(&opts.cache_dir, opts.alien)?);
+        let copts = CacheOptions {
+            alien: opts.alien,
+            quota_limit: opts.quota_limit,
+            cleanup_ratio: None,
+        };
+        let cache = Arc::new(Cache::open_with(&opts.cache_dir, copts)?);
         Self::mount_with_cache(opts, cache)
     }
 
@@ -414,6 +425,8 @@ impl Repository {
         {
             return Ok(c.clone());
         }
+        // Catalogs of the mounted revision survive quota cleanups.
+        self.cache.pin(h);
         let path = self.cache.fetch_object(
             &self.fetcher,
             h,

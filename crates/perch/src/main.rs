@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod adapter;
+mod cache_cmd;
 mod demo;
 mod direct;
 mod exit;
@@ -101,6 +102,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: std::net::SocketAddr,
     },
+    /// Look after the cache: stats, gc, check, preload.
+    Cache {
+        #[command(subcommand)]
+        what: cache_cmd::CacheCmd,
+    },
     /// Client configuration.
     Config {
         #[command(subcommand)]
@@ -175,6 +181,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
         Command::Keygen { fqrn, keydir, days } => publish_cmd::keygen(&fqrn, &keydir, days),
         Command::Publish(a) => publish_cmd::publish(&a),
         Command::Serve { dir, listen } => publish_cmd::serve(&dir, listen),
+        Command::Cache { what } => cache_cmd::run(what),
         Command::Config { what: ConfigCmd::Show { client, fqrn } } => direct::config_show(&mut Client::new(client), &fqrn),
     };
     done.map(|()| ExitCode::SUCCESS)

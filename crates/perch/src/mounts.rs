@@ -68,12 +68,14 @@ impl Client {
         &self.args.mount_dir
     }
 
-    fn sources(&mut self) -> ConfigSources {
+    fn sources(&mut self, fqrn: &str) -> ConfigSources {
         let mut s = ConfigSources::new(self.args.config_dir.clone().unwrap_or_else(|| PathBuf::from("/etc/cvmfs")));
         for f in &self.args.config {
             s = s.with_extra_file(f.clone());
         }
-        if self.keys_root.is_none() {
+        // Only repositories of the built-in domains need the built-in keys on disk.
+        let builtin = BUILTIN_KEYS.iter().any(|(d, _, _)| fqrn.ends_with(&format!(".{d}")));
+        if builtin && self.keys_root.is_none() {
             self.keys_root = self.install_builtin_keys();
         }
         if let Some(k) = &self.keys_root {
@@ -102,7 +104,7 @@ impl Client {
 
     /// The effective configuration of `fqrn`.
     pub fn config(&mut self, fqrn: &str) -> Result<Config> {
-        let sources = self.sources();
+        let sources = self.sources(fqrn);
         Config::resolve(fqrn, &sources, &self.env).with_context(|| format!("configuration of {fqrn}"))
     }
 
@@ -172,6 +174,8 @@ impl Client {
             bail!("no public key for {fqrn} (set CVMFS_PUBLIC_KEY or CVMFS_KEYS_DIR)");
         }
         let fetch = fetch_options(&cfg)?;
+        // An alien cache is unmanaged (spec §11.6); the quota applies to local caches.
+        let quota_limit = if alien.is_some() { None } else { cfg.quota_limit_mb()?.map(|mb| mb.saturating_mul(1 << 20)) };
         Ok(MountOptions {
             fqrn: fqrn.to_string(),
             servers,
@@ -182,6 +186,7 @@ impl Client {
             tag: cfg.repository_tag().map(str::to_string),
             date: None,
             fetch,
+            quota_limit,
         })
     }
 
