@@ -20,10 +20,21 @@ use clap::{Parser, Subcommand};
 use exit::{Fail, Failure};
 use mounts::{Client, ClientArgs};
 
+/// `perch --version`: version, git commit, linkage and what is compiled in.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("PERCH_GIT_COMMIT"),
+    "\nlinkage: ",
+    env!("PERCH_LINKAGE"),
+    "\nfeatures: interception (seccomp user notification + ptrace), http (pure-Rust resolver, no NSS), \
+     sqlite (bundled), hashes (sha1, rmd160, shake128), zlib, publisher"
+);
+
 /// Run programs with /cvmfs visible, read and publish CernVM-FS repositories,
 /// all without privileges.
 #[derive(Debug, Parser)]
-#[command(name = "perch", version, about, propagate_version = true)]
+#[command(name = "perch", version, long_version = LONG_VERSION, about, propagate_version = true)]
 struct Cli {
     /// Debug output on stderr: comma-separated targets (cvmfs, fetch, all).
     #[arg(short = 'd', long = "debug", global = true, value_name = "FLAGS")]
