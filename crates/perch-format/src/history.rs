@@ -29,11 +29,14 @@ pub struct History {
     conn: Connection,
 }
 
-fn row_to_tag(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64, i64, Option<String>, Option<i64>)> {
+/// A `tags` row: name, hash, revision, timestamp, description, size.
+type TagRow = (String, String, i64, i64, Option<String>, Option<i64>);
+
+fn row_to_tag(r: &rusqlite::Row<'_>) -> rusqlite::Result<TagRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn to_tag(t: (String, String, i64, i64, Option<String>, Option<i64>)) -> Result<Tag, CatalogError> {
+fn to_tag(t: TagRow) -> Result<Tag, CatalogError> {
     let hash = t.1.parse().map_err(|_| CatalogError::Corrupt { path: t.0.clone(), reason: "tag hash is invalid" })?;
     Ok(Tag {
         name: t.0,
