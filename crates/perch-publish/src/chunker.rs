@@ -117,7 +117,7 @@ mod tests {
         assert_eq!(s.split(b""), vec![(0, 0)]);
         assert_eq!(s.split(&[1u8; 64]), vec![(0, 64)]);
         let data: Vec<u8> = (0..100_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
             .collect();
         let parts = s.split(&data);
         assert!(parts.len() > 100);

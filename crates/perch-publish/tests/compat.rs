@@ -1,6 +1,7 @@
 //! Compatibility with the real publisher: the chunker cuts alt.example.org's
 //! chunked.bin exactly where cvmfs_server did, and publishing tiny.example.org's
 //! content again gives the same file objects (zlib level 6, SHA-1).
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -1,5 +1,9 @@
 //! Publishing and reading back with the real reader (`perch_cvmfs::Repository`).
-#![allow(clippy::print_stderr, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+#![allow(
+    clippy::print_stderr,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 
 mod common;
 
@@ -42,7 +46,11 @@ fn round_trip_of_every_entry_kind() {
     );
     assert_eq!(report.revision, 1);
     assert_eq!(report.skipped, 1, "the FIFO");
-    assert_eq!(report.catalogs.len(), 4, "root, nested1, nested1/nested2, nested-sibling");
+    assert_eq!(
+        report.catalogs.len(),
+        4,
+        "root, nested1, nested1/nested2, nested-sibling"
+    );
     assert_eq!(report.catalogs[0].path, b"");
 
     let repo = mount(&file_url(&stratum), &keys, &tmp.path().join("cache"), None);
@@ -55,25 +63,39 @@ fn round_trip_of_every_entry_kind() {
     assert!(s500.entry.is_chunked() && s500.entry.hash.is_none());
     assert!(repo.chunks(&s500).unwrap().len() >= 8);
     for c in repo.chunks(&s500).unwrap() {
-        assert!(stratum.join(c.hash.object_path(ObjectKind::Chunk)).is_file());
+        assert!(stratum
+            .join(c.hash.object_path(ObjectKind::Chunk))
+            .is_file());
     }
     for small in ["/sizes/s10k", "/sizes/s16k", "/hello.txt", "/empty"] {
         let n = repo.lookup(small.as_bytes()).unwrap().unwrap();
         assert!(!n.entry.is_chunked(), "{small}");
-        assert!(stratum.join(n.entry.hash.unwrap().object_path(ObjectKind::File)).is_file());
+        assert!(stratum
+            .join(n.entry.hash.unwrap().object_path(ObjectKind::File))
+            .is_file());
     }
     // The empty file has the well-known zlib object.
     let empty = repo.lookup(b"/empty").unwrap().unwrap();
-    assert_eq!(empty.entry.hash.unwrap().to_string(), "e8ec3d88b62ebf526e4e5a4ff6162a3aa48a6b78");
+    assert_eq!(
+        empty.entry.hash.unwrap().to_string(),
+        "e8ec3d88b62ebf526e4e5a4ff6162a3aa48a6b78"
+    );
     // Tags, manifest and properties.
     let tags: Vec<String> = repo.tags().unwrap().into_iter().map(|t| t.name).collect();
     assert_eq!(tags, ["trunk", "v1"]);
     let m = &repo.manifest().manifest;
     assert_eq!((m.ttl, m.revision, m.fqrn.as_deref()), (240, 1, Some(FQRN)));
     assert!(m.reflog.is_some() && m.history.is_some() && m.certificate.is_some());
-    assert_eq!(Algorithm::Sha1.digest(&std::fs::read(stratum.join(".cvmfsreflog")).unwrap()), m.reflog.unwrap());
+    assert_eq!(
+        Algorithm::Sha1.digest(&std::fs::read(stratum.join(".cvmfsreflog")).unwrap()),
+        m.reflog.unwrap()
+    );
     assert!(stratum.join(".cvmfs_master_replica").is_file());
-    assert_eq!(std::fs::read_dir(stratum.join("data/txn")).unwrap().count(), 0, "no temporary files left");
+    assert_eq!(
+        std::fs::read_dir(stratum.join("data/txn")).unwrap().count(),
+        0,
+        "no temporary files left"
+    );
 
     // Statistics of every catalog, recomputed from the rows.
     let dbs = tmp.path().join("dbs");
@@ -83,7 +105,10 @@ fn round_trip_of_every_entry_kind() {
     // Catalog properties and transition rows.
     let root = open_catalog_db(&stratum, &report.root_hash, &dbs);
     let prop = |db: &rusqlite::Connection, k: &str| -> Option<String> {
-        db.query_row("SELECT value FROM properties WHERE key = ?1", [k], |r| r.get(0)).ok()
+        db.query_row("SELECT value FROM properties WHERE key = ?1", [k], |r| {
+            r.get(0)
+        })
+        .ok()
     };
     assert_eq!(prop(&root, "schema").as_deref(), Some("2.5"));
     assert_eq!(prop(&root, "schema_revision").as_deref(), Some("7"));
@@ -92,21 +117,46 @@ fn round_trip_of_every_entry_kind() {
     assert_eq!(prop(&root, "previous_revision"), Some("0".repeat(40)));
     assert_eq!(prop(&root, "root_prefix"), None);
     let flags: i64 = root
-        .query_row("SELECT flags FROM catalog WHERE name = 'nested1'", [], |r| r.get(0))
+        .query_row(
+            "SELECT flags FROM catalog WHERE name = 'nested1'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(flags, 3);
-    let n1 = report.catalogs.iter().find(|c| c.path == b"/nested1").unwrap();
-    let (nested_hash, nested_size): (String, i64) = root
-        .query_row("SELECT sha1, size FROM nested_catalogs WHERE path = '/nested1'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+    let n1 = report
+        .catalogs
+        .iter()
+        .find(|c| c.path == b"/nested1")
         .unwrap();
-    assert_eq!((nested_hash, nested_size as u64), (n1.hash.to_string(), n1.size));
+    let (nested_hash, nested_size): (String, i64) = root
+        .query_row(
+            "SELECT sha1, size FROM nested_catalogs WHERE path = '/nested1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (nested_hash, nested_size as u64),
+        (n1.hash.to_string(), n1.size)
+    );
     let child = open_catalog_db(&stratum, &n1.hash, &dbs);
     assert_eq!(prop(&child, "root_prefix").as_deref(), Some("/nested1"));
     assert_eq!(prop(&child, "TTL"), None);
-    let root_flags: i64 = child.query_row("SELECT flags FROM catalog WHERE name = 'nested1'", [], |r| r.get(0)).unwrap();
+    let root_flags: i64 = child
+        .query_row(
+            "SELECT flags FROM catalog WHERE name = 'nested1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(root_flags, 33);
     let below: i64 = root
-        .query_row("SELECT COUNT(*) FROM catalog WHERE name IN ('x.txt', 'nested2', '.cvmfscatalog')", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM catalog WHERE name IN ('x.txt', 'nested2', '.cvmfscatalog')",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(below, 0, "nothing below a mountpoint in the parent");
 }
@@ -129,13 +179,33 @@ fn large_file_with_default_chunk_sizes_is_streamed_in_chunks() {
     assert!(chunks.len() >= 2);
     for c in &chunks {
         assert!(c.size <= 16 << 20);
-        assert!(c.offset + c.size == 30 << 20 || c.size > 4 << 20, "only the last chunk may be shorter than min");
+        assert!(
+            c.offset + c.size == 30 << 20 || c.size > 4 << 20,
+            "only the last chunk may be shorter than min"
+        );
     }
     // Same cut points as the in-memory cutter.
-    let expect: Vec<(u64, u64)> = ChunkSizes::DEFAULT.split(&data).into_iter().map(|(o, l)| (o as u64, l as u64)).collect();
-    assert_eq!(chunks.iter().map(|c| (c.offset, c.size)).collect::<Vec<_>>(), expect);
-    assert_eq!(Algorithm::Sha1.digest(&repo.read(&n).unwrap()), Algorithm::Sha1.digest(&data));
-    assert_eq!(report.new_objects as usize, chunks.len() + 3, "chunks, catalog, history, certificate");
+    let expect: Vec<(u64, u64)> = ChunkSizes::DEFAULT
+        .split(&data)
+        .into_iter()
+        .map(|(o, l)| (o as u64, l as u64))
+        .collect();
+    assert_eq!(
+        chunks
+            .iter()
+            .map(|c| (c.offset, c.size))
+            .collect::<Vec<_>>(),
+        expect
+    );
+    assert_eq!(
+        Algorithm::Sha1.digest(&repo.read(&n).unwrap()),
+        Algorithm::Sha1.digest(&data)
+    );
+    assert_eq!(
+        report.new_objects as usize,
+        chunks.len() + 3,
+        "chunks, catalog, history, certificate"
+    );
 }
 
 #[test]
@@ -168,7 +238,11 @@ fn second_publish_uploads_only_what_changed_and_tags_stay_readable() {
         let path = src.join(p);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::write(&path, format!("changed content number {i} for the second revision\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("changed content number {i} for the second revision\n"),
+        )
+        .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     o.tag = Some("v2".into());
@@ -202,29 +276,69 @@ fn second_publish_uploads_only_what_changed_and_tags_stay_readable() {
     assert_eq!(head.revision(), 2);
     compare_tree(&head, &src);
     // The root entry keeps its mtime (the repository's creation).
-    let r1 = mount(&file_url(&stratum), &keys, &tmp.path().join("c-v1"), Some("v1"));
+    let r1 = mount(
+        &file_url(&stratum),
+        &keys,
+        &tmp.path().join("c-v1"),
+        Some("v1"),
+    );
     assert_eq!(r1.revision(), 1);
-    assert_eq!(r1.lookup(b"").unwrap().unwrap().entry.mtime, head.lookup(b"").unwrap().unwrap().entry.mtime);
+    assert_eq!(
+        r1.lookup(b"").unwrap().unwrap().entry.mtime,
+        head.lookup(b"").unwrap().unwrap().entry.mtime
+    );
     let hello = r1.lookup(b"/hello.txt").unwrap().unwrap();
     assert_eq!(r1.read(&hello).unwrap(), old_hello);
     let z = r1.lookup(b"/nested1/nested2/z.txt").unwrap().unwrap();
     assert_eq!(r1.read(&z).unwrap(), b"in nested2\n");
-    let prev = mount(&file_url(&stratum), &keys, &tmp.path().join("c-prev"), Some("trunk-previous"));
+    let prev = mount(
+        &file_url(&stratum),
+        &keys,
+        &tmp.path().join("c-prev"),
+        Some("trunk-previous"),
+    );
     assert_eq!(prev.root_hash(), &first.root_hash);
-    let v2 = mount(&file_url(&stratum), &keys, &tmp.path().join("c-v2"), Some("v2"));
+    let v2 = mount(
+        &file_url(&stratum),
+        &keys,
+        &tmp.path().join("c-v2"),
+        Some("v2"),
+    );
     assert_eq!(v2.root_hash(), &second.root_hash);
-    let mut tags: Vec<(String, u64)> = head.tags().unwrap().into_iter().map(|t| (t.name, t.revision)).collect();
+    let mut tags: Vec<(String, u64)> = head
+        .tags()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.revision))
+        .collect();
     tags.sort();
-    assert_eq!(tags, [("trunk".into(), 2), ("trunk-previous".into(), 1), ("v1".into(), 1), ("v2".into(), 2)]);
+    assert_eq!(
+        tags,
+        [
+            ("trunk".into(), 2),
+            ("trunk-previous".into(), 1),
+            ("v1".into(), 1),
+            ("v2".into(), 2)
+        ]
+    );
 
     // The reflog lists both root catalogs, the certificate and both histories.
     let reflog = rusqlite::Connection::open(stratum.join(".cvmfsreflog")).unwrap();
-    let count = |t: i64| -> i64 { reflog.query_row("SELECT COUNT(*) FROM refs WHERE type = ?1", [t], |r| r.get(0)).unwrap() };
+    let count = |t: i64| -> i64 {
+        reflog
+            .query_row("SELECT COUNT(*) FROM refs WHERE type = ?1", [t], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
     assert_eq!((count(0), count(1), count(2)), (2, 1, 2));
 
     // Re-using a tag name is refused before anything is written.
     let e = publish(&o).unwrap_err();
-    assert!(matches!(e, PublishError::TagExists(ref t) if t == "v2"), "{e}");
+    assert!(
+        matches!(e, PublishError::TagExists(ref t) if t == "v2"),
+        "{e}"
+    );
     // Publishing the unchanged tree again writes only catalogs and history.
     o.tag = None;
     let third = publish(&o).unwrap();
@@ -252,7 +366,10 @@ fn shake128_uncompressed_repository_reads_back() {
     let repo = mount(&file_url(&stratum), &keys, &tmp.path().join("cache"), None);
     compare_tree(&repo, &src);
     let empty = repo.lookup(b"/empty").unwrap().unwrap();
-    assert_eq!(empty.entry.hash.unwrap().to_string(), "7f9c2ba4e88f827d616045507605853ed73b8093-shake128");
+    assert_eq!(
+        empty.entry.hash.unwrap().to_string(),
+        "7f9c2ba4e88f827d616045507605853ed73b8093-shake128"
+    );
     assert_eq!(empty.entry.flags, 4 | 512 | 2048);
     let dbs = tmp.path().join("dbs");
     std::fs::create_dir(&dbs).unwrap();
@@ -270,7 +387,12 @@ fn serve_answers_clients() {
     publish(&options(&src, &keys, &stratum)).unwrap();
     let server = serve(&stratum, "127.0.0.1:0".parse().unwrap()).unwrap();
     assert_ne!(server.port(), 0);
-    let repo = mount(&format!("{}/cvmfs/{FQRN}", server.url()), &keys, &tmp.path().join("cache"), None);
+    let repo = mount(
+        &format!("{}/cvmfs/{FQRN}", server.url()),
+        &keys,
+        &tmp.path().join("cache"),
+        None,
+    );
     let n = repo.lookup(b"/hello.txt").unwrap().unwrap();
     assert_eq!(repo.read(&n).unwrap(), b"over http\n");
     // Also at the top level.
@@ -281,14 +403,35 @@ fn serve_answers_clients() {
     let r = http_get(port, "/.cvmfspublished").unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("cache-control"), Some("max-age=61"));
-    assert_eq!(r.body, std::fs::read(stratum.join(".cvmfspublished")).unwrap());
-    let obj = format!("/cvmfs/{FQRN}/{}", n.entry.hash.unwrap().object_path(ObjectKind::File));
+    assert_eq!(
+        r.body,
+        std::fs::read(stratum.join(".cvmfspublished")).unwrap()
+    );
+    let obj = format!(
+        "/cvmfs/{FQRN}/{}",
+        n.entry.hash.unwrap().object_path(ObjectKind::File)
+    );
     let r = http_get(port, &obj).unwrap();
-    assert_eq!((r.status, r.header("cache-control")), (200, Some("max-age=259200")));
-    let head = http_request(port, format!("HEAD {obj} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    assert_eq!(
+        (r.status, r.header("cache-control")),
+        (200, Some("max-age=259200"))
+    );
+    let head = http_request(
+        port,
+        format!("HEAD {obj} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
-    for missing in ["/nope", "/data/", "/data", "/", "/cvmfs/x/../../etc/passwd", "/../etc/passwd", "/data/txn/../../.cvmfspublished"] {
+    for missing in [
+        "/nope",
+        "/data/",
+        "/data",
+        "/",
+        "/cvmfs/x/../../etc/passwd",
+        "/../etc/passwd",
+        "/data/txn/../../.cvmfspublished",
+    ] {
         assert_eq!(http_get(port, missing).unwrap().status, 404, "{missing}");
     }
     let post = http_request(port, b"POST /.cvmfspublished HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
@@ -312,8 +455,16 @@ fn foreign_keys_are_refused() {
     keygen(FQRN, &other, 30).unwrap();
     let e = publish(&options(&src, &other, &stratum)).unwrap_err();
     assert!(matches!(e, PublishError::ForeignManifest { .. }), "{e:?}");
-    assert!(e.to_string().contains("was not signed by the certificate key in the keys directory"), "{e}");
-    assert_eq!(std::fs::read(stratum.join(".cvmfspublished")).unwrap(), manifest_before, "nothing replaced");
+    assert!(
+        e.to_string()
+            .contains("was not signed by the certificate key in the keys directory"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(stratum.join(".cvmfspublished")).unwrap(),
+        manifest_before,
+        "nothing replaced"
+    );
 
     // Keys of another repository.
     let k2 = tmp.path().join("k2");
@@ -331,23 +482,40 @@ fn missing_keys_and_bad_options_are_clear_errors() {
     std::fs::create_dir(&src).unwrap();
     let stratum = tmp.path().join("s0");
     let e = publish(&options(&src, &tmp.path().join("no-such-dir"), &stratum)).unwrap_err();
-    assert_eq!(e.to_string(), format!("keys directory {} does not exist", tmp.path().join("no-such-dir").display()));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "keys directory {} does not exist",
+            tmp.path().join("no-such-dir").display()
+        )
+    );
     assert!(!stratum.exists(), "nothing created");
     let empty = tmp.path().join("empty-keys");
     std::fs::create_dir(&empty).unwrap();
     let e = publish(&options(&src, &empty, &stratum)).unwrap_err();
-    assert!(matches!(e, PublishError::MissingKey(ref p) if p.ends_with(format!("{FQRN}.masterkey"))), "{e}");
+    assert!(
+        matches!(e, PublishError::MissingKey(ref p) if p.ends_with(format!("{FQRN}.masterkey"))),
+        "{e}"
+    );
 
     let keys = keys(tmp.path());
     let e = keygen(FQRN, &keys, 30).unwrap_err();
     assert!(matches!(e, PublishError::KeyExists(_)), "{e}");
     // Key files have the modes cvmfs_server uses.
-    for (ext, mode) in [("masterkey", 0o600), ("key", 0o600), ("pub", 0o644), ("crt", 0o644)] {
+    for (ext, mode) in [
+        ("masterkey", 0o600),
+        ("key", 0o600),
+        ("pub", 0o644),
+        ("crt", 0o644),
+    ] {
         let md = std::fs::metadata(keys.join(format!("{FQRN}.{ext}"))).unwrap();
         assert_eq!(md.permissions().mode() & 0o777, mode, "{ext}");
     }
     let loaded = perch_publish::KeySet::load(FQRN, &keys).unwrap();
-    assert_eq!(loaded.certificate.public_key(), &loaded.certificate_key.public());
+    assert_eq!(
+        loaded.certificate.public_key(),
+        &loaded.certificate_key.public()
+    );
 
     let e = publish(&options(&tmp.path().join("nope"), &keys, &stratum)).unwrap_err();
     assert!(matches!(e, PublishError::NotADirectory(_)), "{e}");
@@ -355,5 +523,8 @@ fn missing_keys_and_bad_options_are_clear_errors() {
     o.tag = Some("trunk".into());
     assert!(matches!(publish(&o).unwrap_err(), PublishError::BadTag(_)));
     assert!(ChunkSizes::new(1, 2, 3).is_err());
-    assert!(matches!(keygen("bad name", &tmp.path().join("k3"), 1).unwrap_err(), PublishError::BadName(_)));
+    assert!(matches!(
+        keygen("bad name", &tmp.path().join("k3"), 1).unwrap_err(),
+        PublishError::BadName(_)
+    ));
 }
