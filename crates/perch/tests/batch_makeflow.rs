@@ -189,6 +189,8 @@ fn makeflow(base: &TempDir) -> Makeflow {
     Makeflow::new(WORKERS, RUN_TIMEOUT).env("XDG_CACHE_HOME", &xdg.display().to_string())
 }
 
+// eprintln: the figures for the closing note (tests never assert on time).
+#[allow(clippy::print_stderr)]
 #[test]
 fn makeflow_200_tasks_share_one_alien_cache_then_run_offline() {
     let base = perch_testkit::tempdir().unwrap();

@@ -88,6 +88,8 @@ fn publish(base: &Path) -> std::path::PathBuf {
     keys
 }
 
+// eprintln: the figures for the closing note (tests never assert on time).
+#[allow(clippy::print_stderr)]
 #[test]
 fn slurm_array_of_50_tasks_shares_one_alien_cache() {
     let base = perch_testkit::tempdir().unwrap();
