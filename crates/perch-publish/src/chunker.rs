@@ -126,7 +126,7 @@ mod tests {
             assert_eq!(off, next);
             assert!(len <= 256);
             if i + 1 < parts.len() {
-                assert!(len > 64, "chunk {i} is {len} bytes");
+                assert!(len >= 64, "chunk {i} is {len} bytes");
             }
             next += len;
         }

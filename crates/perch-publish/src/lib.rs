@@ -20,6 +20,23 @@
 //! stderr is a terminal; warnings (skipped sockets, FIFOs, devices) are
 //! `tracing` events.
 //!
+//! Choices worth knowing (details on [`publish`]):
+//!
+//! - every catalog is rewritten on each publish (`revision` = previous + 1,
+//!   `previous_revision` = its previous hash, 1 / 40 zeros when new), so a
+//!   republish uploads the changed file objects, all catalogs and one history
+//!   database; the certificate object is reused;
+//! - hard links are grouped per directory; links in different directories are
+//!   separate files with linkcount 1 (what `cvmfs_server` does, spec §7.7);
+//! - names and symlink targets are raw bytes (non-UTF-8 names round-trip);
+//!   `user.*` xattrs are published (other namespaces are not);
+//! - file objects use real zlib (libz through flate2's `zlib` feature), so
+//!   they are byte-identical to the real tools' objects and deduplicate with
+//!   them;
+//! - objects are renamed into place from `data/txn/` but not fsync'ed one by
+//!   one; the whitelist, reflog and manifest are fsync'ed and replaced last.
+//!   One publisher per stratum at a time: no lock is taken.
+//!
 //! ```no_run
 //! use perch_publish::{keygen, publish, PublishOptions};
 //! # fn main() -> Result<(), perch_publish::PublishError> {
