@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use perch_format::catalog::{expand_symlink, Catalog, CatalogError, DirEntry};
+use perch_format::catalog::{expand_symlink, Catalog, CatalogError, DirEntry, NestedRef};
 use perch_format::compress::{zlib_decompress, Compression};
 use perch_format::crypto::{Certificate, PublicKey};
 use perch_format::hash::{ContentHash, ObjectKind};
@@ -194,6 +194,7 @@ pub struct Repository {
     manifest: SignedManifest,
     offline: bool,
     catalogs: Mutex<HashMap<ContentHash, Arc<Mutex<Catalog>>>>,
+    nested: Mutex<HashMap<ContentHash, Arc<Vec<NestedRef>>>>,
     env: SymlinkEnv,
 }
 
@@ -300,6 +301,7 @@ impl Repository {
             manifest,
             offline,
             catalogs: Mutex::new(HashMap::new()),
+            nested: Mutex::new(HashMap::new()),
             env: Box::new(|k| std::env::var(k).ok()),
             opts,
         };
@@ -446,20 +448,46 @@ impl Repository {
         Ok(cat)
     }
 
+    /// The `nested_catalogs` rows of a loaded catalog, read once: every lookup
+    /// walks them from the root down, so they stay in memory.
+    fn nested_refs(
+        &self,
+        h: &ContentHash,
+        cat: &Arc<Mutex<Catalog>>,
+    ) -> Result<Arc<Vec<NestedRef>>, RepoError> {
+        if let Some(v) = self.nested.lock().unwrap_or_else(|p| p.into_inner()).get(h) {
+            return Ok(v.clone());
+        }
+        let rows = cat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .nested()
+            .map_err(|source| RepoError::Catalog {
+                hash: h.to_string(),
+                source,
+            })?;
+        let rows = Arc::new(rows);
+        self.nested
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*h, rows.clone());
+        Ok(rows)
+    }
+
     /// The catalog responsible for `path` (descending nested catalogs).
     /// With `for_listing`, a mountpoint itself resolves to the nested catalog.
     fn catalog_for(&self, path: &[u8]) -> Result<(ContentHash, Arc<Mutex<Catalog>>), RepoError> {
         let mut h = self.root_hash;
         let mut cat = self.catalog(&h, None)?;
         loop {
-            let next = {
-                let c = cat.lock().unwrap_or_else(|p| p.into_inner());
-                c.nested_for(path, true)
-                    .map_err(|source| RepoError::Catalog {
-                        hash: h.to_string(),
-                        source,
-                    })?
-            };
+            let next = self
+                .nested_refs(&h, &cat)?
+                .iter()
+                .find(|n| {
+                    path.starts_with(&n.path)
+                        && (path.len() == n.path.len() || path[n.path.len()] == b'/')
+                })
+                .cloned();
             match next {
                 Some(n) => {
                     h = n.hash;
