@@ -170,9 +170,12 @@ fn init_logging(debug: Option<&str>, log: Option<&std::path::Path>) {
         }
         None => BoxMakeWriter::new(std::io::stderr),
     };
+    // Colour only on a terminal: batch systems keep stderr in files.
+    let ansi = log.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(ansi)
         .with_target(true)
         .without_time()
         .try_init();
