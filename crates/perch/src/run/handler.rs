@@ -1078,7 +1078,7 @@ impl PerchHandler {
         Some(Target { path, base, forced })
     }
 
-    fn on_exec(&self, t: &TracedCall, dirfd: DirFd, path: Vec<u8>, depth: u32) -> TraceAction {
+    fn on_exec(&self, t: &TracedCall, dirfd: DirFd, path: Vec<u8>) -> TraceAction {
         let Some(tg) = self.trace_target(t, dirfd, path.clone()) else {
             return TraceAction::Continue;
         };
@@ -1097,9 +1097,6 @@ impl PerchHandler {
         self.counts.rewritten.fetch_add(1, Ordering::Relaxed);
         let head = read_head(&real);
         if let Some(sb) = exec::shebang(&head) {
-            if depth >= 4 {
-                return TraceAction::Fail(Errno::ELOOP);
-            }
             // The kernel would look the interpreter up from the program's cwd: so do we.
             let interp_real =
                 match self.trace_target(t, DirFd(perch_syscalls::AT_FDCWD), sb.interp.clone()) {
@@ -1114,27 +1111,9 @@ impl PerchHandler {
                         }
                     }
                 };
-            if exec::shebang(&read_head(&interp_real)).is_some() {
-                // A script interpreted by a script: one more level, like the kernel (which
-                // allows a few).
-                return match self.on_exec(
-                    t,
-                    DirFd(perch_syscalls::AT_FDCWD),
-                    sb.interp.clone(),
-                    depth + 1,
-                ) {
-                    TraceAction::RewriteExec {
-                        path: p,
-                        prepend,
-                        skip,
-                    } => {
-                        // Not supported beyond one level with argument rebuilding.
-                        let _ = (p, prepend, skip);
-                        TraceAction::Fail(Errno::ENOEXEC)
-                    }
-                    _ => TraceAction::Fail(Errno::ENOEXEC),
-                };
-            }
+            // An interpreter that is itself a script is left to the kernel, which reads it
+            // from its real (shadow or host) file; only its own interpreter must then be a
+            // host path (a chain of two interpreters under /cvmfs fails with ENOENT).
             let mut prepend = vec![sb.interp];
             prepend.extend(sb.arg);
             prepend.push(path);
@@ -1245,7 +1224,7 @@ impl Handler for PerchHandler {
     fn on_trace_path(&self, t: &TracedCall) -> TraceAction {
         let action = match *t.call() {
             Call::Execve { path, .. } => match t.read_path(path) {
-                Ok(p) => self.on_exec(t, DirFd(perch_syscalls::AT_FDCWD), p, 0),
+                Ok(p) => self.on_exec(t, DirFd(perch_syscalls::AT_FDCWD), p),
                 Err(_) => TraceAction::Continue,
             },
             Call::Execveat {
@@ -1254,7 +1233,7 @@ impl Handler for PerchHandler {
                 // fexecve of an fd: the kernel runs the file the fd is (a shadow file, already
                 // materialized when it was opened).
                 Ok(p) if p.is_empty() && flags.0 & at::AT_EMPTY_PATH != 0 => TraceAction::Continue,
-                Ok(p) => self.on_exec(t, dirfd, p, 0),
+                Ok(p) => self.on_exec(t, dirfd, p),
                 Err(_) => TraceAction::Continue,
             },
             Call::Chdir { path } => match t.read_path(path) {

@@ -11,6 +11,29 @@
 //! codes of [`crate::exit::Failure`] (206 when the kernel or a container policy forbids seccomp
 //! user notification or ptrace). A program that cannot be executed at all gives 127 (not
 //! found) or 126 (not executable), like `env(1)`, with one line on stderr.
+//!
+//! Exec from `/cvmfs`: the path is rewritten to the shadow file. A `#!` script is started as the
+//! kernel would (`interpreter [arg] script args…`) but with the interpreter's real file and the
+//! script's *own* path as argument, so `$0` and files found relative to it stay under `/cvmfs`
+//! (the shadow tree's siblings are placeholders until opened through perch). An ELF whose
+//! `PT_INTERP` loader is under `/cvmfs` runs as `loader --argv0 ARGV0 PROGRAM ARGS` from the
+//! loader's shadow file (glibc ≥ 2.33 loaders); the loader opens PROGRAM through perch.
+//!
+//! Limits, documented:
+//! - `/proc/self/exe` of a PT_INTERP program shows the loader; `AT_EXECFN` is the program path.
+//! - A `#!` interpreter under `/cvmfs` that is itself a script whose interpreter is also under
+//!   `/cvmfs` fails with `ENOENT` (the kernel opens that second interpreter itself).
+//! - Host symlinks into `/cvmfs` (`/opt/sw -> /cvmfs/sw.example.org`) are not followed into
+//!   the repository (perch never stats host paths, see perch-vfs `resolve`).
+//! - `inotify_add_watch`/`fanotify_mark` on virtual objects fail with `ENOSPC` (content never
+//!   changes; `tail -f` falls back to polling); `getxattrat`/`listxattrat` on virtual objects
+//!   fail with `EOPNOTSUPP`; chmod/chown/utimes/truncate/xattr writes reached through a
+//!   repository symlink leading to a host file fail with `EXDEV`.
+//! - `-M /virtual=/real`: calls are done by perch on the real path; `getcwd` inside a remapped
+//!   directory shows the real path.
+//! - `ptrace` fails with `EPERM`, `io_uring_*` with `ENOSYS` (perch-intercept).
+//! - perch does not forward signals sent to itself: a `SIGTERM` to perch kills the program
+//!   (`PTRACE_O_EXITKILL`); send signals to the program's process group instead.
 
 pub mod exec;
 pub mod handler;

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# perch run vs native vs Debian's proot, from one run: median wall time of each workload and
+# its ratio to native, on native paths and with the inputs in /cvmfs (warm cache).
+# Reproduce with:  bash bench/run.sh            (REPS=5 by default; BIG=1 adds cat of a 1 GiB file)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${REPS:-5}
+cargo build --quiet --release -p perch
+PERCH=$PWD/target/release/perch
+W=$(mktemp -d /tmp/perch-bench-XXXXXX)
+trap 'rm -rf "$W"' EXIT
+FQRN=bench.example.org
+SRC=$W/src
+mkdir -p "$SRC"
+
+# ---- the tree published as a repository (same content as the native inputs) ----
+PY=$(command -v /usr/bin/python3 || command -v python3)   # not a pyenv shim: measure python itself
+PYLIB=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+cp -a "$PYLIB" "$SRC/pylib"
+rm -rf "$SRC/pylib/site-packages" "$SRC/pylib/dist-packages"
+cat > "$SRC/small.c" <<'EOF'
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+int main(int argc, char **argv) { qsort(argv + 1, argc - 1, sizeof *argv, cmp); for (int i = 1; i < argc; i++) puts(argv[i]); return 0; }
+EOF
+mkdir -p "$SRC/proj" "$SRC/many"
+for i in $(seq 1 17); do
+  printf '#include "common.h"\nint f%d(int x) { int s = 0; for (int i = 0; i < x; i++) s += i * %d; return s; }\n' "$i" "$i" > "$SRC/proj/f$i.c"
+done
+printf 'int f1(int);\n' > "$SRC/proj/common.h"
+printf 'SRC ?= .\nOBJS = $(patsubst $(SRC)/%%.c,%%.o,$(wildcard $(SRC)/f*.c))\nall: libp.a\nlibp.a: $(OBJS)\n\tar rcs $@ $^\n%%.o: $(SRC)/%%.c $(SRC)/common.h\n\t$(CC) -O2 -I$(SRC) -c -o $@ $<\n' > "$SRC/proj/Makefile"
+for i in $(seq 1 1000); do head -c $((512 + i)) /dev/urandom > "$SRC/many/f$i"; done
+if [ "${BIG:-0}" = 1 ]; then head -c 1073741824 /dev/urandom > "$SRC/big"; fi
+"$PERCH" keygen $FQRN "$W/keys" >/dev/null
+"$PERCH" publish "$SRC" --fqrn $FQRN --keys "$W/keys" --stratum "$W/stratum" --chunk-sizes off >/dev/null
+printf 'CVMFS_SERVER_URL=file://%s/stratum\nCVMFS_HTTP_PROXY=DIRECT\nCVMFS_PUBLIC_KEY=%s/keys/%s.pub\n' "$W" "$W" $FQRN > "$W/client.conf"
+mkdir -p "$W/etc" "$W/cache" "$W/out"
+RUN=("$PERCH" run --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
+CV=/cvmfs/$FQRN
+
+cat > "$W/threads.py" <<'EOF'
+import hashlib, os, sys, threading
+root = sys.argv[1]
+names = [os.path.join(root, f"f{i}") for i in range(1, 1001)]
+def work(part):
+    for n in part:
+        os.stat(n)
+        with open(n, "rb") as f:
+            hashlib.sha1(f.read()).hexdigest()
+ts = [threading.Thread(target=work, args=(names,)) for _ in range(8)]
+for t in ts: t.start()
+for t in ts: t.join()
+EOF
+
+# ---- timing ----
+median_ms() { # command... ; prints the median of REPS runs in ms
+  local times=() s e
+  for _ in $(seq "$REPS"); do
+    s=$(date +%s%N); "$@" >/dev/null 2>&1 || echo "FAILED: $*" >&2; e=$(date +%s%N)
+    times+=($(( (e - s) / 1000000 )))
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b == 0) b = 1; printf "%.2fx", a / b }'; }
+
+# name @ script on native paths @ script with the inputs in /cvmfs ($D = the tree's location)
+WORKLOADS=(
+  "find /usr/lib (/cvmfs: find pylib)@find /usr/lib >/dev/null@find \$D/pylib >/dev/null"
+  "500x /bin/true@i=0; while [ \$i -lt 500 ]; do /bin/true; i=\$((i+1)); done@i=0; while [ \$i -lt 500 ]; do /bin/true; i=\$((i+1)); done"
+  "tar c /usr/share|cat (tar pylib)@tar cf - /usr/share 2>/dev/null | cat >/dev/null@tar cf - \$D/pylib 2>/dev/null | cat >/dev/null"
+  "20x python3 imports@i=0; while [ \$i -lt 20 ]; do $PY -c 'import json, email, http.client'; i=\$((i+1)); done@i=0; while [ \$i -lt 20 ]; do PYTHONPATH=\$D/pylib $PY -S -c 'import json, email, http.client'; i=\$((i+1)); done"
+  "gcc -O2 small.c@gcc -O2 -o $W/out/a.out $SRC/small.c@gcc -O2 -o $W/out/a.out \$D/small.c"
+  "python 8 threads x 1000 files@$PY $W/threads.py $SRC/many@$PY $W/threads.py \$D/many"
+  "make -j2 (17 C files)@rm -rf $W/out/m && mkdir $W/out/m && make -s -j2 -C $W/out/m -f $SRC/proj/Makefile SRC=$SRC/proj@rm -rf $W/out/m && mkdir $W/out/m && make -s -j2 -C $W/out/m -f \$D/proj/Makefile SRC=\$D/proj"
+)
+if [ "${BIG:-0}" = 1 ]; then
+  WORKLOADS+=("cat 1 GiB@cat $SRC/big >/dev/null@cat \$D/big >/dev/null")
+fi
+
+# Warm the cache: every file of the tree fetched once through perch.
+"${RUN[@]}" sh -c "tar cf - $CV >/dev/null 2>&1; true"
+
+echo "# bash bench/run.sh   REPS=$REPS, $(nproc) cores, $(uname -r), proot $(proot --version 2>&1 | grep -o '[0-9][0-9.]*$' | head -1 || true)"
+printf '%-32s %9s %9s %9s %7s %7s\n' "workload (native paths)" native perch proot perch/n proot/n
+for w in "${WORKLOADS[@]}"; do
+  IFS='@' read -r name nat _ <<<"$w"
+  n=$(median_ms sh -c "$nat")
+  p=$(median_ms "${RUN[@]}" sh -c "$nat")
+  r=$(median_ms proot sh -c "$nat")
+  printf '%-32s %7sms %7sms %7sms %7s %7s\n' "$name" "$n" "$p" "$r" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
+done
+echo
+printf '%-32s %9s %9s %9s %7s %7s\n' "workload (inputs in /cvmfs)" native perch proot perch/n proot/n
+for w in "${WORKLOADS[@]}"; do
+  IFS='@' read -r name _ cvm <<<"$w"
+  [ -n "$cvm" ] || continue
+  n=$(median_ms sh -c "D=$SRC; $cvm")
+  p=$(median_ms "${RUN[@]}" sh -c "D=$CV; $cvm")
+  # proot shows the same tree at the same /cvmfs path with a bind.
+  r=$(median_ms proot -b "$SRC:$CV" sh -c "D=$CV; $cvm")
+  printf '%-32s %7sms %7sms %7sms %7s %7s\n' "$name" "$n" "$p" "$r" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
+done
+echo
+# Where the time goes: notifications of one run of find /usr/lib, and the cost of each.
+n=$(median_ms find /usr/lib)
+stats=$("$PERCH" run -d stats --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN -- find /usr/lib 2>&1 >/dev/null | grep -o 'notifications=[0-9]*' | cut -d= -f2)
+p=$(median_ms "${RUN[@]}" find /usr/lib)
+echo "find /usr/lib: $stats notifications, $(awk -v p="$p" -v n="$n" -v c="$stats" 'BEGIN{printf "%.1f", (p - n) * 1000 / c}') us each beyond native ($n ms native, $p ms perch)"
