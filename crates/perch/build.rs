@@ -15,9 +15,17 @@ fn main() {
         .ok()
         .map(|o| !o.stdout.is_empty())
         .unwrap_or(false);
-    println!("cargo:rustc-env=PERCH_GIT_COMMIT={commit}{}", if dirty { "-dirty" } else { "" });
-    let static_crt = std::env::var("CARGO_CFG_TARGET_FEATURE").map(|f| f.split(',').any(|x| x == "crt-static")).unwrap_or(false);
-    println!("cargo:rustc-env=PERCH_LINKAGE={}", if static_crt { "static" } else { "dynamic" });
+    println!(
+        "cargo:rustc-env=PERCH_GIT_COMMIT={commit}{}",
+        if dirty { "-dirty" } else { "" }
+    );
+    let static_crt = std::env::var("CARGO_CFG_TARGET_FEATURE")
+        .map(|f| f.split(',').any(|x| x == "crt-static"))
+        .unwrap_or(false);
+    println!(
+        "cargo:rustc-env=PERCH_LINKAGE={}",
+        if static_crt { "static" } else { "dynamic" }
+    );
     println!("cargo:rerun-if-changed=../../.git/HEAD");
     println!("cargo:rerun-if-changed=../../.git/index");
 }

@@ -566,7 +566,11 @@ impl Cache {
         }
         if !dry_run {
             // An alien cache keeps no record: unverifiable objects there are expected and kept.
-            let unverifiable: &[PathBuf] = if self.opts.alien { &[] } else { &r.unverifiable };
+            let unverifiable: &[PathBuf] = if self.opts.alien {
+                &[]
+            } else {
+                &r.unverifiable
+            };
             for p in r.bad.iter().chain(unverifiable) {
                 let _ = fs::remove_file(p);
             }

@@ -268,7 +268,9 @@ impl Catalog {
         // The file is content-addressed and never changes.
         conn.pragma_update(None, "query_only", true)?;
         let schema: Option<String> = conn
-            .query_row("SELECT value FROM properties WHERE key='schema'", [], |r| r.get(0))
+            .query_row("SELECT value FROM properties WHERE key='schema'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         let schema = schema.unwrap_or_else(|| "1.0".into());
         let ver: f64 = schema.parse().unwrap_or(0.0);
@@ -283,18 +285,38 @@ impl Catalog {
                 cols.push(c?);
             }
         }
-        for need in ["md5path_1", "hardlinks", "hash", "size", "mode", "mtime", "flags", "name", "symlink", "uid", "gid"] {
+        for need in [
+            "md5path_1",
+            "hardlinks",
+            "hash",
+            "size",
+            "mode",
+            "mtime",
+            "flags",
+            "name",
+            "symlink",
+            "uid",
+            "gid",
+        ] {
             if !cols.iter().any(|c| c == need) {
-                return Err(CatalogError::Schema(format!("{schema} without column {need}")));
+                return Err(CatalogError::Schema(format!(
+                    "{schema} without column {need}"
+                )));
             }
         }
         let root_prefix: Option<Vec<u8>> = conn
-            .query_row("SELECT value FROM properties WHERE key='root_prefix'", [], |r| {
-                Ok(match r.get_ref(0)? {
-                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),
-                    _ => Vec::new(),
-                })
-            })
+            .query_row(
+                "SELECT value FROM properties WHERE key='root_prefix'",
+                [],
+                |r| {
+                    Ok(match r.get_ref(0)? {
+                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                            t.to_vec()
+                        }
+                        _ => Vec::new(),
+                    })
+                },
+            )
             .optional()?;
         Ok(Catalog {
             has_mtimens: cols.iter().any(|c| c == "mtimens"),
@@ -337,7 +359,9 @@ impl Catalog {
             mode: i64_to_u32(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
             size: i64_to_u64(r.get::<_, Option<i64>>(2)?.unwrap_or(0)),
             mtime: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
-            mtime_ns: r.get::<_, Option<i64>>(5)?.map(|v| i64_to_u32(v).min(999_999_999)),
+            mtime_ns: r
+                .get::<_, Option<i64>>(5)?
+                .map(|v| i64_to_u32(v).min(999_999_999)),
             uid: i64_to_u32(r.get::<_, Option<i64>>(9)?.unwrap_or(0)),
             gid: i64_to_u32(r.get::<_, Option<i64>>(10)?.unwrap_or(0)),
             hardlink_group: u32::try_from(hl >> 32).unwrap_or(0),
@@ -349,11 +373,19 @@ impl Catalog {
         Ok((e, hash))
     }
 
-    fn finish_entry(path: &[u8], mut e: DirEntry, hash: Option<Vec<u8>>, root: bool) -> Result<DirEntry, CatalogError> {
+    fn finish_entry(
+        path: &[u8],
+        mut e: DirEntry,
+        hash: Option<Vec<u8>>,
+        root: bool,
+    ) -> Result<DirEntry, CatalogError> {
         let shown = || String::from_utf8_lossy(path).into_owned();
         if root {
             if e.name.contains(&b'/') || e.name.contains(&0) {
-                return Err(CatalogError::Corrupt { path: shown(), reason: "invalid root entry name" });
+                return Err(CatalogError::Corrupt {
+                    path: shown(),
+                    reason: "invalid root entry name",
+                });
             }
         } else if e.name.is_empty()
             || e.name == b"."
@@ -361,14 +393,22 @@ impl Catalog {
             || e.name.contains(&b'/')
             || e.name.contains(&0)
         {
-            return Err(CatalogError::Corrupt { path: shown(), reason: "entry name is empty, '.', '..' or contains '/' or NUL" });
+            return Err(CatalogError::Corrupt {
+                path: shown(),
+                reason: "entry name is empty, '.', '..' or contains '/' or NUL",
+            });
         }
         if let Some(h) = hash {
-            let algo = e.algorithm().ok_or(CatalogError::Corrupt { path: shown(), reason: "unknown hash algorithm" })?;
-            e.hash = Some(ContentHash::from_raw(algo, &h).ok_or(CatalogError::Corrupt {
+            let algo = e.algorithm().ok_or(CatalogError::Corrupt {
                 path: shown(),
-                reason: "hash is not 20 bytes",
-            })?);
+                reason: "unknown hash algorithm",
+            })?;
+            e.hash = Some(
+                ContentHash::from_raw(algo, &h).ok_or(CatalogError::Corrupt {
+                    path: shown(),
+                    reason: "hash is not 20 bytes",
+                })?,
+            );
         }
         if e.linkcount == 0 {
             e.linkcount = 1;
@@ -418,13 +458,20 @@ impl Catalog {
     /// Chunk list of a chunked file, sorted by offset and checked to tile `size`.
     pub fn chunks(&self, path: &[u8], entry: &DirEntry) -> Result<Vec<Chunk>, CatalogError> {
         let shown = || String::from_utf8_lossy(path).into_owned();
-        let algo = entry.algorithm().ok_or(CatalogError::Corrupt { path: shown(), reason: "unknown hash algorithm" })?;
+        let algo = entry.algorithm().ok_or(CatalogError::Corrupt {
+            path: shown(),
+            reason: "unknown hash algorithm",
+        })?;
         let (a, b) = path_md5(path);
         let mut st = self
             .conn
             .prepare_cached("SELECT offset, size, hash FROM chunks WHERE md5path_1 = ?1 AND md5path_2 = ?2 ORDER BY offset")?;
         let rows = st.query_map(params![a, b], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         let mut next = 0u64;
@@ -432,27 +479,47 @@ impl Catalog {
             let (off, size, h) = r?;
             let (off, size) = (i64_to_u64(off), i64_to_u64(size));
             if off != next {
-                return Err(CatalogError::Corrupt { path: shown(), reason: "chunks do not tile the file" });
+                return Err(CatalogError::Corrupt {
+                    path: shown(),
+                    reason: "chunks do not tile the file",
+                });
             }
-            let hash = ContentHash::from_raw(algo, &h).ok_or(CatalogError::Corrupt { path: shown(), reason: "chunk hash is not 20 bytes" })?;
+            let hash = ContentHash::from_raw(algo, &h).ok_or(CatalogError::Corrupt {
+                path: shown(),
+                reason: "chunk hash is not 20 bytes",
+            })?;
             next = off + size;
-            out.push(Chunk { offset: off, size, hash });
+            out.push(Chunk {
+                offset: off,
+                size,
+                hash,
+            });
         }
         if out.is_empty() {
-            return Err(CatalogError::Corrupt { path: shown(), reason: "chunked file without chunks" });
+            return Err(CatalogError::Corrupt {
+                path: shown(),
+                reason: "chunked file without chunks",
+            });
         }
         if next != entry.size {
-            return Err(CatalogError::Corrupt { path: shown(), reason: "chunk sizes do not add up to the file size" });
+            return Err(CatalogError::Corrupt {
+                path: shown(),
+                reason: "chunk sizes do not add up to the file size",
+            });
         }
         Ok(out)
     }
 
     /// All `nested_catalogs` rows (direct children).
     pub fn nested(&self) -> Result<Vec<NestedRef>, CatalogError> {
-        let mut st = self.conn.prepare_cached("SELECT path, sha1, size FROM nested_catalogs")?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT path, sha1, size FROM nested_catalogs")?;
         let rows = st.query_map([], |r| {
             let path = match r.get_ref(0)? {
-                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),
+                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                    t.to_vec()
+                }
                 _ => Vec::new(),
             };
             Ok((path, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
@@ -460,8 +527,15 @@ impl Catalog {
         let mut out = Vec::new();
         for r in rows {
             let (path, sha1, size) = r?;
-            let hash = sha1.parse().map_err(|_| CatalogError::Corrupt { path: String::from_utf8_lossy(&path).into_owned(), reason: "nested catalog hash is invalid" })?;
-            out.push(NestedRef { path, hash, size: size.map(i64_to_u64).unwrap_or(0) });
+            let hash = sha1.parse().map_err(|_| CatalogError::Corrupt {
+                path: String::from_utf8_lossy(&path).into_owned(),
+                reason: "nested catalog hash is invalid",
+            })?;
+            out.push(NestedRef {
+                path,
+                hash,
+                size: size.map(i64_to_u64).unwrap_or(0),
+            });
         }
         Ok(out)
     }
@@ -469,9 +543,15 @@ impl Catalog {
     /// The nested catalog that `path` lies in or below (not counting `path`
     /// itself when `include_self` is false, i.e. a mountpoint row is looked
     /// up in the parent).
-    pub fn nested_for(&self, path: &[u8], include_self: bool) -> Result<Option<NestedRef>, CatalogError> {
+    pub fn nested_for(
+        &self,
+        path: &[u8],
+        include_self: bool,
+    ) -> Result<Option<NestedRef>, CatalogError> {
         for n in self.nested()? {
-            let below = path.len() > n.path.len() && path.starts_with(&n.path) && path[n.path.len()] == b'/';
+            let below = path.len() > n.path.len()
+                && path.starts_with(&n.path)
+                && path[n.path.len()] == b'/';
             if below || (include_self && path == n.path.as_slice()) {
                 return Ok(Some(n));
             }
@@ -497,17 +577,25 @@ impl Catalog {
 
     /// Revision counter of this catalog.
     pub fn revision(&self) -> Result<u64, CatalogError> {
-        Ok(self.property("revision")?.and_then(|v| v.parse().ok()).unwrap_or(0))
+        Ok(self
+            .property("revision")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     /// TTL in seconds (root catalogs; default 240).
     pub fn ttl(&self) -> Result<u64, CatalogError> {
-        Ok(self.property("TTL")?.and_then(|v| v.parse().ok()).unwrap_or(240))
+        Ok(self
+            .property("TTL")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(240))
     }
 
     /// All statistics counters.
     pub fn statistics(&self) -> Result<Vec<(String, i64)>, CatalogError> {
-        let mut st = self.conn.prepare("SELECT counter, value FROM statistics ORDER BY counter")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT counter, value FROM statistics ORDER BY counter")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -567,10 +655,18 @@ impl CatalogWriter {
     /// Insert an entry for full repository path `path`.
     pub fn insert(&self, path: &[u8], e: &DirEntry) -> Result<(), CatalogError> {
         let (a, b) = path_md5(path);
-        let (pa, pb) = if path.is_empty() { (0, 0) } else { path_md5(parent_path(path)) };
+        let (pa, pb) = if path.is_empty() {
+            (0, 0)
+        } else {
+            path_md5(parent_path(path))
+        };
         let hardlinks = (u64::from(e.hardlink_group) << 32) | u64::from(e.linkcount);
         let hardlinks = i64::from_ne_bytes(hardlinks.to_ne_bytes());
-        let xattr = if e.xattrs.is_empty() { None } else { encode_xattrs(&e.xattrs) };
+        let xattr = if e.xattrs.is_empty() {
+            None
+        } else {
+            encode_xattrs(&e.xattrs)
+        };
         self.conn
             .prepare_cached(
                 "INSERT INTO catalog (md5path_1, md5path_2, parent_1, parent_2, hardlinks, hash, size, mode, mtime, mtimens, flags, name, symlink, uid, gid, xattr) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
@@ -700,7 +796,12 @@ mod tests {
         path.extend_from_slice(&name);
         w.insert(&path, &e).unwrap();
         let h = ContentHash::from_raw(Algorithm::Sha1, &[7; 20]).unwrap();
-        w.insert_nested(&NestedRef { path: b"/n\xff/d\xfe".to_vec(), hash: h, size: 1 }).unwrap();
+        w.insert_nested(&NestedRef {
+            path: b"/n\xff/d\xfe".to_vec(),
+            hash: h,
+            size: 1,
+        })
+        .unwrap();
         w.finish().unwrap();
         let c = Catalog::open(&p).unwrap();
         assert_eq!(c.root_prefix(), b"/n\xff");
@@ -711,7 +812,10 @@ mod tests {
 
     #[test]
     fn xattr_round_trip() {
-        let a = vec![(b"user.b".to_vec(), b"2".to_vec()), (b"user.a".to_vec(), b"1".to_vec())];
+        let a = vec![
+            (b"user.b".to_vec(), b"2".to_vec()),
+            (b"user.a".to_vec(), b"1".to_vec()),
+        ];
         let blob = encode_xattrs(&a).unwrap();
         let back = parse_xattrs(&blob);
         assert_eq!(back[0].0, b"user.a");

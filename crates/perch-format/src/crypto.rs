@@ -198,7 +198,11 @@ impl Certificate {
 
     /// Make a self-signed certificate `CN=<fqrn> CernVM-FS Release Managers`
     /// for `key`, valid for `days` (the client does not check dates).
-    pub fn self_signed(key: &PrivateKey, fqrn: &str, days: u32) -> Result<Certificate, CryptoError> {
+    pub fn self_signed(
+        key: &PrivateKey,
+        fqrn: &str,
+        days: u32,
+    ) -> Result<Certificate, CryptoError> {
         use std::str::FromStr;
         use std::time::Duration;
         use x509_cert::builder::{Builder, CertificateBuilder, Profile};
@@ -220,8 +224,9 @@ impl Certificate {
             .map_err(|e| err(&e))?;
         let serial = SerialNumber::from(rand::random::<u32>() | 1);
         let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key.0.clone());
-        let builder = CertificateBuilder::new(Profile::Root, serial, validity, subject, spki, &signer)
-            .map_err(|e| err(&e))?;
+        let builder =
+            CertificateBuilder::new(Profile::Root, serial, validity, subject, spki, &signer)
+                .map_err(|e| err(&e))?;
         let cert = builder
             .build::<rsa::pkcs1v15::Signature>()
             .map_err(|e| err(&e))?;
@@ -243,7 +248,10 @@ mod tests {
         assert!(k.public().verify_whitelist(line, &s).is_err());
         let w = k.sign_whitelist(line).unwrap();
         k.public().verify_whitelist(line, &w).unwrap();
-        assert!(k.public().verify_whitelist(b"04066e9a7e7d40bde01e25f8143d249a030db841", &w).is_err());
+        assert!(k
+            .public()
+            .verify_whitelist(b"04066e9a7e7d40bde01e25f8143d249a030db841", &w)
+            .is_err());
         let c = Certificate::self_signed(&k, "x.example.org", 30).unwrap();
         assert_eq!(c.public_key(), &k.public());
         let again = Certificate::parse(c.to_pem().as_bytes()).unwrap();

@@ -289,10 +289,7 @@ mod tests {
 
     #[test]
     fn path_hashes_match_spec() {
-        assert_eq!(
-            path_md5(b""),
-            (338333539836370388, 9098107892288553193)
-        );
+        assert_eq!(path_md5(b""), (338333539836370388, 9098107892288553193));
         assert_eq!(
             path_md5(b"/from-tar"),
             (247042227640105053, -8437455789540294112)

@@ -33,11 +33,21 @@ pub struct History {
 type TagRow = (String, String, i64, i64, Option<String>, Option<i64>);
 
 fn row_to_tag(r: &rusqlite::Row<'_>) -> rusqlite::Result<TagRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn to_tag(t: TagRow) -> Result<Tag, CatalogError> {
-    let hash = t.1.parse().map_err(|_| CatalogError::Corrupt { path: t.0.clone(), reason: "tag hash is invalid" })?;
+    let hash = t.1.parse().map_err(|_| CatalogError::Corrupt {
+        path: t.0.clone(),
+        reason: "tag hash is invalid",
+    })?;
     Ok(Tag {
         name: t.0,
         hash,
@@ -60,7 +70,9 @@ impl History {
 
     /// All tags, newest revision first.
     pub fn tags(&self) -> Result<Vec<Tag>, CatalogError> {
-        let mut st = self.conn.prepare(&format!("SELECT {TAG_COLS} FROM tags ORDER BY revision DESC, name"))?;
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {TAG_COLS} FROM tags ORDER BY revision DESC, name"
+        ))?;
         let rows = st.query_map([], row_to_tag)?;
         rows.map(|r| to_tag(r?)).collect()
     }
@@ -69,7 +81,11 @@ impl History {
     pub fn tag(&self, name: &str) -> Result<Option<Tag>, CatalogError> {
         let t = self
             .conn
-            .query_row(&format!("SELECT {TAG_COLS} FROM tags WHERE name = ?1"), [name], row_to_tag)
+            .query_row(
+                &format!("SELECT {TAG_COLS} FROM tags WHERE name = ?1"),
+                [name],
+                row_to_tag,
+            )
             .optional()?;
         t.map(to_tag).transpose()
     }
@@ -95,7 +111,12 @@ pub struct HistoryWriter {
 
 impl HistoryWriter {
     /// Create a new history database, copying `previous` tags if given.
-    pub fn create(path: &Path, fqrn: &str, previous_hash: Option<&ContentHash>, previous: Option<&History>) -> Result<HistoryWriter, CatalogError> {
+    pub fn create(
+        path: &Path,
+        fqrn: &str,
+        previous_hash: Option<&ContentHash>,
+        previous: Option<&History>,
+    ) -> Result<HistoryWriter, CatalogError> {
         let conn = Connection::open(path)?;
         conn.execute_batch("PRAGMA page_size=4096; PRAGMA journal_mode=DELETE; BEGIN;")?;
         conn.execute_batch(
@@ -112,10 +133,15 @@ impl HistoryWriter {
             ("fqrn", fqrn.to_string()),
             (
                 "previous_revision",
-                previous_hash.map(|h| h.to_string()).unwrap_or_else(|| "0".repeat(40)),
+                previous_hash
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|| "0".repeat(40)),
             ),
         ] {
-            w.conn.execute("INSERT INTO properties (key, value) VALUES (?1, ?2)", params![k, v])?;
+            w.conn.execute(
+                "INSERT INTO properties (key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )?;
         }
         if let Some(prev) = previous {
             for t in prev.tags()? {
@@ -145,7 +171,11 @@ impl HistoryWriter {
     pub fn get(&self, name: &str) -> Result<Option<Tag>, CatalogError> {
         let t = self
             .conn
-            .query_row(&format!("SELECT {TAG_COLS} FROM tags WHERE name = ?1"), [name], row_to_tag)
+            .query_row(
+                &format!("SELECT {TAG_COLS} FROM tags WHERE name = ?1"),
+                [name],
+                row_to_tag,
+            )
             .optional()?;
         t.map(to_tag).transpose()
     }
@@ -194,7 +224,12 @@ impl Reflog {
     }
 
     /// Record a reference (no-op if already present).
-    pub fn add(&self, hash: &ContentHash, kind: RefType, timestamp: i64) -> Result<(), CatalogError> {
+    pub fn add(
+        &self,
+        hash: &ContentHash,
+        kind: RefType,
+        timestamp: i64,
+    ) -> Result<(), CatalogError> {
         self.conn.execute(
             "INSERT OR IGNORE INTO refs (hash, type, timestamp) VALUES (?1, ?2, ?3)",
             params![hash.to_string(), kind as i64, timestamp],
@@ -204,12 +239,17 @@ impl Reflog {
 
     /// All references of `kind`.
     pub fn list(&self, kind: RefType) -> Result<Vec<ContentHash>, CatalogError> {
-        let mut st = self.conn.prepare("SELECT hash FROM refs WHERE type = ?1 ORDER BY timestamp")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT hash FROM refs WHERE type = ?1 ORDER BY timestamp")?;
         let rows = st.query_map([kind as i64], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for r in rows {
             let s = r?;
-            out.push(s.parse().map_err(|_| CatalogError::Corrupt { path: s.clone(), reason: "reflog hash is invalid" })?);
+            out.push(s.parse().map_err(|_| CatalogError::Corrupt {
+                path: s.clone(),
+                reason: "reflog hash is invalid",
+            })?);
         }
         Ok(out)
     }

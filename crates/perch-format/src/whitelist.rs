@@ -56,7 +56,11 @@ fn normalize_fingerprint(line: &str) -> Option<String> {
         .find([' ', '\t', '#'])
         .map(|i| &line[..i])
         .unwrap_or(line);
-    let s: String = cut.chars().filter(|&c| c != ':').collect::<String>().to_lowercase();
+    let s: String = cut
+        .chars()
+        .filter(|&c| c != ':')
+        .collect::<String>()
+        .to_lowercase();
     let (hexpart, suffix) = match s.find('-') {
         Some(i) => (&s[..i], &s[i..]),
         None => (&s[..], ""),
@@ -85,7 +89,8 @@ fn hour_key(ts: &str) -> Option<(u32, u32, u32, u32)> {
 
 /// Current UTC time as `YYYYMMDDHHMMSS`.
 pub fn utc_stamp(unix: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
         "{:04}{:02}{:02}{:02}{:02}{:02}",
         t.year(),
@@ -104,18 +109,27 @@ impl Whitelist {
             return Err(WhitelistError::Empty);
         }
         let env = signed::split(data).ok_or(WhitelistError::Malformed("no signature block"))?;
-        let text = std::str::from_utf8(env.letter).map_err(|_| WhitelistError::Malformed("not text"))?;
+        let text =
+            std::str::from_utf8(env.letter).map_err(|_| WhitelistError::Malformed("not text"))?;
         let mut lines = text.lines();
-        let created = lines.next().ok_or(WhitelistError::Malformed("no creation line"))?;
+        let created = lines
+            .next()
+            .ok_or(WhitelistError::Malformed("no creation line"))?;
         if created.len() != 14 {
             return Err(WhitelistError::Malformed("creation time is not 14 digits"));
         }
-        let exp = lines.next().ok_or(WhitelistError::Malformed("no expiry line"))?;
+        let exp = lines
+            .next()
+            .ok_or(WhitelistError::Malformed("no expiry line"))?;
         let expires = exp
             .strip_prefix('E')
             .filter(|e| hour_key(e).is_some())
-            .ok_or(WhitelistError::Malformed("expiry line is not E<YYYYMMDDHHMMSS>"))?;
-        let name = lines.next().ok_or(WhitelistError::Malformed("no name line"))?;
+            .ok_or(WhitelistError::Malformed(
+                "expiry line is not E<YYYYMMDDHHMMSS>",
+            ))?;
+        let name = lines
+            .next()
+            .ok_or(WhitelistError::Malformed("no name line"))?;
         let fqrn = name
             .strip_prefix('N')
             .ok_or(WhitelistError::Malformed("third line is not N<fqrn>"))?;
@@ -216,7 +230,9 @@ impl Whitelist {
             fqrn,
             cert.fingerprint(Algorithm::Sha1)
         );
-        signed::assemble(letter.as_bytes(), Algorithm::Sha1, |l| master.sign_whitelist(l))
+        signed::assemble(letter.as_bytes(), Algorithm::Sha1, |l| {
+            master.sign_whitelist(l)
+        })
     }
 }
 
@@ -227,7 +243,10 @@ mod tests {
     #[test]
     fn fingerprint_normalization() {
         assert_eq!(
-            normalize_fingerprint("A8:73:E3:D0:FF:CA:7E:03:3A:9E:13:05:5D:73:7F:99:A8:89:4C:ED # c").as_deref(),
+            normalize_fingerprint(
+                "A8:73:E3:D0:FF:CA:7E:03:3A:9E:13:05:5D:73:7F:99:A8:89:4C:ED # c"
+            )
+            .as_deref(),
             Some("a873e3d0ffca7e033a9e13055d737f99a8894ced")
         );
         assert_eq!(normalize_fingerprint("Nfoo"), None);

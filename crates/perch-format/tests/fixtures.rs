@@ -11,7 +11,9 @@ use perch_format::whitelist::{Whitelist, WhitelistError};
 fn fixtures() -> PathBuf {
     std::env::var_os("PERCH_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+        })
 }
 
 fn read(fqrn: &str, rel: &str) -> Vec<u8> {
@@ -25,20 +27,37 @@ fn check_chain(fqrn: &str, algo: Algorithm) {
     assert_eq!(m.manifest.fqrn.as_deref(), Some(fqrn));
     assert_eq!(m.manifest.root_catalog.algo, algo);
     let x = m.manifest.certificate.unwrap();
-    let stored = read(fqrn, &format!("{stratum}/{}", x.object_path(ObjectKind::Certificate)));
+    let stored = read(
+        fqrn,
+        &format!("{stratum}/{}", x.object_path(ObjectKind::Certificate)),
+    );
     assert_eq!(x.algo.digest(&stored), x, "certificate object hash");
     let cert = Certificate::parse(&zlib_decompress(&stored).unwrap()).unwrap();
     m.verify(&cert).unwrap();
-    let pubkey = PublicKey::from_pem(&String::from_utf8(read(fqrn, &format!("keys/{fqrn}.pub"))).unwrap()).unwrap();
+    let pubkey =
+        PublicKey::from_pem(&String::from_utf8(read(fqrn, &format!("keys/{fqrn}.pub"))).unwrap())
+            .unwrap();
     let wl = Whitelist::parse(&read(fqrn, &format!("{stratum}/.cvmfswhitelist"))).unwrap();
     let now = 1_800_000_000;
-    wl.verify(fqrn, now, &[pubkey.clone()], &cert).unwrap();
+    wl.verify(fqrn, now, std::slice::from_ref(&pubkey), &cert)
+        .unwrap();
     assert_eq!(
-        wl.verify("other.example.org", now, &[pubkey.clone()], &cert),
-        Err(WhitelistError::NameMismatch { expected: "other.example.org".into(), found: fqrn.into() })
+        wl.verify(
+            "other.example.org",
+            now,
+            std::slice::from_ref(&pubkey),
+            &cert
+        ),
+        Err(WhitelistError::NameMismatch {
+            expected: "other.example.org".into(),
+            found: fqrn.into()
+        })
     );
     // 2036-11-21 23:39:51 expiry: expired from 23:00 that day (hour granular).
-    assert!(matches!(wl.verify(fqrn, 2_110_923_600, &[pubkey], &cert), Err(WhitelistError::Expired(_))));
+    assert!(matches!(
+        wl.verify(fqrn, 2_110_923_600, &[pubkey], &cert),
+        Err(WhitelistError::Expired(_))
+    ));
     // The reflog hash in the manifest is the hash of the file.
     let reflog = read(fqrn, &format!("{stratum}/.cvmfsreflog"));
     let y = m.manifest.reflog.unwrap();
@@ -60,10 +79,15 @@ fn manifest_round_trips_byte_exact() {
     let raw = read("tiny.example.org", "stratum0/.cvmfspublished");
     let m = SignedManifest::parse(&raw).unwrap();
     let letter = m.manifest.to_letter();
-    assert!(raw.starts_with(&letter), "writer reproduces the real key order");
+    assert!(
+        raw.starts_with(&letter),
+        "writer reproduces the real key order"
+    );
     assert_eq!(
         m.manifest.root_catalog,
-        "be961b5938cf2aa6f6e6a30d42bc6e8166fa1d55".parse::<ContentHash>().unwrap()
+        "be961b5938cf2aa6f6e6a30d42bc6e8166fa1d55"
+            .parse::<ContentHash>()
+            .unwrap()
     );
 }
 
@@ -72,7 +96,14 @@ fn flipped_bytes_are_refused() {
     let raw = read("tiny.example.org", "stratum0/.cvmfspublished");
     let m = SignedManifest::parse(&raw).unwrap();
     let x = m.manifest.certificate.unwrap();
-    let cert = Certificate::parse(&zlib_decompress(&read("tiny.example.org", &format!("stratum0/{}", x.object_path(ObjectKind::Certificate)))).unwrap()).unwrap();
+    let cert = Certificate::parse(
+        &zlib_decompress(&read(
+            "tiny.example.org",
+            &format!("stratum0/{}", x.object_path(ObjectKind::Certificate)),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
     // In the text: the hash line no longer matches.
     let mut bad = raw.clone();
     bad[5] ^= 1;

@@ -2,6 +2,8 @@
 //! tree, then time warm lookups 6 levels deep through 2 nested catalogs and
 //! listings of a 2 000-entry directory. Run with `bench/repo.sh`.
 
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -31,7 +33,10 @@ fn make_tree(root: &Path) -> u64 {
         v
     };
     for i in 0..2000 {
-        write(&root.join(format!("big/f{i:04}")), format!("{i}\n").as_bytes());
+        write(
+            &root.join(format!("big/f{i:04}")),
+            format!("{i}\n").as_bytes(),
+        );
         n += 1;
     }
     for d in 0..60 {
@@ -73,7 +78,12 @@ fn main() {
     );
 
     let url = format!("file://{}", stratum.display());
-    let opts = MountOptions::new(FQRN, &url, vec![keys.join(format!("{FQRN}.pub"))], tmp.path().join("cache"));
+    let opts = MountOptions::new(
+        FQRN,
+        &url,
+        vec![keys.join(format!("{FQRN}.pub"))],
+        tmp.path().join("cache"),
+    );
     let repo = Repository::mount(opts).unwrap();
     let deep = b"/a/b/c/d/e/f/target.txt";
     assert!(repo.lookup(deep).unwrap().is_some());
@@ -103,7 +113,11 @@ fn walk_bytes(p: &Path) -> u64 {
     let mut total = 0;
     for e in std::fs::read_dir(p).unwrap().flatten() {
         let m = e.metadata().unwrap();
-        total += if m.is_dir() { walk_bytes(&e.path()) } else { m.len() };
+        total += if m.is_dir() {
+            walk_bytes(&e.path())
+        } else {
+            m.len()
+        };
     }
     total
 }

@@ -27,14 +27,26 @@ impl VfsRepo {
     /// Wrap a mounted repository.
     pub fn new(repo: Arc<Repository>) -> VfsRepo {
         let id = repo.root_hash().to_string();
-        VfsRepo { repo, id, lookups: Mutex::new(HashMap::new()) }
+        VfsRepo {
+            repo,
+            id,
+            lookups: Mutex::new(HashMap::new()),
+        }
     }
 
     fn cached_lookup(&self, path: &[u8]) -> Result<Option<Node>, RepoError> {
-        if let Some(n) = self.lookups.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+        if let Some(n) = self
+            .lookups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+        {
             return Ok(n.clone());
         }
-        let n = self.repo.lookup(path).map_err(|e| io_error(&self.repo, path, &e))?;
+        let n = self
+            .repo
+            .lookup(path)
+            .map_err(|e| io_error(&self.repo, path, &e))?;
         self.remember(path.to_vec(), n.clone());
         Ok(n)
     }
@@ -48,13 +60,22 @@ impl VfsRepo {
     }
 
     fn node(&self, path: &[u8]) -> Result<Node, RepoError> {
-        self.cached_lookup(path)?
-            .ok_or_else(|| RepoError::new(Errno::ENOENT, format!("{}: not found", String::from_utf8_lossy(path))))
+        self.cached_lookup(path)?.ok_or_else(|| {
+            RepoError::new(
+                Errno::ENOENT,
+                format!("{}: not found", String::from_utf8_lossy(path)),
+            )
+        })
     }
 }
 
 fn io_error(repo: &Repository, path: &[u8], e: &CvmfsError) -> RepoError {
-    let msg = format!("{}{}: {}", repo.fqrn(), String::from_utf8_lossy(path), perch_cvmfs::error_chain(e));
+    let msg = format!(
+        "{}{}: {}",
+        repo.fqrn(),
+        String::from_utf8_lossy(path),
+        perch_cvmfs::error_chain(e)
+    );
     tracing::warn!(target: "cvmfs", "{msg}");
     RepoError::io(msg)
 }
@@ -86,7 +107,11 @@ fn entry(repo: &Repository, n: &Node) -> Entry {
         gid: e.gid,
         nlink: e.linkcount.max(1),
         inode: n.inode,
-        rdev: if matches!(kind, Kind::CharDev | Kind::BlockDev) { e.size } else { 0 },
+        rdev: if matches!(kind, Kind::CharDev | Kind::BlockDev) {
+            e.size
+        } else {
+            0
+        },
         symlink,
     }
 }
@@ -105,8 +130,14 @@ impl perch_vfs::Repository for VfsRepo {
     }
 
     fn list(&self, path: &[u8]) -> Result<Vec<(Vec<u8>, Entry)>, RepoError> {
-        let nodes = self.repo.list(path).map_err(|e| io_error(&self.repo, path, &e))?;
-        let out = nodes.iter().map(|n| (n.entry.name.clone(), entry(&self.repo, n))).collect();
+        let nodes = self
+            .repo
+            .list(path)
+            .map_err(|e| io_error(&self.repo, path, &e))?;
+        let out = nodes
+            .iter()
+            .map(|n| (n.entry.name.clone(), entry(&self.repo, n)))
+            .collect();
         for n in nodes {
             self.remember(n.path.clone(), Some(n));
         }
@@ -115,18 +146,32 @@ impl perch_vfs::Repository for VfsRepo {
 
     fn fetch(&self, path: &[u8], _entry: &Entry) -> Result<PathBuf, RepoError> {
         let n = self.node(path)?;
-        self.repo.fetch(&n).map_err(|e| io_error(&self.repo, path, &e))
+        self.repo
+            .fetch(&n)
+            .map_err(|e| io_error(&self.repo, path, &e))
     }
 
-    fn getxattr(&self, path: &[u8], _entry: &Entry, name: &[u8]) -> Result<Option<Vec<u8>>, RepoError> {
+    fn getxattr(
+        &self,
+        path: &[u8],
+        _entry: &Entry,
+        name: &[u8],
+    ) -> Result<Option<Vec<u8>>, RepoError> {
         let n = self.node(path)?;
         let name = String::from_utf8_lossy(name);
-        self.repo.xattr(&n, &name).map_err(|e| io_error(&self.repo, path, &e))
+        self.repo
+            .xattr(&n, &name)
+            .map_err(|e| io_error(&self.repo, path, &e))
     }
 
     fn listxattr(&self, path: &[u8], _entry: &Entry) -> Result<Vec<Vec<u8>>, RepoError> {
         let n = self.node(path)?;
-        Ok(self.repo.list_xattrs(&n).into_iter().map(String::into_bytes).collect())
+        Ok(self
+            .repo
+            .list_xattrs(&n)
+            .into_iter()
+            .map(String::into_bytes)
+            .collect())
     }
 }
 
@@ -145,7 +190,11 @@ impl VfsMounter {
         configured.extend(client.extra_repositories());
         configured.sort();
         configured.dedup();
-        VfsMounter { client: Mutex::new(client), configured, cache_root }
+        VfsMounter {
+            client: Mutex::new(client),
+            configured,
+            cache_root,
+        }
     }
 }
 

@@ -15,10 +15,26 @@ const FQRN: &str = "demo.perch.local";
 
 /// The built-in tree: (path, mode, content).
 const TREE: &[(&str, u32, &str)] = &[
-    ("python/greet/__init__.py", 0o644, include_str!("../demo/tree/python/greet/__init__.py")),
-    ("bin/analyze.sh", 0o755, include_str!("../demo/tree/bin/analyze.sh")),
-    ("include/tiny/vec.h", 0o644, include_str!("../demo/tree/include/tiny/vec.h")),
-    ("data/README", 0o644, include_str!("../demo/tree/data/README")),
+    (
+        "python/greet/__init__.py",
+        0o644,
+        include_str!("../demo/tree/python/greet/__init__.py"),
+    ),
+    (
+        "bin/analyze.sh",
+        0o755,
+        include_str!("../demo/tree/bin/analyze.sh"),
+    ),
+    (
+        "include/tiny/vec.h",
+        0o644,
+        include_str!("../demo/tree/include/tiny/vec.h"),
+    ),
+    (
+        "data/README",
+        0o644,
+        include_str!("../demo/tree/data/README"),
+    ),
 ];
 
 /// Size of the generated data file (chunked by the publisher).
@@ -61,7 +77,10 @@ fn ms(t: Instant) -> String {
 
 /// Run the demo.
 pub fn demo() -> Result<(), Fail> {
-    let tmp = tempfile::Builder::new().prefix("perch-demo-").tempdir().or_fail(Failure::Io)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("perch-demo-")
+        .tempdir()
+        .or_fail(Failure::Io)?;
     let r = run_demo(tmp.path());
     // The temp dir (stratum, keys, cache, shadow tree) goes away here, also on failure.
     drop(tmp);
@@ -74,7 +93,10 @@ fn run_demo(dir: &Path) -> Result<()> {
     let keys = dir.join("keys");
     let stratum = dir.join("stratum");
     let cache = dir.join("cache");
-    say.line(&format!("perch demo: everything lives in {} and is removed at the end\n", dir.display()));
+    say.line(&format!(
+        "perch demo: everything lives in {} and is removed at the end\n",
+        dir.display()
+    ));
 
     let t = Instant::now();
     write_tree(&src).context("writing the demo tree")?;
@@ -95,7 +117,8 @@ fn run_demo(dir: &Path) -> Result<()> {
         ms(t)
     ));
 
-    let server = perch_publish::serve(&stratum, "127.0.0.1:0".parse()?).context("serving the stratum")?;
+    let server =
+        perch_publish::serve(&stratum, "127.0.0.1:0".parse()?).context("serving the stratum")?;
     let conf = dir.join("client.conf");
     std::fs::write(
         &conf,
@@ -106,7 +129,10 @@ fn run_demo(dir: &Path) -> Result<()> {
             cache.display()
         ),
     )?;
-    say.line(&format!("3. serving it at {}/cvmfs/{FQRN} (loopback only)", server.url()));
+    say.line(&format!(
+        "3. serving it at {}/cvmfs/{FQRN} (loopback only)",
+        server.url()
+    ));
 
     let exe = std::env::current_exe().context("finding the perch executable")?;
     let perch = |args: &[&str]| -> Result<(String, f64)> {
@@ -117,33 +143,53 @@ fn run_demo(dir: &Path) -> Result<()> {
             .output()
             .with_context(|| format!("running perch {}", args.join(" ")))?;
         if !out.status.success() {
-            bail!("perch {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "perch {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
-        Ok((String::from_utf8_lossy(&out.stdout).into_owned(), t.elapsed().as_secs_f64() * 1000.0))
+        Ok((
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            t.elapsed().as_secs_f64() * 1000.0,
+        ))
     };
     let c = conf.to_string_lossy().into_owned();
     let root = format!("/cvmfs/{FQRN}");
 
     let (listing, t_ls) = perch(&["ls", "-l", "--config", &c, &root])?;
-    say.line(&format!("4. perch ls -l {root}  (cold cache, {t_ls:.0} ms)"));
+    say.line(&format!(
+        "4. perch ls -l {root}  (cold cache, {t_ls:.0} ms)"
+    ));
     for l in listing.lines() {
         say.line(&format!("     {l}"));
     }
     let (stat, _) = perch(&["stat", "--config", &c, &format!("{root}/data/events.bin")])?;
-    let chunks = stat.lines().find(|l| l.starts_with("Chunks:")).unwrap_or("Chunks: ?").to_string();
-    say.line(&format!("   data/events.bin is stored in content-defined chunks ({})", chunks.trim()));
+    let chunks = stat
+        .lines()
+        .find(|l| l.starts_with("Chunks:"))
+        .unwrap_or("Chunks: ?")
+        .to_string();
+    say.line(&format!(
+        "   data/events.bin is stored in content-defined chunks ({})",
+        chunks.trim()
+    ));
 
     let script = format!(
         "cd {root} && echo \"   cwd: $(pwd)\" && PYTHONPATH={root}/python PYTHONDONTWRITEBYTECODE=1 python3 -c \
          'import greet; print(\"  \", greet.hello(\"perch\")); print(\"   sha1 of events.bin:\", greet.digest(\"data/events.bin\"))' \
          && ./bin/analyze.sh | sed 's/^/   /' && touch {root}/new 2>&1 | sed 's/^/   expected: /'"
     );
-    say.line(&format!("5. perch run -- sh -c '<python3 and a shell tool from {root}>'"));
+    say.line(&format!(
+        "5. perch run -- sh -c '<python3 and a shell tool from {root}>'"
+    ));
     let (out, t_run) = perch(&["run", "--config", &c, "--", "sh", "-c", &script])?;
     for l in out.lines() {
         say.line(l);
     }
-    say.line(&format!("   (no privileges, FUSE or cvmfs installation involved, {t_run:.0} ms)"));
+    say.line(&format!(
+        "   (no privileges, FUSE or cvmfs installation involved, {t_run:.0} ms)"
+    ));
     let (_, t_warm) = perch(&["run", "--config", &c, "--", "sh", "-c", &script])?;
     say.line(&format!("   second run with a warm cache: {t_warm:.0} ms"));
 
@@ -170,7 +216,10 @@ fn count_files(dir: &Path) -> (u64, u64) {
             let name = e.file_name();
             if ft.is_dir() && name != "txn" && name != "shadow" {
                 stack.push(e.path());
-            } else if ft.is_file() && !name.to_string_lossy().starts_with("cvmfschecksum") && !name.to_string_lossy().starts_with("manifest.") {
+            } else if ft.is_file()
+                && !name.to_string_lossy().starts_with("cvmfschecksum")
+                && !name.to_string_lossy().starts_with("manifest.")
+            {
                 n += 1;
                 bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
             }

@@ -16,8 +16,14 @@ fn lookup(client: &mut Client, path: &str, follow: bool) -> Result<(Arc<Reposito
     let md = client.mount_dir().to_string_lossy().into_owned();
     match repo.resolve(inner.as_bytes(), follow, md.as_bytes()) {
         Ok(Some(n)) => Ok((repo, n)),
-        Ok(None) => Err(Fail::new(Failure::NotFound, anyhow!("{path}: no such file or directory"))),
-        Err(ResolveError::Repo(e)) => Err(Fail::new(Failure::Io, anyhow!("{path}: {}", perch_cvmfs::error_chain(&e)))),
+        Ok(None) => Err(Fail::new(
+            Failure::NotFound,
+            anyhow!("{path}: no such file or directory"),
+        )),
+        Err(ResolveError::Repo(e)) => Err(Fail::new(
+            Failure::Io,
+            anyhow!("{path}: {}", perch_cvmfs::error_chain(&e)),
+        )),
         Err(e) => Err(Fail::new(Failure::NotFound, anyhow!("{path}: {e}"))),
     }
 }
@@ -38,7 +44,12 @@ pub fn cat(client: &mut Client, paths: &[String]) -> Result<(), Fail> {
         if node.entry.is_dir() {
             return Err(Fail::new(Failure::Io, anyhow!("{p}: is a directory")));
         }
-        let file = repo.fetch(&node).map_err(|e| Fail::new(Failure::Io, anyhow!("{p}: {}", perch_cvmfs::error_chain(&e))))?;
+        let file = repo.fetch(&node).map_err(|e| {
+            Fail::new(
+                Failure::Io,
+                anyhow!("{p}: {}", perch_cvmfs::error_chain(&e)),
+            )
+        })?;
         let mut f = std::fs::File::open(&file).or_fail(Failure::Io)?;
         let mut lock = stdout.lock();
         match std::io::copy(&mut f, &mut lock) {
@@ -61,7 +72,17 @@ fn mode_string(mode: u32) -> String {
         _ => '-',
     };
     let mut s = String::from(t);
-    let bits = [(0o400, 'r'), (0o200, 'w'), (0o100, 'x'), (0o040, 'r'), (0o020, 'w'), (0o010, 'x'), (0o004, 'r'), (0o002, 'w'), (0o001, 'x')];
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ];
     for (i, (b, c)) in bits.iter().enumerate() {
         let mut ch = if mode & b != 0 { *c } else { '-' };
         let special = match i {
@@ -111,7 +132,8 @@ fn shown_size(repo: &Repository, node: &Node) -> u64 {
 }
 
 fn fmt_time(secs: i64, ns: u32) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:09} +0000",
         t.year(),
@@ -131,17 +153,37 @@ pub fn stat(client: &mut Client, paths: &[String], follow: bool) -> Result<(), F
         let (repo, node) = lookup(client, p, follow)?;
         let e = &node.entry;
         let size = shown_size(&repo, &node);
-        let name = if e.is_symlink() { format!("{p} -> {}", String::from_utf8_lossy(&repo.readlink(&node))) } else { p.clone() };
+        let name = if e.is_symlink() {
+            format!("{p} -> {}", String::from_utf8_lossy(&repo.readlink(&node)))
+        } else {
+            p.clone()
+        };
         let ts = fmt_time(e.mtime, e.mtime_ns.unwrap_or(0));
         out += &format!("  File: {name}\n");
-        out += &format!("  Size: {size:<15}\tBlocks: {:<10} IO Block: 4096   {}\n", 1 + size / 512, file_type(&node));
-        out += &format!("Device: 1\tInode: {:<11} Links: {}\n", node.inode, e.linkcount);
-        out += &format!("Access: ({:04o}/{})  Uid: ({:5})   Gid: ({:5})\n", e.mode & 0o7777, mode_string(e.mode), e.uid, e.gid);
+        out += &format!(
+            "  Size: {size:<15}\tBlocks: {:<10} IO Block: 4096   {}\n",
+            1 + size / 512,
+            file_type(&node)
+        );
+        out += &format!(
+            "Device: 1\tInode: {:<11} Links: {}\n",
+            node.inode, e.linkcount
+        );
+        out += &format!(
+            "Access: ({:04o}/{})  Uid: ({:5})   Gid: ({:5})\n",
+            e.mode & 0o7777,
+            mode_string(e.mode),
+            e.uid,
+            e.gid
+        );
         out += &format!("Access: {ts}\nModify: {ts}\nChange: {ts}\n Birth: -\n");
         if e.is_regular() {
             let hash = repo.xattr(&node, "user.hash").ok().flatten();
             let chunks = repo.xattr(&node, "user.chunks").ok().flatten();
-            let s = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_else(|| "-".into());
+            let s = |v: Option<Vec<u8>>| {
+                v.map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_else(|| "-".into())
+            };
             out += &format!("  Hash: {}\nChunks: {}\n", s(hash), s(chunks));
         }
     }
@@ -149,9 +191,15 @@ pub fn stat(client: &mut Client, paths: &[String], follow: bool) -> Result<(), F
 }
 
 fn ls_time(secs: i64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let mon = months[usize::from(u8::from(t.month())) - 1];
     let six_months = 183 * 86400;
     if secs > now - six_months && secs <= now + 3600 {
@@ -186,16 +234,28 @@ pub fn ls(client: &mut Client, paths: &[String], long: bool, all: bool) -> Resul
     for (i, p) in paths.iter().enumerate() {
         let (repo, node) = lookup(client, p, true)?;
         if !node.entry.is_dir() {
-            out += &(if long { ls_line(&repo, &node, p) } else { p.clone() });
+            out += &(if long {
+                ls_line(&repo, &node, p)
+            } else {
+                p.clone()
+            });
             out.push('\n');
             continue;
         }
         if many {
             out += &format!("{}{p}:\n", if i > 0 { "\n" } else { "" });
         }
-        let children = repo.list(&node.path).map_err(|e| Fail::new(Failure::Io, anyhow!("{p}: {}", perch_cvmfs::error_chain(&e))))?;
+        let children = repo.list(&node.path).map_err(|e| {
+            Fail::new(
+                Failure::Io,
+                anyhow!("{p}: {}", perch_cvmfs::error_chain(&e)),
+            )
+        })?;
         if long {
-            let blocks: u64 = children.iter().map(|c| (shown_size(&repo, c) + 1023) / 1024).sum();
+            let blocks: u64 = children
+                .iter()
+                .map(|c| shown_size(&repo, c).div_ceil(1024))
+                .sum();
             out += &format!("total {blocks}\n");
         }
         if all && long {
@@ -203,7 +263,10 @@ pub fn ls(client: &mut Client, paths: &[String], long: bool, all: bool) -> Resul
         } else if all {
             out += ".\n..\n";
         }
-        for c in children.iter().filter(|c| all || !c.entry.name.starts_with(b".")) {
+        for c in children
+            .iter()
+            .filter(|c| all || !c.entry.name.starts_with(b"."))
+        {
             let name = String::from_utf8_lossy(&c.entry.name).into_owned();
             out += &(if long { ls_line(&repo, c, &name) } else { name });
             out.push('\n');
@@ -223,14 +286,28 @@ fn glob_match(pat: &[u8], s: &[u8]) -> bool {
 }
 
 /// `perch find PATH [-type f|d|l] [-name GLOB]`: every path below PATH, depth first, sorted.
-pub fn find(client: &mut Client, path: &str, kind: Option<char>, name: Option<&str>) -> Result<(), Fail> {
+pub fn find(
+    client: &mut Client,
+    path: &str,
+    kind: Option<char>,
+    name: Option<&str>,
+) -> Result<(), Fail> {
     let (repo, node) = lookup(client, path, true)?;
     let stdout = std::io::stdout();
     let mut lock = std::io::BufWriter::new(stdout.lock());
     let base = path.trim_end_matches('/').to_string();
     let matches = |n: &Node| {
-        let k = if n.entry.is_dir() { 'd' } else if n.entry.is_symlink() { 'l' } else if n.entry.is_special() { 'p' } else { 'f' };
-        kind.is_none_or(|want| want == k) && name.is_none_or(|g| glob_match(g.as_bytes(), &n.entry.name))
+        let k = if n.entry.is_dir() {
+            'd'
+        } else if n.entry.is_symlink() {
+            'l'
+        } else if n.entry.is_special() {
+            'p'
+        } else {
+            'f'
+        };
+        kind.is_none_or(|want| want == k)
+            && name.is_none_or(|g| glob_match(g.as_bytes(), &n.entry.name))
     };
     let mut stack = vec![(base.clone(), node)];
     while let Some((shown, n)) = stack.pop() {
@@ -239,7 +316,12 @@ pub fn find(client: &mut Client, path: &str, kind: Option<char>, name: Option<&s
             out_ok(writeln!(lock, "{shown}"))?;
         }
         if n.entry.is_dir() {
-            let children = repo.list(&n.path).map_err(|e| Fail::new(Failure::Io, anyhow!("{shown}: {}", perch_cvmfs::error_chain(&e))))?;
+            let children = repo.list(&n.path).map_err(|e| {
+                Fail::new(
+                    Failure::Io,
+                    anyhow!("{shown}: {}", perch_cvmfs::error_chain(&e)),
+                )
+            })?;
             for c in children.into_iter().rev() {
                 let s = format!("{shown}/{}", String::from_utf8_lossy(&c.entry.name));
                 stack.push((s, c));

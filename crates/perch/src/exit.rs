@@ -47,7 +47,10 @@ pub struct Fail {
 impl Fail {
     /// Build.
     pub fn new(kind: Failure, error: impl Into<anyhow::Error>) -> Fail {
-        Fail { kind, error: error.into() }
+        Fail {
+            kind,
+            error: error.into(),
+        }
     }
 }
 

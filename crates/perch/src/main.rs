@@ -164,7 +164,10 @@ fn init_logging(debug: Option<&str>, log: Option<&std::path::Path>) {
         Some(Err(e)) => {
             #[allow(clippy::print_stderr)]
             {
-                eprintln!("perch: cannot write the log {}: {e}; logging to stderr", log.map(|p| p.display().to_string()).unwrap_or_default());
+                eprintln!(
+                    "perch: cannot write the log {}: {e}; logging to stderr",
+                    log.map(|p| p.display().to_string()).unwrap_or_default()
+                );
             }
             BoxMakeWriter::new(std::io::stderr)
         }
@@ -185,18 +188,37 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
     let done = match cli.command {
         Command::Run(a) => return run::command(a),
         Command::Syscalls => return Ok(run::syscalls()),
-        Command::Ls { client, long, all, paths } => direct::ls(&mut Client::new(client), &paths, long, all),
+        Command::Ls {
+            client,
+            long,
+            all,
+            paths,
+        } => direct::ls(&mut Client::new(client), &paths, long, all),
         Command::Cat { client, paths } => direct::cat(&mut Client::new(client), &paths),
-        Command::Stat { client, follow, paths } => direct::stat(&mut Client::new(client), &paths, follow),
-        Command::Find { client, path, kind, name } => {
-            direct::find(&mut Client::new(client), &path, kind.and_then(|k| k.chars().next()), name.as_deref())
-        }
+        Command::Stat {
+            client,
+            follow,
+            paths,
+        } => direct::stat(&mut Client::new(client), &paths, follow),
+        Command::Find {
+            client,
+            path,
+            kind,
+            name,
+        } => direct::find(
+            &mut Client::new(client),
+            &path,
+            kind.and_then(|k| k.chars().next()),
+            name.as_deref(),
+        ),
         Command::Demo => demo::demo(),
         Command::Keygen { fqrn, keydir, days } => publish_cmd::keygen(&fqrn, &keydir, days),
         Command::Publish(a) => publish_cmd::publish(&a),
         Command::Serve { dir, listen } => publish_cmd::serve(&dir, listen),
         Command::Cache { what } => cache_cmd::run(what),
-        Command::Config { what: ConfigCmd::Show { client, fqrn } } => direct::config_show(&mut Client::new(client), &fqrn),
+        Command::Config {
+            what: ConfigCmd::Show { client, fqrn },
+        } => direct::config_show(&mut Client::new(client), &fqrn),
     };
     done.map(|()| ExitCode::SUCCESS)
 }
@@ -206,7 +228,11 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { Failure::Usage.code() } else { ExitCode::SUCCESS };
+            let code = if e.use_stderr() {
+                Failure::Usage.code()
+            } else {
+                ExitCode::SUCCESS
+            };
             let _ = e.print();
             return code;
         }

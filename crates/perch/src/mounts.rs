@@ -15,16 +15,36 @@ use crate::exit::{Classify, Fail, Failure};
 /// Public keys of the big domains, built into the binary and written to the
 /// cache base on first use so that `CVMFS_KEYS_DIR` can point at them.
 const BUILTIN_KEYS: &[(&str, &str, &str)] = &[
-    ("cern.ch", "cern-it1.cern.ch.pub", include_str!("../keys/cern.ch/cern-it1.cern.ch.pub")),
-    ("cern.ch", "cern-it4.cern.ch.pub", include_str!("../keys/cern.ch/cern-it4.cern.ch.pub")),
-    ("cern.ch", "cern-it5.cern.ch.pub", include_str!("../keys/cern.ch/cern-it5.cern.ch.pub")),
-    ("egi.eu", "egi.eu.pub", include_str!("../keys/egi.eu/egi.eu.pub")),
+    (
+        "cern.ch",
+        "cern-it1.cern.ch.pub",
+        include_str!("../keys/cern.ch/cern-it1.cern.ch.pub"),
+    ),
+    (
+        "cern.ch",
+        "cern-it4.cern.ch.pub",
+        include_str!("../keys/cern.ch/cern-it4.cern.ch.pub"),
+    ),
+    (
+        "cern.ch",
+        "cern-it5.cern.ch.pub",
+        include_str!("../keys/cern.ch/cern-it5.cern.ch.pub"),
+    ),
+    (
+        "egi.eu",
+        "egi.eu.pub",
+        include_str!("../keys/egi.eu/egi.eu.pub"),
+    ),
     (
         "opensciencegrid.org",
         "opensciencegrid.org.pub",
         include_str!("../keys/opensciencegrid.org/opensciencegrid.org.pub"),
     ),
-    ("eessi.io", "eessi.io.pub", include_str!("../keys/eessi.io/eessi.io.pub")),
+    (
+        "eessi.io",
+        "eessi.io.pub",
+        include_str!("../keys/eessi.io/eessi.io.pub"),
+    ),
 ];
 
 /// Options shared by every command that reads repositories.
@@ -60,7 +80,13 @@ impl Client {
     /// A client reading the process environment.
     pub fn new(args: ClientArgs) -> Client {
         let env: BTreeMap<String, String> = std::env::vars().collect();
-        Client { args, env, keys_root: None, extra: Vec::new(), mounted: Mutex::new(HashMap::new()) }
+        Client {
+            args,
+            env,
+            keys_root: None,
+            extra: Vec::new(),
+            mounted: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The mount directory (`/cvmfs`).
@@ -69,12 +95,19 @@ impl Client {
     }
 
     fn sources(&mut self, fqrn: &str) -> ConfigSources {
-        let mut s = ConfigSources::new(self.args.config_dir.clone().unwrap_or_else(|| PathBuf::from("/etc/cvmfs")));
+        let mut s = ConfigSources::new(
+            self.args
+                .config_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/etc/cvmfs")),
+        );
         for f in &self.args.config {
             s = s.with_extra_file(f.clone());
         }
         // Only repositories of the built-in domains need the built-in keys on disk.
-        let builtin = BUILTIN_KEYS.iter().any(|(d, _, _)| fqrn.ends_with(&format!(".{d}")));
+        let builtin = BUILTIN_KEYS
+            .iter()
+            .any(|(d, _, _)| fqrn.ends_with(&format!(".{d}")));
         if builtin && self.keys_root.is_none() {
             self.keys_root = self.install_builtin_keys();
         }
@@ -105,12 +138,15 @@ impl Client {
     /// The effective configuration of `fqrn`.
     pub fn config(&mut self, fqrn: &str) -> Result<Config> {
         let sources = self.sources(fqrn);
-        Config::resolve(fqrn, &sources, &self.env).with_context(|| format!("configuration of {fqrn}"))
+        Config::resolve(fqrn, &sources, &self.env)
+            .with_context(|| format!("configuration of {fqrn}"))
     }
 
     /// Repositories to show in `/cvmfs` (CVMFS_REPOSITORIES).
     pub fn configured(&mut self) -> Vec<String> {
-        self.config("").map(|c| c.repositories()).unwrap_or_default()
+        self.config("")
+            .map(|c| c.repositories())
+            .unwrap_or_default()
     }
 
     /// Also show these repositories in `/cvmfs` (`perch run -r FQRN`).
@@ -125,7 +161,9 @@ impl Client {
 
     /// Whether `fqrn` has a server configured (else it does not exist for us).
     pub fn has_server(&mut self, fqrn: &str) -> bool {
-        self.config(fqrn).map(|c| !c.server_urls().is_empty()).unwrap_or(false)
+        self.config(fqrn)
+            .map(|c| !c.server_urls().is_empty())
+            .unwrap_or(false)
     }
 
     /// The directory that holds the caches (and the shadow tree): the alien
@@ -146,7 +184,9 @@ impl Client {
         let cfg = self.config(fqrn)?;
         let servers = cfg.server_urls();
         if servers.is_empty() {
-            bail!("no server configured for {fqrn} (set CVMFS_SERVER_URL, e.g. with --config FILE)");
+            bail!(
+                "no server configured for {fqrn} (set CVMFS_SERVER_URL, e.g. with --config FILE)"
+            );
         }
         let mut proxies = Vec::new();
         for group in cfg.proxy_groups()? {
@@ -156,7 +196,9 @@ impl Client {
                     CfgProxy::Direct => Proxy::Direct,
                     CfgProxy::Url(u) => Proxy::Url(u),
                     CfgProxy::Auto => {
-                        tracing::warn!("CVMFS_HTTP_PROXY=auto (PAC discovery) is not supported; using DIRECT");
+                        tracing::warn!(
+                            "CVMFS_HTTP_PROXY=auto (PAC discovery) is not supported; using DIRECT"
+                        );
                         Proxy::Direct
                     }
                 });
@@ -175,7 +217,11 @@ impl Client {
         }
         let fetch = fetch_options(&cfg)?;
         // An alien cache is unmanaged (spec §11.6); the quota applies to local caches.
-        let quota_limit = if alien.is_some() { None } else { cfg.quota_limit_mb()?.map(|mb| mb.saturating_mul(1 << 20)) };
+        let quota_limit = if alien.is_some() {
+            None
+        } else {
+            cfg.quota_limit_mb()?.map(|mb| mb.saturating_mul(1 << 20))
+        };
         Ok(MountOptions {
             fqrn: fqrn.to_string(),
             servers,
@@ -192,14 +238,26 @@ impl Client {
 
     /// Mount `fqrn` (once per process).
     pub fn mount(&mut self, fqrn: &str) -> Result<Arc<Repository>, Fail> {
-        if let Some(r) = self.mounted.lock().unwrap_or_else(|p| p.into_inner()).get(fqrn) {
+        if let Some(r) = self
+            .mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(fqrn)
+        {
             return Ok(r.clone());
         }
         let opts = self.mount_options(fqrn).or_fail(Failure::Config)?;
-        let repo = Repository::mount(opts)
-            .map_err(|e| Fail::new(Failure::Mount, anyhow!("cannot mount {fqrn}: {}", perch_cvmfs::error_chain(&e))))?;
+        let repo = Repository::mount(opts).map_err(|e| {
+            Fail::new(
+                Failure::Mount,
+                anyhow!("cannot mount {fqrn}: {}", perch_cvmfs::error_chain(&e)),
+            )
+        })?;
         let repo = Arc::new(repo);
-        self.mounted.lock().unwrap_or_else(|p| p.into_inner()).insert(fqrn.to_string(), repo.clone());
+        self.mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fqrn.to_string(), repo.clone());
         Ok(repo)
     }
 
@@ -235,8 +293,12 @@ fn fetch_options(cfg: &Config) -> Result<FetchOptions> {
     Ok(FetchOptions {
         timeout: ms("CVMFS_TIMEOUT", d.timeout)?,
         timeout_direct: ms("CVMFS_TIMEOUT_DIRECT", d.timeout_direct)?,
-        low_speed_limit: cfg.int("CVMFS_LOW_SPEED_LIMIT")?.map_or(d.low_speed_limit, |v| u64::try_from(v.max(0)).unwrap_or(0)),
-        max_retries: cfg.int("CVMFS_MAX_RETRIES")?.map_or(d.max_retries, |v| u32::try_from(v.clamp(0, 100)).unwrap_or(0)),
+        low_speed_limit: cfg
+            .int("CVMFS_LOW_SPEED_LIMIT")?
+            .map_or(d.low_speed_limit, |v| u64::try_from(v.max(0)).unwrap_or(0)),
+        max_retries: cfg.int("CVMFS_MAX_RETRIES")?.map_or(d.max_retries, |v| {
+            u32::try_from(v.clamp(0, 100)).unwrap_or(0)
+        }),
         backoff_init: ms("CVMFS_BACKOFF_INIT", d.backoff_init)?,
         backoff_max: ms("CVMFS_BACKOFF_MAX", d.backoff_max)?,
         proxy_reset_after: ms("CVMFS_PROXY_RESET_AFTER", d.proxy_reset_after)?,

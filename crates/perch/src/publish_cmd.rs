@@ -48,11 +48,21 @@ fn chunking(s: &str) -> Result<Option<ChunkSizes>, Fail> {
         .split(',')
         .map(|x| x.trim().parse::<usize>())
         .collect::<Result<_, _>>()
-        .map_err(|_| Fail::new(Failure::Usage, anyhow::anyhow!("--chunk-sizes {s:?}: expected MIN,AVG,MAX in bytes or off")))?;
+        .map_err(|_| {
+            Fail::new(
+                Failure::Usage,
+                anyhow::anyhow!("--chunk-sizes {s:?}: expected MIN,AVG,MAX in bytes or off"),
+            )
+        })?;
     let [min, avg, max] = v[..] else {
-        return Err(Fail::new(Failure::Usage, anyhow::anyhow!("--chunk-sizes {s:?}: expected three numbers MIN,AVG,MAX")));
+        return Err(Fail::new(
+            Failure::Usage,
+            anyhow::anyhow!("--chunk-sizes {s:?}: expected three numbers MIN,AVG,MAX"),
+        ));
     };
-    ChunkSizes::new(min, avg, max).map(Some).or_fail(Failure::Usage)
+    ChunkSizes::new(min, avg, max)
+        .map(Some)
+        .or_fail(Failure::Usage)
 }
 
 /// Build the publisher options from the command line.
@@ -60,7 +70,10 @@ pub fn options(a: &PublishArgs) -> Result<PublishOptions, Fail> {
     let mut o = PublishOptions::new(&a.src, &a.fqrn, &a.keys, &a.stratum);
     o.tag = a.tag.clone();
     o.hash = a.hash.parse::<Algorithm>().or_fail(Failure::Usage)?;
-    o.compression = a.compression.parse::<Compression>().map_err(|e| Fail::new(Failure::Usage, anyhow::anyhow!(e)))?;
+    o.compression = a
+        .compression
+        .parse::<Compression>()
+        .map_err(|e| Fail::new(Failure::Usage, anyhow::anyhow!(e)))?;
     o.chunking = chunking(&a.chunk_sizes)?;
     o.whitelist_days = a.whitelist_days;
     o.progress = std::io::stderr().is_terminal();
@@ -107,7 +120,11 @@ pub fn keygen(fqrn: &str, keydir: &Path, days: u32) -> Result<(), Fail> {
 /// `perch serve DIR --listen ADDR`: serve until interrupted.
 pub fn serve(dir: &Path, listen: SocketAddr) -> Result<(), Fail> {
     let server = perch_publish::serve(dir, listen).or_fail(Failure::Publish)?;
-    let text = format!("serving {} at {} (Ctrl-C to stop)\n", dir.display(), server.url());
+    let text = format!(
+        "serving {} at {} (Ctrl-C to stop)\n",
+        dir.display(),
+        server.url()
+    );
     let _ = std::io::stdout().write_all(text.as_bytes());
     let _ = std::io::stdout().flush();
     loop {

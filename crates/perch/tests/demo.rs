@@ -13,7 +13,11 @@ fn demo_runs_and_cleans_up() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for want in [
         "published revision 1",
         "hello perch, from /cvmfs/demo.perch.local",
