@@ -66,6 +66,8 @@ pub struct PerchHandler {
     cred: Cred,
     remaps: Vec<Remap>,
     log: bool,
+    /// `--record`: the `<mountpoint>/<fqrn>/path` of every repository object touched.
+    record: Option<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     /// What happened.
     pub counts: Counts,
 }
@@ -220,8 +222,59 @@ impl PerchHandler {
             cred,
             remaps,
             log,
+            record: None,
             counts: Counts::default(),
         }
+    }
+
+    /// Remember the repository paths the program touches (`perch run --record`).
+    pub fn with_record(mut self) -> PerchHandler {
+        self.record = Some(std::sync::Mutex::default());
+        self
+    }
+
+    /// The recorded paths, sorted (empty without [`PerchHandler::with_record`]).
+    pub fn recorded(&self) -> Vec<String> {
+        self.record.as_ref().map_or_else(Vec::new, |m| {
+            m.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Records a regular file (any lookup: open, stat, exec...) or, with `dirs`, a directory
+    /// (opened, i.e. listed). The line is what `perch cache preload --list` reads: paths that
+    /// are not UTF-8, hold a newline or begin/end with white space (trimmed there) are skipped.
+    fn record(&self, r: &Resolved, dirs: bool) {
+        let Some(set) = &self.record else {
+            return;
+        };
+        let Resolved::Virtual {
+            repo: Some(repo),
+            path,
+            entry,
+        } = r
+        else {
+            return;
+        };
+        if !(entry.kind == perch_vfs::Kind::File || (dirs && entry.is_dir())) {
+            return;
+        }
+        let Ok(inner) = std::str::from_utf8(path) else {
+            return;
+        };
+        let mut line = String::from_utf8_lossy(&self.mp).into_owned();
+        if !line.ends_with('/') {
+            line.push('/');
+        }
+        line.push_str(repo.fqrn());
+        line.push_str(inner);
+        if line.contains('\n') || line.trim() != line {
+            return;
+        }
+        set.lock().unwrap_or_else(|p| p.into_inner()).insert(line);
     }
 
     fn in_shadow(&self, p: &[u8]) -> bool {
@@ -316,6 +369,7 @@ impl PerchHandler {
 
     fn resolve(&self, t: &Target, l: &Lookup<'_>) -> Resolved {
         let r = self.ns.resolve(l);
+        self.record(&r, false);
         match r {
             Resolved::Host {
                 path,
@@ -728,6 +782,7 @@ impl PerchHandler {
         lo.cred = l.cred;
         lo.resolve = resolve;
         let r = self.resolve(t, &lo);
+        self.record(&r, true);
         if let Resolved::Host {
             rewritten: false, ..
         } = r

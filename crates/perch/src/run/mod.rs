@@ -68,6 +68,12 @@ pub struct RunArgs {
     /// Make /VIRTUAL show what is at /REAL (a host path or a path under /cvmfs), as parrot_run -M.
     #[arg(short = 'M', long = "mount", value_name = "/VIRTUAL=/REAL")]
     pub remap: Vec<String>,
+    /// Record every repository file the program opened, stat'ed or executed and every
+    /// directory it listed, as sorted, deduplicated `/cvmfs/<fqrn>/path` lines written to FILE
+    /// when the run ends (the format of `perch cache preload --list FILE`; a listed directory
+    /// is preloaded with everything below it).
+    #[arg(long = "record", value_name = "FILE")]
+    pub record: Option<PathBuf>,
     /// Supervisor threads answering notifications (default: 2–4 by CPU count).
     #[arg(long = "workers", value_name = "N")]
     pub workers: Option<usize>,
@@ -134,13 +140,32 @@ fn setup(args: &RunArgs) -> Result<(PerchHandler, Interceptor), Fail> {
         .or_fail(Failure::Io)?;
     let mounter = Arc::new(VfsMounter::new(client, cache_root));
     let ns = Namespace::with_mountpoint(mounter, &mount_dir).or_fail(Failure::Config)?;
-    let handler = PerchHandler::new(ns, handler::own_cred(), remaps);
+    let mut handler = PerchHandler::new(ns, handler::own_cred(), remaps);
+    if args.record.is_some() {
+        handler = handler.with_record();
+    }
     let (notify, trace) = filter_sets();
     let mut interceptor = Interceptor::new().notify(notify).trace(trace);
     if let Some(n) = args.workers {
         interceptor = interceptor.workers(n);
     }
     Ok((handler, interceptor))
+}
+
+/// `--record FILE`: the lines to FILE.tmp, then renamed to FILE.
+fn write_record(file: &std::path::Path, lines: &[String]) -> Result<(), Fail> {
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, file))
+        .map_err(|e| anyhow!("cannot write the record {}: {e}", file.display()))
+        .or_fail(Failure::Io)
 }
 
 /// Runs `perch run`; returns the program's status.
@@ -150,6 +175,9 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
     let handler = Arc::new(handler);
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let result = interceptor.run(&args.command, &env, handler.clone());
+    if let Some(file) = &args.record {
+        write_record(file, &handler.recorded())?;
+    }
     let c = &handler.counts;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(
