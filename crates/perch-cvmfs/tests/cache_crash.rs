@@ -71,10 +71,20 @@ fn kill_9_during_downloads_leaves_no_bad_object() {
             .stderr(Stdio::null());
         c
     };
+    // Time one complete run, so that the kills land inside the download on a
+    // fast machine as on a slow one.
+    let t = std::time::Instant::now();
+    assert!(child().status().unwrap().success());
+    let full_ms = u64::try_from(t.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(20);
+    let _ = std::fs::remove_dir_all(&cache_dir);
     let mut killed = 0;
     for round in 0..ROUNDS {
         let mut c = child().spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.gen_range(20..600)));
+        std::thread::sleep(Duration::from_millis(
+            rng.gen_range(full_ms / 20..full_ms * 4 / 5),
+        ));
         let finished = c.try_wait().unwrap().is_some();
         if !finished {
             c.kill().unwrap(); // SIGKILL
