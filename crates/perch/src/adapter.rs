@@ -211,8 +211,9 @@ impl perch_vfs::Mounter for VfsMounter {
         if !c.has_server(fqrn) {
             return Ok(None);
         }
-        match c.mount(fqrn) {
-            Ok(r) => Ok(Some(Arc::new(VfsRepo::new(r)))),
+        match c.mount_or_absent(fqrn) {
+            Ok(Some(r)) => Ok(Some(Arc::new(VfsRepo::new(r)))),
+            Ok(None) => Ok(None),
             Err(f) => {
                 let msg = format!("{:#}", f.error);
                 tracing::warn!(target: "cvmfs", "{msg}");

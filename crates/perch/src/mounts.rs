@@ -238,27 +238,51 @@ impl Client {
 
     /// Mount `fqrn` (once per process).
     pub fn mount(&mut self, fqrn: &str) -> Result<Arc<Repository>, Fail> {
+        self.try_mount(fqrn)?.map_err(|e| {
+            Fail::new(
+                Failure::Mount,
+                anyhow!("cannot mount {fqrn}: {}", perch_cvmfs::error_chain(&e)),
+            )
+        })
+    }
+
+    /// Mount `fqrn`, or `None` when no server has a manifest for it (every
+    /// server answered "not found"): for programs that is ENOENT, as with the
+    /// real client's autofs mount point, not an I/O error.
+    pub fn mount_or_absent(&mut self, fqrn: &str) -> Result<Option<Arc<Repository>>, Fail> {
+        match self.try_mount(fqrn)? {
+            Ok(r) => Ok(Some(r)),
+            Err(perch_cvmfs::RepoError::ManifestFetch(e)) if e.is_not_found() => Ok(None),
+            Err(e) => Err(Fail::new(
+                Failure::Mount,
+                anyhow!("cannot mount {fqrn}: {}", perch_cvmfs::error_chain(&e)),
+            )),
+        }
+    }
+
+    /// Mount once per process; the outer error is the configuration's.
+    fn try_mount(
+        &mut self,
+        fqrn: &str,
+    ) -> Result<Result<Arc<Repository>, perch_cvmfs::RepoError>, Fail> {
         if let Some(r) = self
             .mounted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(fqrn)
         {
-            return Ok(r.clone());
+            return Ok(Ok(r.clone()));
         }
         let opts = self.mount_options(fqrn).or_fail(Failure::Config)?;
-        let repo = Repository::mount(opts).map_err(|e| {
-            Fail::new(
-                Failure::Mount,
-                anyhow!("cannot mount {fqrn}: {}", perch_cvmfs::error_chain(&e)),
-            )
-        })?;
-        let repo = Arc::new(repo);
+        let repo = match Repository::mount(opts) {
+            Ok(r) => Arc::new(r),
+            Err(e) => return Ok(Err(e)),
+        };
         self.mounted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(fqrn.to_string(), repo.clone());
-        Ok(repo)
+        Ok(Ok(repo))
     }
 
     /// Split `/cvmfs/<fqrn>/rest` into `(fqrn, "/rest")`.

@@ -49,12 +49,13 @@ fn ls_cvmfs_lists_the_configured_repositories() {
         o.ok().stdout,
         "alt.example.org\nextra.example.org\ntiny.example.org\n"
     );
-    // A repository that cannot be mounted (no such stratum) is an error, not an empty directory.
+    // A repository no server has (no manifest anywhere) does not exist, as
+    // with the real client's autofs mount point: ENOENT, not an I/O error.
     let o = fx.run(&[], &["ls", "/cvmfs/nope.example.org"]);
     assert_eq!(o.code, Some(2), "{o}");
     assert!(
         o.stderr
-            .contains("ls: cannot access '/cvmfs/nope.example.org'"),
+            .contains("ls: cannot access '/cvmfs/nope.example.org': No such file or directory"),
         "{o}"
     );
 }
