@@ -27,7 +27,7 @@ const LONG_VERSION: &str = concat!(
     env!("PERCH_GIT_COMMIT"),
     "\nlinkage: ",
     env!("PERCH_LINKAGE"),
-    "\nfeatures: interception (seccomp user notification + ptrace), http (pure-Rust resolver, no NSS), \
+    "\nfeatures: interception (seccomp user notification + ptrace), http (own resolver: /etc/hosts, resolv.conf), \
      sqlite (bundled), hashes (sha1, rmd160, shake128), zlib, publisher"
 );
 
