@@ -483,10 +483,7 @@ impl Repository {
             let next = self
                 .nested_refs(&h, &cat)?
                 .iter()
-                .find(|n| {
-                    path.starts_with(&n.path)
-                        && (path.len() == n.path.len() || path[n.path.len()] == b'/')
-                })
+                .find(|n| n.covers(path, true))
                 .cloned();
             match next {
                 Some(n) => {

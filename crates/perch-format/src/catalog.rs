@@ -148,6 +148,18 @@ pub struct NestedRef {
     pub size: u64,
 }
 
+impl NestedRef {
+    /// Whether `path` lies below this catalog's mount path (or is it, with
+    /// `include_self`: the nested root row, not the parent's mountpoint row).
+    pub fn covers(&self, path: &[u8], include_self: bool) -> bool {
+        path.starts_with(&self.path)
+            && match path.get(self.path.len()) {
+                None => include_self,
+                Some(&c) => c == b'/',
+            }
+    }
+}
+
 /// Parse an xattr blob (version 1). Malformed blobs give no attributes.
 pub fn parse_xattrs(blob: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     fn inner(blob: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -548,15 +560,10 @@ impl Catalog {
         path: &[u8],
         include_self: bool,
     ) -> Result<Option<NestedRef>, CatalogError> {
-        for n in self.nested()? {
-            let below = path.len() > n.path.len()
-                && path.starts_with(&n.path)
-                && path[n.path.len()] == b'/';
-            if below || (include_self && path == n.path.as_slice()) {
-                return Ok(Some(n));
-            }
-        }
-        Ok(None)
+        Ok(self
+            .nested()?
+            .into_iter()
+            .find(|n| n.covers(path, include_self)))
     }
 
     /// A property value.
