@@ -54,6 +54,7 @@
 
 mod kernel;
 mod notification;
+mod procfd;
 mod supervisor;
 mod tracer;
 

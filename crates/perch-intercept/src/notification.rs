@@ -7,6 +7,7 @@ use perch_sys::notify::{Notif, NotifId, ADDFD_FLAG_SEND, FLAG_CONTINUE};
 use perch_syscalls::{Call, DirFd, Errno, PathPtr, Pid, TraceeView, PATH_MAX};
 
 use crate::kernel::Kernel;
+use crate::procfd::ProcFds;
 use crate::Stats;
 
 /// One syscall of a tracee waiting for an answer.
@@ -21,6 +22,7 @@ pub struct Notification<'a> {
     notif: Notif,
     call: Call,
     stats: &'a Stats,
+    procfs: &'a ProcFds,
     answered: bool,
 }
 
@@ -30,6 +32,7 @@ impl<'a> Notification<'a> {
         listener: BorrowedFd<'a>,
         notif: Notif,
         stats: &'a Stats,
+        procfs: &'a ProcFds,
     ) -> Self {
         let nr = u64::from(u32::from_ne_bytes(notif.nr.to_ne_bytes()));
         Notification {
@@ -38,6 +41,7 @@ impl<'a> Notification<'a> {
             call: Call::decode(nr, notif.args),
             notif,
             stats,
+            procfs,
             answered: false,
         }
     }
@@ -69,6 +73,12 @@ impl<'a> Notification<'a> {
             .map_err(|_| Errno::ENOENT)
     }
 
+    /// Checks that the caller still waits for this answer (`ENOENT` if not), so that what was
+    /// read with the `_unverified` methods was really its memory and its fds: pids are reused.
+    pub fn verify(&self) -> Result<(), Errno> {
+        self.check_valid()
+    }
+
     /// Reads a path argument (at most `PATH_MAX` bytes, without the NUL), then checks the caller
     /// is still waiting: `ENOENT` if it is gone, `EFAULT`/`ENAMETOOLONG` like the kernel.
     pub fn read_path(&self, path: PathPtr) -> Result<Vec<u8>, Errno> {
@@ -84,25 +94,34 @@ impl<'a> Notification<'a> {
         Some(self.read_path(ptr).map(|p| (dir, p)))
     }
 
+    /// As [`path`](Self::path) without the validity check: for deciding to `CONTINUE`, where a
+    /// wrong answer is harmless (the kernel re-reads the arguments, and a gone caller gets
+    /// nothing). Call [`verify`](Self::verify) before acting on it otherwise. Saves an ioctl on
+    /// the hot path.
+    pub fn path_unverified(&self) -> Option<Result<(DirFd, Vec<u8>), Errno>> {
+        let (dir, ptr) = self.call.path()?;
+        Some(self.read_cstr(ptr.0, PATH_MAX).map(|p| (dir, p)))
+    }
+
     /// What a directory fd of the caller refers to: `/proc/<pid>/cwd` for `AT_FDCWD`, else
     /// `/proc/<pid>/fd/<fd>` (the kernel's path of the open file, so an fd injected for a virtual
     /// object shows its real path). Checked against the notification afterwards, so the answer
     /// is the caller's. `ENOENT` if the caller is gone, `EBADF` for a closed fd.
     pub fn fd_path(&self, fd: DirFd) -> Result<Vec<u8>, Errno> {
-        use std::os::unix::ffi::OsStrExt;
-        let link = if fd.is_cwd() {
-            format!("/proc/{}/cwd", self.notif.pid.0)
-        } else if fd.0 < 0 {
-            return Err(Errno::EBADF);
-        } else {
-            format!("/proc/{}/fd/{}", self.notif.pid.0, fd.0)
-        };
-        let target = std::fs::read_link(link);
+        let target = self.fd_path_unverified(fd);
         self.check_valid()?;
-        match target {
-            Ok(t) => Ok(t.as_os_str().as_bytes().to_vec()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Errno::EBADF),
-            Err(e) => Err(Errno::from_io(&e)),
+        target
+    }
+
+    /// As [`fd_path`](Self::fd_path) without the validity check (see
+    /// [`path_unverified`](Self::path_unverified)).
+    pub fn fd_path_unverified(&self, fd: DirFd) -> Result<Vec<u8>, Errno> {
+        if fd.is_cwd() {
+            self.procfs.readlink(self.notif.pid.0, None)
+        } else if fd.0 < 0 {
+            Err(Errno::EBADF)
+        } else {
+            self.procfs.readlink(self.notif.pid.0, Some(fd.0))
         }
     }
 
@@ -253,6 +272,11 @@ mod tests {
         }
     }
 
+    fn procfs() -> &'static ProcFds {
+        static P: std::sync::LazyLock<ProcFds> = std::sync::LazyLock::new(ProcFds::default);
+        &P
+    }
+
     fn some_fd() -> OwnedFd {
         std::fs::File::open("/dev/null").unwrap().into()
     }
@@ -269,6 +293,7 @@ mod tests {
             listener.as_fd(),
             notif(257, [CWD, 0x1000, 0, 0, 0, 0]),
             &stats,
+            procfs(),
         );
         let Call::Openat { path, .. } = *n.call() else {
             panic!("not openat: {:?}", n.call())
@@ -302,6 +327,7 @@ mod tests {
             listener.as_fd(),
             notif(2, [0x1000, 0, 0, 0, 0, 0]),
             &stats,
+            procfs(),
         );
         assert_eq!(n.read_path(PathPtr(0x1000)), Err(Errno::ENOENT));
         n.error(Errno::ENOENT);
@@ -317,6 +343,7 @@ mod tests {
             listener.as_fd(),
             notif(4, [0x1000, 0x2000, 0, 0, 0, 0]),
             &stats,
+            procfs(),
         );
         n.write_memory(0x2000, b"abc").unwrap();
         n.ret(0);
@@ -336,7 +363,7 @@ mod tests {
         k.addfd_result = Err(Errno::EMFILE);
         let stats = Stats::default();
         let listener = some_fd();
-        let n = Notification::new(&k, listener.as_fd(), notif(2, [0; 6]), &stats);
+        let n = Notification::new(&k, listener.as_fd(), notif(2, [0; 6]), &stats, procfs());
         n.inject_fd(some_fd(), false);
         assert_eq!(
             k.ops(),
@@ -352,7 +379,7 @@ mod tests {
         let k = RecordingKernel::new(FakeMemory::new());
         let stats = Stats::default();
         let listener = some_fd();
-        let mk = || Notification::new(&k, listener.as_fd(), notif(2, [0; 6]), &stats);
+        let mk = || Notification::new(&k, listener.as_fd(), notif(2, [0; 6]), &stats, procfs());
         mk().continue_unchecked();
         mk().error(Errno::EROFS);
         mk().ret(7);
@@ -376,6 +403,7 @@ mod tests {
             listener.as_fd(),
             notif(2, [0; 6]),
             &stats,
+            procfs(),
         ));
         assert_eq!(k.ops(), vec![Op::Send(42, 0, -5, 0)]);
         assert_eq!(stats.unanswered.load(Ordering::Relaxed), 1);
@@ -386,7 +414,7 @@ mod tests {
         let k = RecordingKernel::new(FakeMemory::new());
         let stats = Stats::default();
         let listener = some_fd();
-        let n = Notification::new(&k, listener.as_fd(), notif(2, [0; 6]), &stats);
+        let n = Notification::new(&k, listener.as_fd(), notif(2, [0; 6]), &stats, procfs());
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _n = n;
             panic!("handler bug");

@@ -19,6 +19,7 @@ use perch_sys::notify::Notif;
 use perch_syscalls::Errno;
 
 use crate::kernel::Kernel;
+use crate::procfd::ProcFds;
 use crate::{Handler, Notification, Stats};
 
 /// How often a standby thread checks for pending notifications while the receiver is busy.
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     pub kernel: Arc<dyn Kernel>,
     pub recv_lock: Mutex<()>,
+    /// Kept-open `/proc/<tid>/fd` directories for [`Notification::fd_path`].
+    pub procfs: ProcFds,
     /// The receiver is running a handler.
     pub receiver_busy: AtomicBool,
 }
@@ -159,6 +162,7 @@ fn handle(shared: &Shared, notif: Notif) {
         shared.listener.as_fd(),
         notif,
         &shared.stats,
+        &shared.procfs,
     );
     if tracing::enabled!(target: "perch::syscall", tracing::Level::DEBUG) {
         tracing::debug!(target: "perch::syscall", pid = n.pid().0, "{}", n.display());

@@ -150,6 +150,7 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
         stats: Arc::clone(&job.stats),
         kernel: Arc::clone(&kernel),
         recv_lock: Mutex::new(()),
+        procfs: Default::default(),
         receiver_busy: AtomicBool::new(false),
     };
     let status = std::thread::scope(|s| {

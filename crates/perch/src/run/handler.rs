@@ -311,7 +311,9 @@ impl PerchHandler {
         None
     }
 
-    /// Decides whether a path argument needs the namespace. `Ok(None)`: continue.
+    /// Decides whether a path argument needs the namespace. `Ok(None)`: continue. The path and
+    /// the base were read unverified (a `CONTINUE` needs no check); a target is returned only
+    /// after the caller was checked to be still waiting, so they were its.
     fn target(
         &self,
         n: &Notification<'_>,
@@ -326,19 +328,21 @@ impl PerchHandler {
             if !forced && self.plainly_host(&path) {
                 return Ok(None);
             }
+            n.verify()?;
             return Ok(Some(Target {
                 path,
                 base: b"/".to_vec(),
                 forced,
             }));
         }
-        let base = match n.fd_path(dirfd) {
+        let base = match n.fd_path_unverified(dirfd) {
             Ok(b) => b,
             // A bad dirfd: the kernel gives the right errno itself.
             Err(e) if e == Errno::EBADF => return Ok(None),
             Err(e) => return Err(e),
         };
         if let Some(v) = self.to_virtual(&base) {
+            n.verify()?;
             return Ok(Some(Target {
                 path,
                 base: v,
@@ -348,6 +352,7 @@ impl PerchHandler {
         if base.first() != Some(&b'/') || (!forced && !contains(&path, &self.mp_name)) {
             return Ok(None);
         }
+        n.verify()?;
         Ok(Some(Target { path, base, forced }))
     }
 
@@ -356,8 +361,11 @@ impl PerchHandler {
         if fd < 0 {
             return Ok(None);
         }
-        match n.fd_path(DirFd(fd)) {
-            Ok(p) => Ok(self.to_virtual(&p)),
+        match n.fd_path_unverified(DirFd(fd)) {
+            Ok(p) => match self.to_virtual(&p) {
+                Some(v) => n.verify().map(|()| Some(v)),
+                None => Ok(None),
+            },
             Err(e) if e == Errno::EBADF => Ok(None),
             Err(e) => Err(e),
         }
@@ -456,7 +464,7 @@ impl PerchHandler {
                 return Ok(Reply::Err(ve(e)));
             }
         }
-        let Some(path) = n.path() else {
+        let Some(path) = n.path_unverified() else {
             return Ok(Reply::Continue);
         };
         let Ok((dirfd, path)) = path else {
