@@ -73,6 +73,33 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// Makes itself non-dumpable like ssh-agent, then stats, opens and reads each argument;
+/// `-g` prints what `PR_GET_DUMPABLE` says afterwards.
+const NODUMP_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  printf("PR_SET_DUMPABLE 0: %d\n", prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "-g")) { printf("PR_GET_DUMPABLE: %d\n", prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)); continue; }
+    struct stat st;
+    if (stat(argv[i], &st)) { perror(argv[i]); continue; }
+    int fd = open(argv[i], O_RDONLY);
+    if (fd < 0) { perror(argv[i]); continue; }
+    char buf[64];
+    ssize_t n = read(fd, buf, sizeof buf);
+    printf("%s: size %lld, read %zd\n", argv[i], (long long)st.st_size, n);
+    close(fd);
+  }
+  fflush(stdout);
+  return 0;
+}
+"#;
+
 /// Prints its arguments, one per line: an ELF interpreter for `#!` tests.
 const ARGS_C: &str = r#"
 #include <stdio.h>
@@ -118,9 +145,10 @@ fn tree(src: &Path) {
 
     write(&src.join("csrc/filter.c"), FILTER_C, 0o644);
     write(&src.join("csrc/args.c"), ARGS_C, 0o644);
+    write(&src.join("csrc/nodump.c"), NODUMP_C, 0o644);
     sh(
         &format!(
-            "mkdir -p bin && gcc -o bin/filter csrc/filter.c && gcc -o bin/args csrc/args.c && \
+            "mkdir -p bin && gcc -o bin/filter csrc/filter.c && gcc -o bin/nodump csrc/nodump.c && gcc -o bin/args csrc/args.c && \
              gcc -o bin/args-cvmfs-loader csrc/args.c \
              -Wl,--dynamic-linker=/cvmfs/{FQRN}/lib64/ld-linux-x86-64.so.2 && \
              gcc -o bin/args-src-loader csrc/args.c \
@@ -378,5 +406,36 @@ fn host_symlinks_into_cvmfs_are_not_followed() {
             .unwrap()
             .into();
         assert_eq!(o.ok().stdout, "one\ntwo\n");
+    });
+}
+
+/// A program that makes itself non-dumpable (ssh-agent, gpg-agent) keeps seeing `/cvmfs`.
+/// Unprivileged, perch could not read such a program's paths (the kernel refuses its memory and
+/// `/proc/<pid>/fd` to a tracer without `CAP_SYS_PTRACE`), so `prctl(PR_SET_DUMPABLE, 0)`
+/// returns 0 without effect there; with `CAP_SYS_PTRACE` it is done for real.
+#[test]
+fn non_dumpable_programs_see_cvmfs() {
+    both(|r| {
+        r.same(
+            "\"$ROOT/bin/nodump\" \"$ROOT/repo/a.txt\" \"$ROOT/repo/d\" /etc/hostname && \
+             cd \"$ROOT/repo/d\" && ../../bin/nodump b.txt ../numbers && \
+             \"$ROOT/bin/nodump\" \"$ROOT/repo/nope\" 2>&1",
+        );
+        let o = r.perch("\"$ROOT/bin/nodump\" -g");
+        let unprivileged = r.as_nobody || !run_common::is_root();
+        let expect = if unprivileged { 1 } else { 0 };
+        assert_eq!(
+            o.ok().stdout,
+            format!("PR_SET_DUMPABLE 0: 0\nPR_GET_DUMPABLE: {expect}\n")
+        );
+        let o: Out = std::process::Command::new(run_common::PERCH)
+            .arg("syscalls")
+            .output()
+            .unwrap()
+            .into();
+        assert!(o
+            .ok()
+            .stdout
+            .contains("prctl(PR_SET_DUMPABLE, 0) returns 0 without effect"));
     });
 }

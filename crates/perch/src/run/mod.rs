@@ -33,6 +33,8 @@
 //! - `-M /virtual=/real`: calls are done by perch on the real path; `getcwd` inside a remapped
 //!   directory shows the real path.
 //! - `ptrace` fails with `EPERM`, `io_uring_*` with `ENOSYS` (perch-intercept).
+//! - Without `CAP_SYS_PTRACE`, `prctl(PR_SET_DUMPABLE, 0)` returns 0 without effect
+//!   (perch-intercept): the program stays dumpable, so perch can read its paths.
 //! - perch does not forward signals sent to itself: a `SIGTERM` to perch kills the program
 //!   (`PTRACE_O_EXITKILL`); send signals to the program's process group instead.
 
@@ -231,7 +233,12 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
 /// `perch syscalls`: the table, as documentation.
 pub fn syscalls() -> ExitCode {
     use std::io::Write;
-    let text = SyscallTable.to_string();
+    let mut text = SyscallTable.to_string();
+    text.push_str(
+        "\nOne exception by argument: prctl(PR_SET_DUMPABLE, 0) returns 0 without effect \
+         when perch lacks CAP_SYS_PTRACE (it could not read a non-dumpable program's paths); \
+         PR_GET_DUMPABLE still says 1.\n",
+    );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
