@@ -2,8 +2,9 @@
 //!
 //! This crate owns the program perch loads with `seccomp(2)`: a [`Policy`] (one [`Action`] per
 //! syscall number, a default, what to do with a foreign architecture or an x32 call) compiles to a
-//! [`Program`] of [`Insn`]s — architecture check, x32 check, then a binary search over ranges of
-//! syscall numbers, so a call costs about log2(ranges) comparisons. [`Program::run`] interprets a
+//! [`Program`] of [`Insn`]s — architecture check, x32 check, the few argument rules
+//! ([`Policy::set_when`], a handful of comparisons on their syscall only), then a binary search
+//! over ranges of syscall numbers, so a call costs about log2(ranges) comparisons. [`Program::run`] interprets a
 //! program on a made-up [`SeccompData`], which is how the tests prove that no syscall escapes.
 //! No libseccomp; this crate knows no processes and makes no syscalls.
 //!
@@ -217,6 +218,12 @@ pub enum Error {
     /// The program is empty.
     #[error("empty program")]
     Empty,
+    /// An argument rule names an argument beyond the sixth, or is too long to jump over.
+    #[error("argument rule for syscall {nr} is invalid")]
+    BadArgRule {
+        /// The rule's syscall number.
+        nr: u32,
+    },
 }
 
 /// One action per syscall number, plus the default and the architecture checks.
@@ -229,6 +236,20 @@ pub struct Policy {
     /// For numbers with the x32 bit set.
     pub x32: Action,
     rules: BTreeMap<u32, Action>,
+    arg_rules: Vec<ArgRule>,
+}
+
+/// A rule on argument values, checked before the per-number rules: syscall `nr` whose
+/// arguments `args[i] == v` for every `(i, v)` gets `action`; other calls of `nr` get its
+/// per-number action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArgRule {
+    /// Syscall number.
+    pub nr: u32,
+    /// `(argument index 0..6, full 64-bit value)` pairs that must all match.
+    pub args: Vec<(usize, u64)>,
+    /// What matching calls get.
+    pub action: Action,
 }
 
 impl Policy {
@@ -239,7 +260,37 @@ impl Policy {
             bad_arch: Action::KillProcess,
             x32: Action::KillProcess,
             rules: BTreeMap::new(),
+            arg_rules: Vec::new(),
         }
+    }
+
+    /// Adds an argument rule: `nr` with every `(index, value)` of `args` matching gets `action`
+    /// (checked in the order added, before the per-number rules).
+    pub fn set_when(&mut self, nr: u32, args: &[(usize, u64)], action: Action) -> &mut Policy {
+        self.arg_rules.push(ArgRule {
+            nr,
+            args: args.to_vec(),
+            action,
+        });
+        self
+    }
+
+    /// The action for a whole call according to the rules (what the program must return).
+    pub fn action_for_data(&self, data: &SeccompData) -> Action {
+        let nr = u32::from_ne_bytes(data.nr.to_ne_bytes());
+        if data.arch == AUDIT_ARCH_X86_64 && nr < X32_SYSCALL_BIT {
+            if let Some(r) = self
+                .arg_rules
+                .iter()
+                .find(|r| r.nr == nr && r.args.iter().all(|&(i, v)| data.args[i] == v))
+            {
+                return r.action;
+            }
+        }
+        if data.arch != AUDIT_ARCH_X86_64 {
+            return self.bad_arch;
+        }
+        self.action_for(nr)
     }
 
     /// Sets the action for `nr` (replacing an earlier one).
@@ -291,12 +342,60 @@ impl Policy {
             Insn::jump(op::JGE_K, X32_SYSCALL_BIT, 0, 1),
             Insn::stmt(op::RET_K, self.x32.to_ret()),
         ];
+        for rule in &self.arg_rules {
+            insns.extend(arg_rule(rule)?);
+        }
         insns.extend(search_tree(&merged));
         if insns.len() > BPF_MAXINSNS {
             return Err(Error::TooLong { len: insns.len() });
         }
         Ok(Program { insns })
     }
+}
+
+/// One argument rule, entered and left with A = the syscall number: compare each argument's
+/// two 32-bit halves (little-endian: low word first), return the action if all match, else
+/// reload the number for what follows.
+fn arg_rule(rule: &ArgRule) -> Result<Vec<Insn>, Error> {
+    let bad = Error::BadArgRule { nr: rule.nr };
+    if rule.nr >= X32_SYSCALL_BIT || rule.args.is_empty() {
+        return Err(bad);
+    }
+    let mut body = Vec::new();
+    for &(i, v) in &rule.args {
+        if i >= 6 {
+            return Err(bad);
+        }
+        let off = offset::ARGS + 8 * u32::try_from(i).map_err(|_| bad.clone())?;
+        let halves = [(off, v & 0xffff_ffff), (off + 4, v >> 32)];
+        for (at, want) in halves {
+            body.push(Insn::stmt(op::LD_W_ABS, at));
+            // Placeholder jump-false offset, fixed below once the body's length is known.
+            body.push(Insn::jump(
+                op::JEQ_K,
+                u32::try_from(want).map_err(|_| bad.clone())?,
+                0,
+                0,
+            ));
+        }
+    }
+    body.push(Insn::stmt(op::RET_K, rule.action.to_ret()));
+    // A mismatch jumps to the reload that follows the body.
+    let len = body.len();
+    for (p, insn) in body.iter_mut().enumerate() {
+        if insn.code == op::JEQ_K {
+            insn.jf = u8::try_from(len - p - 1).map_err(|_| bad.clone())?;
+        }
+    }
+    let mut out = vec![Insn::jump(
+        op::JEQ_K,
+        rule.nr,
+        0,
+        u8::try_from(len).map_err(|_| bad.clone())?,
+    )];
+    out.extend(body);
+    out.push(Insn::stmt(op::LD_W_ABS, offset::NR));
+    Ok(out)
 }
 
 /// A binary search over sorted ranges `(lo, action)`; A holds the syscall number.
@@ -465,6 +564,7 @@ impl Clone for Error {
             },
             Error::FallsOff { pc } => Error::FallsOff { pc: *pc },
             Error::Empty => Error::Empty,
+            Error::BadArgRule { nr } => Error::BadArgRule { nr: *nr },
         }
     }
 }
@@ -591,6 +691,39 @@ mod tests {
             p.set(nr, Action::Notify);
         }
         assert!(matches!(p.compile(), Err(Error::TooLong { .. })));
+    }
+
+    #[test]
+    fn argument_rules_match_whole_64_bit_values() {
+        const PRCTL: u32 = 157;
+        let mut p = perch_policy();
+        p.set_when(PRCTL, &[(0, 4), (1, 0)], Action::Errno(0));
+        let prog = p.compile().unwrap();
+        let call = |nr: u32, args: [u64; 6]| {
+            let mut d = SeccompData::new(nr, AUDIT_ARCH_X86_64);
+            d.args = args;
+            let got = prog.action(&d).unwrap();
+            assert_eq!(got, p.action_for_data(&d), "nr {nr} {args:?}");
+            got
+        };
+        assert_eq!(call(PRCTL, [4, 0, 7, 0, 0, 0]), Action::Errno(0));
+        for args in [
+            [4, 1, 0, 0, 0, 0],
+            [3, 0, 0, 0, 0, 0],
+            [4 | 1 << 32, 0, 0, 0, 0, 0],
+            [4, 1 << 32, 0, 0, 0, 0],
+        ] {
+            assert_eq!(call(PRCTL, args), Action::Allow, "{args:?}");
+        }
+        // Other numbers keep their actions, whatever their arguments.
+        for nr in 0..=MAX_NR {
+            if nr != PRCTL {
+                assert_eq!(call(nr, [4, 0, 0, 0, 0, 0]), p.action_for(nr), "nr {nr}");
+            }
+        }
+        let mut bad = Policy::new(Action::Allow);
+        bad.set_when(PRCTL, &[(6, 0)], Action::Errno(0));
+        assert_eq!(bad.compile(), Err(Error::BadArgRule { nr: PRCTL }));
     }
 
     #[test]

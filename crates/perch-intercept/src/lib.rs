@@ -23,9 +23,11 @@
 //!   while the receiver is stuck in a slow handler (see `Interceptor::workers`).
 //! - perch cannot run under perch: a filter chain has one listener, the inner run fails with
 //!   [`Error::Seccomp`] (`EBUSY`).
-//! - Without `CAP_SYS_PTRACE`, the memory of a tracee that made itself non-dumpable
-//!   (`PR_SET_DUMPABLE 0`, e.g. ssh-agent) cannot be read: [`Notification::read_path`] fails
-//!   with `EPERM` and the handler must decide (usually: continue).
+//! - Without `CAP_SYS_PTRACE`, the memory and fds of a non-dumpable tracee cannot be read:
+//!   [`Notification::read_path`] fails with `EPERM` and the handler must decide (usually:
+//!   continue). So in that case `prctl(PR_SET_DUMPABLE, 0)` (ssh-agent, gpg-agent) returns 0
+//!   without effect ([`Interceptor::keep_dumpable`]); `PR_GET_DUMPABLE` then still says 1.
+//!   A program that loses dumpability otherwise (exec of an unreadable binary) stays blind.
 //! - The caller should treat terminal signals like a shell waiting for a job does (while the tree
 //!   runs, catch `SIGINT`/`SIGQUIT` with a no-op handler — not `SIG_IGN`, which the program
 //!   would inherit — and forward `SIGTERM`/`SIGHUP`): if perch dies, `PTRACE_O_EXITKILL` kills
@@ -227,6 +229,7 @@ pub struct Interceptor {
     trace: SyscallSet,
     enosys: SyscallSet,
     eperm: SyscallSet,
+    keep_dumpable: bool,
     workers: usize,
     stats: Arc<Stats>,
 }
@@ -255,6 +258,7 @@ impl Interceptor {
                 Sysno::IoUringRegister,
             ]),
             eperm: SyscallSet::of(&[Sysno::Ptrace]),
+            keep_dumpable: !has_cap_sys_ptrace(),
             workers,
             stats: Arc::new(Stats::default()),
         }
@@ -299,7 +303,22 @@ impl Interceptor {
         for nr in self.eperm.iter() {
             p.set(nr, Action::Errno(1));
         }
+        if self.keep_dumpable {
+            // `prctl(PR_SET_DUMPABLE, 0)` succeeds without effect (`SECCOMP_RET_ERRNO` with
+            // errno 0 returns 0): an unprivileged tracer cannot read a non-dumpable
+            // tracee's memory or fds, which would hide /cvmfs from it.
+            let prctl = u32::try_from(libc::SYS_prctl).unwrap_or(u32::MAX);
+            let set_dumpable = u64::try_from(libc::PR_SET_DUMPABLE).unwrap_or(u64::MAX);
+            p.set_when(prctl, &[(0, set_dumpable), (1, 0)], Action::Errno(0));
+        }
         p
+    }
+
+    /// Whether `prctl(PR_SET_DUMPABLE, 0)` is made a no-op (the default without
+    /// `CAP_SYS_PTRACE`; with it perch reads non-dumpable tracees anyway).
+    pub fn keep_dumpable(mut self, on: bool) -> Self {
+        self.keep_dumpable = on;
+        self
     }
 
     /// Runs `argv` (searched in `PATH` like `execvp` when `argv[0]` has no `/`) with exactly
@@ -360,6 +379,19 @@ impl Interceptor {
 }
 
 /// Fails with a typed error when the kernel cannot run perch.
+/// `CAP_SYS_PTRACE` in perch's effective set (`/proc/self/status`, no syscall needed).
+fn has_cap_sys_ptrace() -> bool {
+    const CAP_SYS_PTRACE: u32 = 19;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_PTRACE) != 0)
+}
+
 fn check_kernel() -> Result<(), Error> {
     check_release(&perch_sys::misc::kernel_release().unwrap_or_default())?;
     perch_sys::notify::check_sizes().map_err(|errno| Error::SeccompUnavailable { errno })

@@ -47,6 +47,70 @@ pub fn shebang(head: &[u8]) -> Option<Shebang> {
     Some(Shebang { interp, arg })
 }
 
+/// The kernel's limit of nested `#!` interpreters: `exec_binprm` fails with `ELOOP` when a
+/// sixth script would be started.
+pub const MAX_SCRIPT_DEPTH: usize = 5;
+
+/// How a chain of `#!` scripts is started in one `execve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptChain {
+    /// The real file of the last interpreter (the first that is not a script).
+    pub program: std::path::PathBuf,
+    /// The last interpreter as written in the `#!` line that named it.
+    pub name: Vec<u8>,
+    /// The arguments before the original `argv[1..]`: `[name, arg?, ..., interp1, arg1?, script]`.
+    pub prepend: Vec<Vec<u8>>,
+}
+
+/// Why a chain cannot start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainError<E> {
+    /// More than [`MAX_SCRIPT_DEPTH`] scripts (the kernel's `ELOOP`).
+    TooDeep,
+    /// An interpreter could not be resolved.
+    Resolve(E),
+}
+
+/// Follows `#!` lines from `script` (whose own line is `first`) to a program that is not a
+/// script, building the argument list exactly as `fs/binfmt_script.c` does level by level:
+/// each level replaces `argv[0]` by `interpreter [arg] path-it-was-started-by`. Doing the whole
+/// chain here (rather than leaving inner levels to the kernel) keeps every path the scripts see
+/// virtual and lets interpreters in `/cvmfs` name interpreters in `/cvmfs`.
+/// `resolve` maps an interpreter as written to its real file, `head` reads a file's first bytes.
+pub fn script_chain<E>(
+    script: Vec<u8>,
+    first: Shebang,
+    mut resolve: impl FnMut(&[u8]) -> Result<std::path::PathBuf, E>,
+    mut head: impl FnMut(&std::path::Path) -> Vec<u8>,
+) -> Result<ScriptChain, ChainError<E>> {
+    let mut prepend = vec![script];
+    let mut sb = first;
+    let mut depth = 1;
+    loop {
+        let real = resolve(&sb.interp).map_err(ChainError::Resolve)?;
+        let mut front = vec![sb.interp.clone()];
+        front.extend(sb.arg);
+        front.append(&mut prepend);
+        prepend = front;
+        match shebang(&head(&real)) {
+            None => {
+                return Ok(ScriptChain {
+                    program: real,
+                    name: sb.interp,
+                    prepend,
+                })
+            }
+            Some(next) => {
+                depth += 1;
+                if depth > MAX_SCRIPT_DEPTH {
+                    return Err(ChainError::TooDeep);
+                }
+                sb = next;
+            }
+        }
+    }
+}
+
 fn u16_at(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(off..off + 2)?.try_into().ok()?))
 }
@@ -129,6 +193,69 @@ mod tests {
         assert_eq!(shebang(b"#!/bin/sh"), sb("/bin/sh", None));
         assert_eq!(shebang(b"#!   \n"), None);
         assert_eq!(shebang(b"\x7fELF"), None);
+    }
+
+    #[test]
+    fn script_chain_builds_argv_like_the_kernel() {
+        use std::collections::HashMap;
+        use std::path::{Path, PathBuf};
+        // /v/outer2 -> /v/outer -> /v/inner -x -> /bin/sh
+        let files: HashMap<&str, &[u8]> = [
+            ("/real/outer", &b"#!/v/inner -x\n"[..]),
+            ("/real/inner", &b"#!/bin/sh\n"[..]),
+            ("/bin/sh", &b"\x7fELF"[..]),
+        ]
+        .into_iter()
+        .collect();
+        let resolve = |p: &[u8]| -> Result<PathBuf, i32> {
+            match p {
+                b"/v/outer" => Ok(PathBuf::from("/real/outer")),
+                b"/v/inner" => Ok(PathBuf::from("/real/inner")),
+                b"/bin/sh" => Ok(PathBuf::from("/bin/sh")),
+                _ => Err(2),
+            }
+        };
+        let head = |p: &Path| files.get(p.to_str().unwrap()).unwrap_or(&&b""[..]).to_vec();
+        let c = script_chain(
+            b"/v/outer2".to_vec(),
+            shebang(b"#!/v/outer\n").unwrap(),
+            resolve,
+            head,
+        )
+        .unwrap();
+        assert_eq!(c.program, PathBuf::from("/bin/sh"));
+        assert_eq!(c.name, b"/bin/sh");
+        let args: Vec<&[u8]> = c.prepend.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            args,
+            [
+                &b"/bin/sh"[..],
+                b"/v/inner",
+                b"-x",
+                b"/v/outer",
+                b"/v/outer2"
+            ]
+        );
+        assert_eq!(
+            script_chain(
+                b"/v/x".to_vec(),
+                shebang(b"#!/nope\n").unwrap(),
+                resolve,
+                head
+            ),
+            Err(ChainError::Resolve(2))
+        );
+        // A script that names itself loops until the kernel's limit.
+        let looping = |_: &Path| b"#!/v/outer\n".to_vec();
+        assert_eq!(
+            script_chain(
+                b"/v/outer".to_vec(),
+                shebang(b"#!/v/outer\n").unwrap(),
+                resolve,
+                looping
+            ),
+            Err(ChainError::TooDeep)
+        );
     }
 
     #[test]

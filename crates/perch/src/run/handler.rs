@@ -1141,6 +1141,17 @@ impl PerchHandler {
         Some(Target { path, base, forced })
     }
 
+    /// The real file an exec of `tg` runs, `None` when the kernel finds it by itself.
+    fn exec_real(&self, tg: &Target, magic: &Magic<'_>) -> Result<Option<PathBuf>, Errno> {
+        let l = self.lookup(tg, magic);
+        let r = self.resolve(tg, &l);
+        match self.ns.exec_path(&r, Some(&self.cred)) {
+            Outcome::Continue => Ok(None),
+            Outcome::Err(e) => Err(ve(e)),
+            Outcome::Host(p) | Outcome::Value(p) => Ok(Some(p)),
+        }
+    }
+
     fn on_exec(&self, t: &TracedCall, dirfd: DirFd, path: Vec<u8>) -> TraceAction {
         let Some(tg) = self.trace_target(t, dirfd, path.clone()) else {
             return TraceAction::Continue;
@@ -1149,69 +1160,71 @@ impl PerchHandler {
             ns: &self.ns,
             tid: t.pid().0,
         };
-        let l = self.lookup(&tg, &magic);
-        let r = self.resolve(&tg, &l);
-        let real = match self.ns.exec_path(&r, Some(&self.cred)) {
-            Outcome::Continue => return TraceAction::Continue,
-            Outcome::Err(e) => return TraceAction::Fail(ve(e)),
-            Outcome::Host(p) => p,
-            Outcome::Value(p) => p,
+        let real = match self.exec_real(&tg, &magic) {
+            Ok(Some(p)) => p,
+            Ok(None) => return TraceAction::Continue,
+            Err(e) => return TraceAction::Fail(e),
         };
         self.counts.rewritten.fetch_add(1, Ordering::Relaxed);
-        let head = read_head(&real);
-        if let Some(sb) = exec::shebang(&head) {
-            // The kernel would look the interpreter up from the program's cwd: so do we.
-            let interp_real =
-                match self.trace_target(t, DirFd(perch_syscalls::AT_FDCWD), sb.interp.clone()) {
-                    None => PathBuf::from(OsStr::from_bytes(&sb.interp)),
-                    Some(it) => {
-                        let l = self.lookup(&it, &magic);
-                        let r = self.resolve(&it, &l);
-                        match self.ns.exec_path(&r, Some(&self.cred)) {
-                            Outcome::Continue => PathBuf::from(OsStr::from_bytes(&sb.interp)),
-                            Outcome::Err(e) => return TraceAction::Fail(ve(e)),
-                            Outcome::Host(p) | Outcome::Value(p) => p,
-                        }
+        let cwd = DirFd(perch_syscalls::AT_FDCWD);
+        // What finally runs: its real file, its path as named, argv[0], and the arguments
+        // that go between argv[0] and the original argv[1..].
+        let (program, program_tg, argv0, chain) = match exec::shebang(&read_head(&real)) {
+            Some(sb) => {
+                // The kernel would look each interpreter up from the program's cwd: so do we.
+                let resolve = |interp: &[u8]| -> Result<PathBuf, Errno> {
+                    let as_is = || PathBuf::from(OsStr::from_bytes(interp));
+                    match self.trace_target(t, cwd, interp.to_vec()) {
+                        None => Ok(as_is()),
+                        Some(it) => Ok(self.exec_real(&it, &magic)?.unwrap_or_else(as_is)),
                     }
                 };
-            // An interpreter that is itself a script is left to the kernel, which reads it
-            // from its real (shadow or host) file; only its own interpreter must then be a
-            // host path (a chain of two interpreters under /cvmfs fails with ENOENT).
-            let mut prepend = vec![sb.interp];
-            prepend.extend(sb.arg);
-            prepend.push(path);
-            return TraceAction::RewriteExec {
-                path: bytes(&interp_real).to_vec(),
-                prepend,
-                skip: 1,
-            };
-        }
-        if let Some(interp) = exec::elf_interp(&real) {
-            if let Some(it) = self.trace_target(t, DirFd(perch_syscalls::AT_FDCWD), interp.clone())
-            {
+                let c = match exec::script_chain(path, sb, resolve, read_head) {
+                    Ok(c) => c,
+                    Err(exec::ChainError::TooDeep) => return TraceAction::Fail(Errno::ELOOP),
+                    Err(exec::ChainError::Resolve(e)) => return TraceAction::Fail(e),
+                };
+                let program_tg = self.trace_target(t, cwd, c.name.clone());
+                (c.program, program_tg, c.name, Some(c.prepend))
+            }
+            None => {
+                let argv0 = read_argv0(t).unwrap_or_else(|| path.clone());
+                (real, Some(tg), argv0, None)
+            }
+        };
+        if let (Some(ptg), Some(interp)) = (&program_tg, exec::elf_interp(&program)) {
+            if let Some(it) = self.trace_target(t, cwd, interp.clone()) {
                 let l = self.lookup(&it, &magic);
                 let r = self.resolve(&it, &l);
                 if let Outcome::Value(loader) = self.ns.exec_path(&r, Some(&self.cred)) {
                     // Run the loader from its shadow file: `ld.so --argv0 ARGV0 PROGRAM ARGS`;
                     // the loader opens PROGRAM by its virtual path, through perch.
-                    let argv0 = read_argv0(t).unwrap_or_else(|| path.clone());
-                    let mut program = if tg.path.first() == Some(&b'/') {
+                    let mut program = if ptg.path.first() == Some(&b'/') {
                         Vec::new()
                     } else {
-                        let mut b = tg.base.clone();
+                        let mut b = ptg.base.clone();
                         b.push(b'/');
                         b
                     };
-                    program.extend_from_slice(&tg.path);
+                    program.extend_from_slice(&ptg.path);
+                    let mut prepend = vec![interp, b"--argv0".to_vec(), argv0, program];
+                    prepend.extend(chain.into_iter().flatten().skip(1));
                     return TraceAction::RewriteExec {
                         path: bytes(&loader).to_vec(),
-                        prepend: vec![interp, b"--argv0".to_vec(), argv0, program],
+                        prepend,
                         skip: 1,
                     };
                 }
             }
         }
-        TraceAction::Rewrite(bytes(&real).to_vec())
+        match chain {
+            Some(prepend) => TraceAction::RewriteExec {
+                path: bytes(&program).to_vec(),
+                prepend,
+                skip: 1,
+            },
+            None => TraceAction::Rewrite(bytes(&program).to_vec()),
+        }
     }
 
     fn on_chdir(&self, t: &TracedCall, path: Vec<u8>) -> TraceAction {

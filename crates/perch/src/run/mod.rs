@@ -15,14 +15,15 @@
 //! Exec from `/cvmfs`: the path is rewritten to the shadow file. A `#!` script is started as the
 //! kernel would (`interpreter [arg] script args…`) but with the interpreter's real file and the
 //! script's *own* path as argument, so `$0` and files found relative to it stay under `/cvmfs`
-//! (the shadow tree's siblings are placeholders until opened through perch). An ELF whose
+//! (the shadow tree's siblings are placeholders until opened through perch). Interpreters that
+//! are scripts themselves are followed by perch, level by level like the kernel (five at most,
+//! then `ELOOP`), so every interpreter of the chain may be in `/cvmfs`. An ELF whose
 //! `PT_INTERP` loader is under `/cvmfs` runs as `loader --argv0 ARGV0 PROGRAM ARGS` from the
-//! loader's shadow file (glibc ≥ 2.33 loaders); the loader opens PROGRAM through perch.
+//! loader's shadow file (glibc ≥ 2.33 loaders); the loader opens PROGRAM through perch. The
+//! same holds for the last interpreter of a `#!` chain.
 //!
 //! Limits, documented:
 //! - `/proc/self/exe` of a PT_INTERP program shows the loader; `AT_EXECFN` is the program path.
-//! - A `#!` interpreter under `/cvmfs` that is itself a script whose interpreter is also under
-//!   `/cvmfs` fails with `ENOENT` (the kernel opens that second interpreter itself).
 //! - Host symlinks into `/cvmfs` (`/opt/sw -> /cvmfs/sw.example.org`) are not followed into
 //!   the repository (perch never stats host paths, see perch-vfs `resolve`).
 //! - `inotify_add_watch`/`fanotify_mark` on virtual objects fail with `ENOSPC` (content never
@@ -32,6 +33,8 @@
 //! - `-M /virtual=/real`: calls are done by perch on the real path; `getcwd` inside a remapped
 //!   directory shows the real path.
 //! - `ptrace` fails with `EPERM`, `io_uring_*` with `ENOSYS` (perch-intercept).
+//! - Without `CAP_SYS_PTRACE`, `prctl(PR_SET_DUMPABLE, 0)` returns 0 without effect
+//!   (perch-intercept): the program stays dumpable, so perch can read its paths.
 //! - perch does not forward signals sent to itself: a `SIGTERM` to perch kills the program
 //!   (`PTRACE_O_EXITKILL`); send signals to the program's process group instead.
 
@@ -230,7 +233,12 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
 /// `perch syscalls`: the table, as documentation.
 pub fn syscalls() -> ExitCode {
     use std::io::Write;
-    let text = SyscallTable.to_string();
+    let mut text = SyscallTable.to_string();
+    text.push_str(
+        "\nOne exception by argument: prctl(PR_SET_DUMPABLE, 0) returns 0 without effect \
+         when perch lacks CAP_SYS_PTRACE (it could not read a non-dumpable program's paths); \
+         PR_GET_DUMPABLE still says 1.\n",
+    );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
