@@ -25,10 +25,14 @@
 //!   `CVMFS_LOW_SPEED_LIMIT` B/s for that long is aborted as too slow.
 //!
 //! Deviation: a proxy name is one member, not one member per resolved address.
-//! Host names are resolved by [`crate::dns`], never by glibc NSS.
+//! Host names are resolved by [`crate::dns`], never by glibc NSS (a static
+//! binary must not load NSS modules); `PERCH_HOSTS_FILE` and `PERCH_RESOLV_CONF`
+//! replace `/etc/hosts` and `/etc/resolv.conf` (tests, unusual nodes). Proxy
+//! credentials in the proxy URL are not sent.
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -289,9 +293,12 @@ impl Fetcher {
         if groups.is_empty() {
             groups.push(vec![Proxy::Direct]);
         }
+        let file = |var: &str, default: &str| {
+            std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
+        };
         let resolver = Arc::new(crate::dns::Resolver::new(
-            std::path::Path::new("/etc/hosts"),
-            std::path::Path::new("/etc/resolv.conf"),
+            &file("PERCH_HOSTS_FILE", "/etc/hosts"),
+            &file("PERCH_RESOLV_CONF", "/etc/resolv.conf"),
             opts.prefer_ipv6,
         ));
         let agents = groups
