@@ -135,33 +135,6 @@ impl Resolver {
     }
 }
 
-impl ureq::Resolver for Resolver {
-    fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
-        let (host, port) = split_netloc(netloc)?;
-        Ok(self
-            .lookup(host)?
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect())
-    }
-}
-
-fn split_netloc(netloc: &str) -> io::Result<(&str, u16)> {
-    let bad = || {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad host:port {netloc:?}"),
-        )
-    };
-    let (host, port) = if let Some(rest) = netloc.strip_prefix('[') {
-        let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
-        (h, p)
-    } else {
-        netloc.rsplit_once(':').ok_or_else(bad)?
-    };
-    Ok((host, port.parse().map_err(|_| bad())?))
-}
-
 fn hosts_lookup(text: &str, name: &str) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for line in text.lines() {
@@ -400,8 +373,6 @@ mod tests {
             r.lookup("localhost").unwrap()[0],
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         );
-        assert_eq!(split_netloc("[::1]:80").unwrap(), ("::1", 80));
-        assert_eq!(split_netloc("h.example:3128").unwrap(), ("h.example", 3128));
     }
 
     #[test]

@@ -25,14 +25,24 @@
 //!   `CVMFS_LOW_SPEED_LIMIT` B/s for that long is aborted as too slow.
 //!
 //! Deviation: a proxy name is one member, not one member per resolved address.
-//! Host names are resolved by [`crate::dns`], never by glibc NSS.
+//! Host names are resolved by [`crate::dns`], never by glibc NSS (a static
+//! binary must not load NSS modules); `PERCH_HOSTS_FILE` and `PERCH_RESOLV_CONF`
+//! replace `/etc/hosts` and `/etc/resolv.conf` (tests, unusual nodes). Proxy
+//! credentials in the proxy URL are not sent.
 
 use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver as UreqResolver};
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, NextTimeout, TcpConnector, Transport,
+};
+use ureq::Agent;
 
 /// Why one attempt (or the whole download) failed, as a user reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +264,7 @@ struct AttemptError {
 pub struct Fetcher {
     servers: Vec<String>,
     groups: Vec<Vec<Proxy>>,
-    agents: Vec<Vec<ureq::Agent>>,
+    agents: Vec<Vec<Agent>>,
     opts: FetchOptions,
     host: Mutex<HostState>,
     proxy: Mutex<ProxyState>,
@@ -283,9 +293,12 @@ impl Fetcher {
         if groups.is_empty() {
             groups.push(vec![Proxy::Direct]);
         }
+        let file = |var: &str, default: &str| {
+            std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
+        };
         let resolver = Arc::new(crate::dns::Resolver::new(
-            std::path::Path::new("/etc/hosts"),
-            std::path::Path::new("/etc/resolv.conf"),
+            &file("PERCH_HOSTS_FILE", "/etc/hosts"),
+            &file("PERCH_RESOLV_CONF", "/etc/resolv.conf"),
             opts.prefer_ipv6,
         ));
         let agents = groups
@@ -320,33 +333,48 @@ impl Fetcher {
         }
     }
 
-    fn agent(p: &Proxy, opts: &FetchOptions, resolver: Arc<crate::dns::Resolver>) -> ureq::Agent {
+    fn agent(p: &Proxy, opts: &FetchOptions, dns: Arc<crate::dns::Resolver>) -> Agent {
         let t = if *p == Proxy::Direct {
             opts.timeout_direct
         } else {
             opts.timeout
         };
-        let mut b = ureq::AgentBuilder::new()
-            .timeout_connect(t)
-            .timeout_read(t)
-            .timeout_write(t)
-            .redirects(if opts.follow_redirects { 4 } else { 0 })
+        // Per-read and per-write limits are inactivity timeouts, like curl's;
+        // a whole-body budget would abort large files on a slow but live link.
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(t))
+            .timeout_per_read(Some(t))
+            .timeout_per_write(Some(t))
+            .http_status_as_error(false)
+            .max_redirects(if opts.follow_redirects { 4 } else { 0 })
             .user_agent(concat!(
                 "perch/",
                 env!("CARGO_PKG_VERSION"),
                 " (cvmfs Fuse 2.12.0 compatible)"
             ))
-            .resolver(move |netloc: &str| ureq::Resolver::resolve(&*resolver, netloc));
-        if let Proxy::Url(u) = p {
-            match ureq::Proxy::new(u) {
-                Ok(px) => b = b.proxy(px),
-                // Unusable proxy URL: connecting to it fails as a proxy error.
-                Err(e) => {
-                    tracing::warn!(target: "fetch", proxy = %u, error = %e, "invalid proxy URL")
+            .build();
+        let proxy = match p {
+            Proxy::Direct => None,
+            Proxy::Url(u) => match ureq::Proxy::new(u) {
+                Ok(px) if px.protocol() == ureq::ProxyProtocol::Http => {
+                    Some(Ok((px.host().to_string(), px.port())))
                 }
-            }
+                Ok(_) => Some(Err(format!("unsupported proxy {u} (use http://)"))),
+                Err(e) => Some(Err(format!("invalid proxy URL {u}: {e}"))),
+            },
+        };
+        if let Some(Err(e)) = &proxy {
+            tracing::warn!(target: "fetch", error = %e, "unusable proxy");
         }
-        b.build()
+        // with_parts: ureq's own resolver (std, i.e. glibc getaddrinfo and NSS)
+        // is never instantiated, so it is not even linked.
+        Agent::with_parts(
+            config,
+            Connect {
+                proxied: proxy.is_some(),
+            },
+            Resolve { dns, proxy },
+        )
     }
 
     /// The configured servers.
@@ -612,22 +640,26 @@ impl Fetcher {
         };
         let mut req = self.agents[group][member]
             .get(url)
-            .set("Connection", "Keep-Alive")
-            .set("Pragma", "");
+            .header("Connection", "Keep-Alive")
+            .header("Pragma", if no_cache { "no-cache" } else { "" });
         if no_cache {
-            req = req
-                .set("Pragma", "no-cache")
-                .set("Cache-Control", "no-cache");
+            req = req.header("Cache-Control", "no-cache");
         }
         match req.call() {
             Ok(resp) if resp.status() == 200 => {
-                let mut body =
-                    LowSpeed::new(resp.into_reader(), self.opts.low_speed_limit, timeout);
+                let mut body = LowSpeed::new(
+                    resp.into_body().into_reader(),
+                    self.opts.low_speed_limit,
+                    timeout,
+                );
                 verdict(check(&mut body), proxied, timeout)
             }
-            Ok(resp) => Err(status_error(resp.status(), &resp, proxied)),
-            Err(ureq::Error::Status(code, resp)) => Err(status_error(code, &resp, proxied)),
-            Err(ureq::Error::Transport(t)) => Err(transport_error(&t, proxied, timeout)),
+            Ok(resp) => Err(status_error(
+                resp.status().as_u16(),
+                resp.headers(),
+                proxied,
+            )),
+            Err(e) => Err(transport_error(e, proxied, timeout)),
         }
     }
 
@@ -644,15 +676,13 @@ impl Fetcher {
     }
 }
 
-fn status_error(code: u16, resp: &ureq::Response, proxied: bool) -> AttemptError {
-    let proxy_error = resp
-        .header("X-Squid-Error")
-        .map(str::to_string)
-        .or_else(|| {
-            resp.header("Proxy-Status")
-                .filter(|v| v.contains("error="))
-                .map(str::to_string)
-        });
+fn status_error(code: u16, headers: &ureq::http::HeaderMap, proxied: bool) -> AttemptError {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let proxy_error = header("X-Squid-Error").map(str::to_string).or_else(|| {
+        header("Proxy-Status")
+            .filter(|v| v.contains("error="))
+            .map(str::to_string)
+    });
     let host_status = code >= 500 || code == 400 || code == 404;
     let class = if (300..400).contains(&code) {
         Class::Host
@@ -677,37 +707,40 @@ fn status_error(code: u16, resp: &ureq::Response, proxied: bool) -> AttemptError
     AttemptError { class, reason }
 }
 
-fn transport_error(t: &ureq::Transport, proxied: bool, timeout: Duration) -> AttemptError {
-    use ureq::ErrorKind as K;
-    let io = std::error::Error::source(t).and_then(|s| s.downcast_ref::<std::io::Error>());
-    let detail = || {
-        t.message()
-            .map(str::to_string)
-            .unwrap_or_else(|| t.kind().to_string())
-    };
-    match t.kind() {
-        K::Dns => AttemptError {
-            // Via a proxy, only the proxy's name is resolved here.
-            class: if proxied { Class::Proxy } else { Class::Host },
-            reason: Reason::Dns(io.map(|e| e.to_string()).unwrap_or_else(detail)),
+fn transport_error(e: ureq::Error, proxied: bool, timeout: Duration) -> AttemptError {
+    use ureq::Error as E;
+    // Via a proxy, only the proxy's name is resolved here.
+    let name_class = if proxied { Class::Proxy } else { Class::Host };
+    match e {
+        E::Io(io) => match io.get_ref().and_then(|r| r.downcast_ref::<DnsFailure>()) {
+            Some(d) => AttemptError {
+                class: name_class,
+                reason: Reason::Dns(d.0.clone()),
+            },
+            None => AttemptError {
+                class: Class::Transfer,
+                reason: io_reason(&io, timeout),
+            },
         },
-        K::TooManyRedirects => AttemptError {
+        E::HostNotFound => AttemptError {
+            class: name_class,
+            reason: Reason::Dns("host not found".into()),
+        },
+        E::Timeout(_) => AttemptError {
             class: Class::Transfer,
-            reason: Reason::Connection(detail()),
+            reason: Reason::Timeout(timeout),
         },
-        K::BadStatus | K::BadHeader => AttemptError {
-            class: if proxied { Class::Proxy } else { Class::Host },
-            reason: Reason::Connection(format!("not an HTTP reply ({})", detail())),
+        E::Protocol(p) => AttemptError {
+            class: name_class,
+            reason: Reason::Connection(format!("not an HTTP reply ({p})")),
         },
-        K::InvalidProxyUrl | K::ProxyConnect | K::ProxyUnauthorized => AttemptError {
-            class: Class::Proxy,
-            reason: Reason::Connection(detail()),
+        E::BadUri(u) => AttemptError {
+            class: Class::Host,
+            reason: Reason::Connection(format!("bad URL: {u}")),
         },
-        _ => AttemptError {
+        other => AttemptError {
             class: Class::Transfer,
-            reason: io
-                .map(|e| io_reason(e, timeout))
-                .unwrap_or_else(|| Reason::Connection(detail())),
+            reason: Reason::Connection(other.to_string()),
         },
     }
 }
@@ -720,6 +753,15 @@ fn io_reason(e: &std::io::Error, timeout: Duration) -> Reason {
             window: r.window,
         };
     }
+    // Errors while reading a body arrive as ureq errors wrapped in io::Error.
+    match e.get_ref().and_then(|r| r.downcast_ref::<ureq::Error>()) {
+        Some(ureq::Error::Timeout(_)) => return Reason::Timeout(timeout),
+        Some(ureq::Error::Io(inner)) => return io_reason(inner, timeout),
+        Some(ureq::Error::Protocol(p)) => {
+            return Reason::Connection(format!("not an HTTP reply ({p})"))
+        }
+        _ => {}
+    }
     match e.kind() {
         K::ConnectionRefused => Reason::Refused,
         K::TimedOut | K::WouldBlock => Reason::Timeout(timeout),
@@ -727,6 +769,145 @@ fn io_reason(e: &std::io::Error, timeout: Duration) -> Reason {
             Reason::ShortRead
         }
         _ => Reason::Connection(e.to_string()),
+    }
+}
+
+/// A name that did not resolve (told apart from connection errors by type).
+#[derive(Debug)]
+struct DnsFailure(String);
+
+impl std::fmt::Display for DnsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DnsFailure {}
+
+/// ureq's name resolution through [`crate::dns`]. A proxied agent connects to
+/// its proxy, so it resolves the proxy's name and never the server's.
+#[derive(Debug)]
+struct Resolve {
+    dns: Arc<crate::dns::Resolver>,
+    /// `(host, port)` of the proxy, or why the proxy URL is unusable.
+    proxy: Option<Result<(String, u16), String>>,
+}
+
+impl UreqResolver for Resolve {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let (host, port) = match &self.proxy {
+            Some(Ok((h, p))) => (h.as_str(), *p),
+            Some(Err(e)) => {
+                return Err(ureq::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    DnsFailure(e.clone()),
+                )))
+            }
+            None => (
+                uri.host()
+                    .ok_or_else(|| ureq::Error::BadUri(uri.to_string()))?,
+                uri.port_u16().unwrap_or(80),
+            ),
+        };
+        let ips = self.dns.lookup(host).map_err(|e| {
+            ureq::Error::Io(std::io::Error::new(
+                e.kind(),
+                DnsFailure(format!("{host}: {e}")),
+            ))
+        })?;
+        let mut out = self.empty();
+        for ip in ips {
+            if out.try_push(SocketAddr::new(ip, port)).is_err() {
+                break;
+            }
+        }
+        if out.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        Ok(out)
+    }
+}
+
+/// Plain TCP, plus the request form HTTP proxies expect. ureq 3 talks to an
+/// HTTP proxy only through a CONNECT tunnel, which squid refuses for port 80 by
+/// default and never caches; CVMFS needs the site proxy to cache. So a proxied
+/// agent connects to the proxy (see [`Resolve`]) and [`ProxyForm`] sends the
+/// absolute URL as request target (RFC 9112 §3.2.2), as the real client does.
+#[derive(Debug)]
+struct Connect {
+    proxied: bool,
+}
+
+impl Connector<()> for Connect {
+    type Out = ProxyForm;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _chained: Option<()>,
+    ) -> Result<Option<ProxyForm>, ureq::Error> {
+        let Some(tcp) = Connector::<()>::connect(&TcpConnector::default(), details, None)? else {
+            return Ok(None);
+        };
+        let origin = match (details.uri.scheme_str(), details.uri.authority()) {
+            (Some(s), Some(a)) if self.proxied => Some(format!("{s}://{a}").into_bytes()),
+            _ => None,
+        };
+        Ok(Some(ProxyForm {
+            inner: Box::new(tcp),
+            origin,
+        }))
+    }
+}
+
+/// A transport that, for a proxy, turns `GET /path HTTP/1.1` into
+/// `GET http://host:port/path HTTP/1.1`; otherwise passes bytes through.
+#[derive(Debug)]
+struct ProxyForm {
+    inner: Box<dyn Transport>,
+    /// `http://host:port` of the server behind the proxy.
+    origin: Option<Vec<u8>>,
+}
+
+impl Transport for ProxyForm {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let mut amount = amount;
+        if let Some(origin) = &self.origin {
+            // Our requests are GETs without a body: every write starts a request head.
+            let buf = self.inner.buffers().output();
+            let head = &buf[..amount];
+            if let Some(sp) = head.iter().position(|&b| b == b' ') {
+                if head.get(sp + 1) == Some(&b'/') {
+                    let n = origin.len();
+                    if amount + n > buf.len() {
+                        return Err(ureq::Error::Io(std::io::Error::other(
+                            "request head too large for the proxy request form",
+                        )));
+                    }
+                    buf.copy_within(sp + 1..amount, sp + 1 + n);
+                    buf[sp + 1..sp + 1 + n].copy_from_slice(origin);
+                    amount += n;
+                }
+            }
+        }
+        self.inner.transmit_output(amount, timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.inner.await_input(timeout)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.inner.is_open()
     }
 }
 
