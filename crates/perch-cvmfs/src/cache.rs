@@ -309,6 +309,11 @@ impl Cache {
         self.root.join(h.cache_path())
     }
 
+    /// Where the assembled file of a chunked file named `key` lives (whether or not it is there).
+    pub fn chunked_path(&self, key: &ContentHash) -> PathBuf {
+        self.root.join("chunked").join(key.cache_path())
+    }
+
     /// Path of a complete object, if cached.
     pub fn get(&self, h: &ContentHash) -> Option<PathBuf> {
         let p = self.object_path(h);
@@ -773,7 +778,7 @@ impl Cache {
         chunks: &[perch_format::catalog::Chunk],
         compression: Compression,
     ) -> Result<PathBuf, CacheError> {
-        let dest = self.root.join("chunked").join(key.cache_path());
+        let dest = self.chunked_path(key);
         if dest.exists() {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             self.touch(&dest);

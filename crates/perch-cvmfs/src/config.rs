@@ -66,7 +66,14 @@ pub const GLOBAL_DEFAULTS: &[(&str, &str)] = &[
     ("CVMFS_BACKOFF_MAX", "10"),
     ("CVMFS_QUOTA_LIMIT", "4000"),
     ("CVMFS_SHARED_CACHE", "no"),
+    // Not in default.conf but compiled into the real client; listed so `config show` names them.
+    ("CVMFS_MAX_TTL", "0"),
+    // perch's own: seconds between network retries while offline (the real client's fixed 180 s).
+    ("CVMFS_OFFLINE_RETRY", "180"),
 ];
+
+/// Seconds between network retries of an offline mount, as the real client does (spec §11.4).
+pub const DEFAULT_OFFLINE_RETRY_SECS: u64 = 180;
 
 /// Stratum 1 hosts of the domains perch knows out of the box (spec §6).
 ///
@@ -859,6 +866,33 @@ impl Config {
         }
     }
 
+    /// `CVMFS_MAX_TTL`: the cap on the catalog TTL (spec §11.5), given in minutes; `None`
+    /// when unset, empty or 0 (no cap). It is not a limit on offline mode.
+    pub fn max_ttl(&self) -> Result<Option<Duration>, ConfigError> {
+        match self.int("CVMFS_MAX_TTL") {
+            Ok(None | Some(0)) => Ok(None),
+            Ok(Some(minutes)) => u64::try_from(minutes)
+                .ok()
+                .and_then(|m| m.checked_mul(60))
+                .map(|s| Some(Duration::from_secs(s)))
+                .ok_or_else(|| self.invalid("CVMFS_MAX_TTL", "a number of minutes, or 0")),
+            Err(_) => Err(self.invalid("CVMFS_MAX_TTL", "a number of minutes, or 0")),
+        }
+    }
+
+    /// `CVMFS_OFFLINE_RETRY` (perch's own): seconds an offline mount waits before it tries the
+    /// network again; unset or empty means [`DEFAULT_OFFLINE_RETRY_SECS`]. At least 1 s, so a
+    /// dead network is never retried on every read.
+    pub fn offline_retry(&self) -> Result<Duration, ConfigError> {
+        match self.secs("CVMFS_OFFLINE_RETRY")? {
+            None => Ok(Duration::from_secs(DEFAULT_OFFLINE_RETRY_SECS)),
+            Some(d) if d.is_zero() => {
+                Err(self.invalid("CVMFS_OFFLINE_RETRY", "a number of seconds, at least 1"))
+            }
+            Some(d) => Ok(d),
+        }
+    }
+
     /// `CVMFS_REPOSITORY_TAG`, if set and non-empty.
     pub fn repository_tag(&self) -> Option<&str> {
         self.non_empty("CVMFS_REPOSITORY_TAG").map(str::trim)
@@ -1431,6 +1465,40 @@ mod tests {
             }
         }
         assert_eq!(resolve(&etc(&[]), "r.example.org").alien_cache(), None);
+    }
+
+    #[test]
+    fn max_ttl_minutes_and_offline_retry() {
+        let config = resolve(&etc(&[]), "r.example.org");
+        assert_eq!(config.max_ttl().unwrap(), None);
+        assert_eq!(config.offline_retry().unwrap(), Duration::from_secs(180));
+        assert!(config
+            .show()
+            .contains("CVMFS_MAX_TTL=0    # from built-in default"));
+        assert!(config
+            .show()
+            .contains("CVMFS_OFFLINE_RETRY=180    # from built-in default"));
+        let dir = etc(&[("default.local", "CVMFS_MAX_TTL=3\nCVMFS_OFFLINE_RETRY=2\n")]);
+        let config = resolve(&dir, "r.example.org");
+        assert_eq!(config.max_ttl().unwrap(), Some(Duration::from_secs(180)));
+        assert_eq!(config.offline_retry().unwrap(), Duration::from_secs(2));
+        for (value, expected) in [("0", None), ("", None), ("1440", Some(86_400))] {
+            let dir = etc(&[("default.local", &format!("CVMFS_MAX_TTL={value}\n"))]);
+            assert_eq!(
+                resolve(&dir, "r.example.org").max_ttl().unwrap(),
+                expected.map(Duration::from_secs)
+            );
+        }
+        for bad in ["-1", "4h", "1.5"] {
+            let dir = etc(&[("default.local", &format!("CVMFS_MAX_TTL={bad}\n"))]);
+            let err = resolve(&dir, "r.example.org").max_ttl().unwrap_err();
+            assert!(err.to_string().contains("CVMFS_MAX_TTL"), "{err}");
+        }
+        for bad in ["0", "-5", "soon"] {
+            let dir = etc(&[("default.local", &format!("CVMFS_OFFLINE_RETRY={bad}\n"))]);
+            let err = resolve(&dir, "r.example.org").offline_retry().unwrap_err();
+            assert!(err.to_string().contains("CVMFS_OFFLINE_RETRY"), "{err}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use perch_format::catalog::{expand_symlink, Catalog, CatalogError, DirEntry, NestedRef};
 use perch_format::compress::{zlib_decompress, Compression};
@@ -42,6 +43,11 @@ pub struct MountOptions {
     pub fetch: FetchOptions,
     /// Cache quota in bytes (`CVMFS_QUOTA_LIMIT`; `None` = unmanaged; ignored for an alien cache).
     pub quota_limit: Option<u64>,
+    /// `CVMFS_MAX_TTL`: cap on the catalog TTL (`None` = no cap).
+    pub max_ttl: Option<Duration>,
+    /// How long an offline mount waits before trying the network again (`CVMFS_OFFLINE_RETRY`,
+    /// 180 s like the real client); cache misses in between fail at once.
+    pub offline_retry: Duration,
 }
 
 impl MountOptions {
@@ -63,6 +69,8 @@ impl MountOptions {
             date: None,
             fetch: FetchOptions::default(),
             quota_limit: None,
+            max_ttl: None,
+            offline_retry: Duration::from_secs(crate::config::DEFAULT_OFFLINE_RETRY_SECS),
         }
     }
 }
@@ -133,6 +141,19 @@ pub enum RepoError {
     /// Tag or date not found.
     #[error("{0}")]
     History(String),
+    /// The mount is offline and the network is not due for a retry yet: an object that is
+    /// not in the cache fails at once instead of waiting for every server to time out again.
+    #[error("{what}: not in the cache, and {fqrn} is offline (next network retry in {} s; last failure: {reason})", retry_in.as_secs())]
+    Offline {
+        /// Repository.
+        fqrn: String,
+        /// The object's URL on the current server.
+        what: String,
+        /// Why the network was given up (the last failure, one line).
+        reason: String,
+        /// Time left before the next retry.
+        retry_in: Duration,
+    },
     /// A file's catalog row is unusable.
     #[error("{path}: {reason}")]
     BadEntry {
@@ -183,6 +204,15 @@ pub struct Node {
     pub inode: u64,
 }
 
+/// Why and until when a mount does not use the network (spec §11.4).
+#[derive(Debug)]
+struct Offline {
+    /// The failure that made (or kept) the mount offline, one line.
+    reason: String,
+    /// Downloads are not attempted before this instant.
+    retry_at: Instant,
+}
+
 /// A mounted repository revision.
 pub struct Repository {
     opts: MountOptions,
@@ -192,7 +222,13 @@ pub struct Repository {
     revision: u64,
     tag: Option<String>,
     manifest: SignedManifest,
-    offline: bool,
+    /// Root catalog TTL capped by `CVMFS_MAX_TTL`.
+    ttl: Duration,
+    /// `Some` while offline. Held during a retry, so one thread probes and the others wait
+    /// for its outcome instead of each probing the network.
+    offline: Mutex<Option<Offline>>,
+    /// Master keys, kept to verify the manifest again when the network comes back.
+    keys: Vec<PublicKey>,
     catalogs: Mutex<HashMap<ContentHash, Arc<Mutex<Catalog>>>>,
     nested: Mutex<HashMap<ContentHash, Arc<Vec<NestedRef>>>>,
     env: SymlinkEnv,
@@ -267,7 +303,7 @@ impl Repository {
             &keys,
             known.as_ref(),
         ) {
-            Ok(m) => (m, false),
+            Ok(m) => (m, None),
             Err(e) => {
                 // Offline mode: the last verified revision, if we have it all.
                 let Some((root, _, _)) = known else {
@@ -279,8 +315,10 @@ impl Repository {
                 if m.manifest.root_catalog != root || cache.get(&root).is_none() {
                     return Err(e);
                 }
-                tracing::warn!(target: "cvmfs", fqrn = %opts.fqrn, error = %crate::error_chain(&e), "network unavailable, serving the last verified revision (offline)");
-                (m, true)
+                let reason = crate::error_chain(&e);
+                tracing::warn!(target: "cvmfs", fqrn = %opts.fqrn, error = %reason, retry_in_s = opts.offline_retry.as_secs(), "network unavailable, serving the last verified revision (offline)");
+                let retry_at = Instant::now() + opts.offline_retry;
+                (m, Some(Offline { reason, retry_at }))
             }
         };
         let mut root_hash = manifest.manifest.root_catalog;
@@ -292,21 +330,34 @@ impl Repository {
             revision = t.revision;
             tag_name = Some(t.name);
         }
-        let repo = Repository {
+        let mut repo = Repository {
             fetcher,
             cache,
             root_hash,
             revision,
             tag: tag_name,
             manifest,
-            offline,
+            ttl: Duration::ZERO,
+            offline: Mutex::new(offline),
+            keys,
             catalogs: Mutex::new(HashMap::new()),
             nested: Mutex::new(HashMap::new()),
             env: Box::new(|k| std::env::var(k).ok()),
             opts,
         };
         // Load the root catalog now: a mount that cannot read it fails here.
-        repo.catalog(&root_hash, None)?;
+        let root = repo.catalog(&root_hash, None)?;
+        // The client's TTL is the root catalog's (spec §11.5), not the manifest's `D`.
+        let ttl = root
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ttl()
+            .map_err(|source| RepoError::Catalog {
+                hash: root_hash.to_string(),
+                source,
+            })?;
+        let ttl = Duration::from_secs(ttl);
+        repo.ttl = repo.opts.max_ttl.map_or(ttl, |cap| ttl.min(cap));
         Ok(repo)
     }
 
@@ -429,13 +480,15 @@ impl Repository {
         }
         // Catalogs of the mounted revision survive quota cleanups.
         self.cache.pin(h);
-        let path = self.cache.fetch_object(
-            &self.fetcher,
-            h,
-            ObjectKind::Catalog,
-            Compression::Zlib,
-            size.filter(|&s| s > 0),
-        )?;
+        let path = self.download(self.cache.get(h).is_some(), h, ObjectKind::Catalog, || {
+            self.cache.fetch_object(
+                &self.fetcher,
+                h,
+                ObjectKind::Catalog,
+                Compression::Zlib,
+                size.filter(|&s| s > 0),
+            )
+        })?;
         let cat = Catalog::open(&path).map_err(|source| RepoError::Catalog {
             hash: h.to_string(),
             source,
@@ -705,21 +758,86 @@ impl Repository {
                 hasher.update(format!("{},{},{};", c.hash, c.offset, c.size).as_bytes());
             }
             let key = hasher.finish();
-            return Ok(self
-                .cache
-                .fetch_chunked(&self.fetcher, &key, &chunks, compression)?);
+            let cached = self.cache.chunked_path(&key).exists();
+            let first = chunks.first().map_or(key, |c| c.hash);
+            return self.download(cached, &first, ObjectKind::Chunk, || {
+                self.cache
+                    .fetch_chunked(&self.fetcher, &key, &chunks, compression)
+            });
         }
         let h = e.hash.ok_or_else(|| RepoError::BadEntry {
             path: shown(),
             reason: "regular file without content hash".into(),
         })?;
-        Ok(self.cache.fetch_object(
+        self.download(self.cache.get(&h).is_some(), &h, ObjectKind::File, || {
+            self.cache.fetch_object(
+                &self.fetcher,
+                &h,
+                ObjectKind::File,
+                compression,
+                Some(e.size),
+            )
+        })
+    }
+
+    /// Runs `op`, which downloads object `h` unless `cached`. While offline, a download
+    /// before the retry time fails at once (no failover, no timeouts); the first one after
+    /// it retries the network (the manifest, verified as at mount) and, if that works, the
+    /// mount is online again. The mounted revision never changes: a newer one is for new
+    /// mounts (DESIGN.md §4).
+    fn download(
+        &self,
+        cached: bool,
+        h: &ContentHash,
+        kind: ObjectKind,
+        op: impl FnOnce() -> Result<PathBuf, CacheError>,
+    ) -> Result<PathBuf, RepoError> {
+        if !cached {
+            self.network_ready(h, kind)?;
+        }
+        Ok(op()?)
+    }
+
+    /// `Ok` when downloads may use the network (online, or offline and a retry just worked).
+    fn network_ready(&self, h: &ContentHash, kind: ObjectKind) -> Result<(), RepoError> {
+        let mut state = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(off) = state.as_mut() else {
+            return Ok(());
+        };
+        let refused = |off: &Offline| RepoError::Offline {
+            fqrn: self.opts.fqrn.clone(),
+            what: format!(
+                "{}/{}",
+                self.fetcher.current_server().unwrap_or_default(),
+                h.object_path(kind)
+            ),
+            reason: off.reason.clone(),
+            retry_in: off.retry_at.saturating_duration_since(Instant::now()),
+        };
+        if Instant::now() < off.retry_at {
+            return Err(refused(off));
+        }
+        let known = self.cache.read_breadcrumb(&self.opts.fqrn);
+        match Self::fetch_manifest(
+            &self.opts,
             &self.fetcher,
-            &h,
-            ObjectKind::File,
-            compression,
-            Some(e.size),
-        )?)
+            &self.cache,
+            &self.keys,
+            known.as_ref(),
+        ) {
+            Ok(m) => {
+                // Warn level like the offline notice, so the default log shows both ends.
+                tracing::warn!(target: "cvmfs", fqrn = %self.opts.fqrn, mounted = self.revision, newest = m.manifest.revision, "network is back, downloading again (this process keeps its revision; new mounts get the newest)");
+                *state = None;
+                Ok(())
+            }
+            Err(e) => {
+                off.reason = crate::error_chain(&e);
+                off.retry_at = Instant::now() + self.opts.offline_retry;
+                tracing::debug!(target: "cvmfs", fqrn = %self.opts.fqrn, error = %off.reason, "still offline");
+                Err(refused(off))
+            }
+        }
     }
 
     /// Read a whole file (small files, tests).
@@ -748,9 +866,17 @@ impl Repository {
     pub fn manifest(&self) -> &SignedManifest {
         &self.manifest
     }
-    /// Serving the last known revision because the network failed.
+    /// Serving the last known revision without downloads because the network failed
+    /// (until a retry finds it back).
     pub fn is_offline(&self) -> bool {
         self.offline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+    /// The catalog TTL: the root catalog's `TTL` capped by `CVMFS_MAX_TTL` (spec §11.5).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
     /// The cache.
     pub fn cache(&self) -> &Arc<Cache> {
@@ -773,12 +899,19 @@ impl Repository {
         let Some(h) = self.manifest.manifest.history else {
             return Ok(Vec::new());
         };
-        let p = self.cache.fetch_object(
-            &self.fetcher,
+        let p = self.download(
+            self.cache.get(&h).is_some(),
             &h,
             ObjectKind::History,
-            Compression::Zlib,
-            None,
+            || {
+                self.cache.fetch_object(
+                    &self.fetcher,
+                    &h,
+                    ObjectKind::History,
+                    Compression::Zlib,
+                    None,
+                )
+            },
         )?;
         let hist = History::open(&p).map_err(|source| RepoError::Catalog {
             hash: h.to_string(),
@@ -800,8 +933,15 @@ impl Repository {
             "user.tag" => Some(self.tag.clone().unwrap_or_default()),
             "user.expires" => Some(if self.tag.is_some() {
                 "never (fixed root catalog)".into()
+            } else if let Some(off) = &*self.offline.lock().unwrap_or_else(|p| p.into_inner()) {
+                // Offline, the next check is the network retry.
+                (off.retry_at
+                    .saturating_duration_since(Instant::now())
+                    .as_secs()
+                    / 60)
+                    .to_string()
             } else {
-                (self.manifest.manifest.ttl / 60).to_string()
+                (self.ttl.as_secs() / 60).to_string()
             }),
             "user.hash" if e.is_regular() && !e.is_chunked() => e.hash.map(|h| h.to_string()),
             "user.lhash" if e.is_regular() && !e.is_chunked() => Some(match e.hash {

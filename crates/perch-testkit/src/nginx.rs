@@ -147,6 +147,32 @@ impl Nginx {
     pub fn stop(&mut self) {
         self.process.stop();
     }
+
+    /// Starts nginx again after [`Nginx::stop`], on the same port with the same configuration
+    /// and logs (a stratum coming back), and waits until it answers. Fails if the port was
+    /// taken meanwhile.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process.stop();
+        let binary = find_binary("nginx", "PERCH_NGINX", "nginx-light (or nginx)")?;
+        let dir = self.dir.path().to_path_buf();
+        let mut command = Command::new(&binary);
+        command
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(dir.join("nginx.conf"));
+        self.process = ServerProcess::spawn(command, &binary, &dir.join("nginx.out"))?;
+        let port = self.port;
+        self.process.wait_ready(
+            "nginx",
+            port,
+            READY_TIMEOUT,
+            || http_get(port, PROBE_PATH).is_ok_and(|r| r.status == 204),
+            || nginx_log(&dir),
+        )
+    }
 }
 
 fn nginx_log(dir: &Path) -> String {

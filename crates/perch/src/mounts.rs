@@ -233,6 +233,8 @@ impl Client {
             date: None,
             fetch,
             quota_limit,
+            max_ttl: cfg.max_ttl()?,
+            offline_retry: cfg.offline_retry()?,
         })
     }
 

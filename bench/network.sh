@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# The CVMFS client over a real network path: a ~200 MB repository (many small files, some
+# large chunked ones, content that does not compress away) served by nginx on 127.0.0.1,
+# read from one run of this script by
+#   curl           the stratum's data/ objects, sequentially and with xargs -P $PAR (the limit),
+#   perch          `perch cat` of every file (no interception), into an empty cache (cold),
+#                  tar of the whole tree inside `perch run`, into an empty cache (cold),
+#                  again with the cache full (warm), and with $PAR readers in parallel (cold),
+#   16 perch runs  started together on one empty alien cache: wall time and object requests
+#                  nginx saw against the number of objects.
+# MB/s are stratum bytes (what goes over the wire) per second of wall time; ratio = time / curl.
+# Reproduce with:  bash bench/network.sh        (SIZE_MB=200 PAR=8 JOBS=16 by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MB=${SIZE_MB:-200}
+PAR=${PAR:-8}
+JOBS=${JOBS:-16}
+FQRN=bench.example.org
+NGINX=${PERCH_NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+cargo build --quiet --release -p perch
+PERCH=$PWD/target/release/perch
+W=$(mktemp -d /tmp/perch-netbench-XXXXXX)
+NGINX_PID=
+cleanup() {
+  if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; fi
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+# ---- the tree: ~1/4 small text-like files (base64 of random bytes, compresses to ~75 %),
+# ---- ~1/4 medium random files, ~1/2 large random files (chunked by the publisher) ----
+python3 - "$W/src" "$SIZE_MB" <<'EOF'
+import base64, os, random, sys
+root, total = sys.argv[1], int(sys.argv[2]) << 20
+rng = random.Random(42)
+def put(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+small = 0
+i = 0
+while small < total // 4:
+    n = rng.randint(200, 12000)
+    put(f"{root}/small/d{i % 40:02d}/f{i}.txt", base64.encodebytes(os.urandom(n * 3 // 4)))
+    small += n
+    i += 1
+medium = 0
+j = 0
+while medium < total // 4:
+    n = rng.randint(64 << 10, 2 << 20)
+    put(f"{root}/medium/m{j}.bin", os.urandom(n))
+    medium += n
+    j += 1
+large = total - small - medium
+for k in range(4):
+    put(f"{root}/large/l{k}.bin", os.urandom(large // 4))
+EOF
+"$PERCH" keygen $FQRN "$W/keys" >/dev/null
+STRATUM=$W/www/$FQRN
+"$PERCH" publish "$W/src" --fqrn $FQRN --keys "$W/keys" --stratum "$STRATUM" >/dev/null
+
+# ---- nginx on a free loopback port, configured like perch-testkit's ----
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$W/nginx"
+USER_LINE=""
+[ "$(id -u)" = 0 ] && USER_LINE="user root;"
+cat > "$W/nginx/nginx.conf" <<EOF
+$USER_LINE
+daemon off;
+worker_processes 2;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    default_type application/octet-stream;
+    log_format perch '\$remote_addr \$status \$request_method \$request_uri \$body_bytes_sent';
+    access_log $W/nginx/access.log perch;
+    client_body_temp_path $W/nginx/client_body;
+    proxy_temp_path $W/nginx/proxy;
+    fastcgi_temp_path $W/nginx/fastcgi;
+    uwsgi_temp_path $W/nginx/uwsgi;
+    scgi_temp_path $W/nginx/scgi;
+    sendfile on;
+    keepalive_timeout 30;
+    keepalive_requests 100000;
+    server {
+        listen 127.0.0.1:$PORT;
+        root $W/www;
+        location / { expires 259200s; }
+        location ~ "/\.cvmfs[^/]*\$" { expires 61s; }
+    }
+}
+EOF
+"$NGINX" -p "$W/nginx" -e "$W/nginx/error.log" -c "$W/nginx/nginx.conf" &
+NGINX_PID=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/$FQRN/.cvmfspublished" && break; sleep 0.1; done
+URL=http://127.0.0.1:$PORT/$FQRN
+
+# ---- what a full read needs: every object of the stratum ----
+(cd "$STRATUM" && find data -type f | sort) > "$W/objects"
+sed "s|^|$URL/|" "$W/objects" > "$W/urls"
+NOBJ=$(wc -l < "$W/objects")
+BYTES=$(cd "$STRATUM" && xargs -a "$W/objects" stat -c %s | awk '{s += $1} END {print s}')
+TREE=$(du -sb "$W/src" | cut -f1)
+FILES=$(find "$W/src" -type f | wc -l)
+
+printf 'CVMFS_SERVER_URL=%s\nCVMFS_HTTP_PROXY=DIRECT\nCVMFS_PUBLIC_KEY=%s/keys/%s.pub\n' "$URL" "$W" $FQRN > "$W/client.conf"
+mkdir -p "$W/etc"
+run() { # cache-option cache-dir command... : perch run on the bench repository
+  local opt=$1 dir=$2; shift 2
+  "$PERCH" run --config-dir "$W/etc" --config "$W/client.conf" "$opt" "$dir" -r $FQRN -- "$@"
+}
+READ_ALL="tar cPf - /cvmfs/$FQRN | cat >/dev/null"
+READ_PAR="find /cvmfs/$FQRN -type f | xargs -P $PAR -n 50 cat | cat >/dev/null"
+requests() { grep -c ' /'"$FQRN"'/data/' "$W/nginx/access.log" || true; }
+now() { date +%s%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
+declare -a ROWS
+row() { ROWS+=("$1|$2|$3"); } # name|seconds|requests
+
+# ---- 1. the physical limit: curl ----
+mkdir -p "$W/dl"
+r0=$(requests); s=$(now)
+xargs -a "$W/urls" -n 500 curl -sf --remote-name-all --output-dir "$W/dl/seq"  --create-dirs
+e=$(now); row "curl, sequential (keep-alive)" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+r0=$(requests); s=$(now)
+xargs -a "$W/urls" -P "$PAR" -n $(( (NOBJ + PAR - 1) / PAR )) curl -sf --remote-name-all --output-dir "$W/dl/par" --create-dirs
+e=$(now); row "curl, xargs -P $PAR" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+[ "$(find "$W/dl/seq" -type f | wc -l)" = "$NOBJ" ] || echo "WARNING: curl fetched $(find "$W/dl/seq" -type f | wc -l) of $NOBJ objects" >&2
+# Nothing is deleted until the end: on some file systems (ext4 without a journal) creating a
+# file right after many deletions is slower, which would tax the phases that follow.
+
+# ---- 2. perch: cold, warm, parallel cold; perch cat without perch run (catalogs cached) ----
+D=(--config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache3")
+"$PERCH" find "${D[@]}" --type f /cvmfs/$FQRN > "$W/files"
+r0=$(requests); s=$(now)
+xargs -a "$W/files" "$PERCH" cat "${D[@]}" >/dev/null
+e=$(now); row "perch cat (no perch run), cold" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+r0=$(requests); s=$(now)
+run --cache "$W/cache" sh -c "$READ_ALL"
+e=$(now); row "perch run tar, cold cache" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+r0=$(requests); s=$(now)
+run --cache "$W/cache" sh -c "$READ_ALL"
+e=$(now); row "perch run tar, warm cache" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+r0=$(requests); s=$(now)
+run --cache "$W/cache2" sh -c "$READ_PAR"
+e=$(now); row "perch run $PAR parallel cats, cold" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+
+# ---- 3. $JOBS jobs at once on one empty alien cache ----
+mkdir -p "$W/alien"
+r0=$(requests); s=$(now)
+pids=()
+for j in $(seq "$JOBS"); do
+  run --alien-cache "$W/alien" sh -c "$READ_ALL" 2>"$W/job$j.err" &
+  pids+=($!)
+done
+fail=0
+for p in "${pids[@]}"; do wait "$p" || fail=$((fail + 1)); done
+e=$(now); row "$JOBS x perch run tar, one alien cache" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+[ "$fail" = 0 ] || { echo "WARNING: $fail of $JOBS jobs failed:" >&2; cat "$W"/job*.err >&2; }
+
+# ---- report ----
+CURL=$(echo "${ROWS[0]}" | cut -d'|' -f2)
+echo "# bash bench/network.sh   SIZE_MB=$SIZE_MB PAR=$PAR JOBS=$JOBS, $(nproc) cores, $(uname -r), nginx on 127.0.0.1"
+echo "# tree: $FILES files, $((TREE >> 20)) MiB; stratum: $NOBJ objects in data/, $((BYTES >> 20)) MiB"
+printf '%-40s %8s %9s %9s %14s\n' "read" "seconds" "MB/s" "vs curl" "data/ requests"
+for r in "${ROWS[@]}"; do
+  IFS='|' read -r name t n <<<"$r"
+  printf '%-40s %8s %9s %9s %14s\n' "$name" "$t" \
+    "$(awk -v b="$BYTES" -v t="$t" 'BEGIN { printf "%.0f", (t > 0) ? b / 1e6 / t : 0 }')" \
+    "$(awk -v t="$t" -v c="$CURL" 'BEGIN { printf "%.2fx", (c > 0) ? t / c : 0 }')" "$n"
+done
+echo "(MB/s = the stratum's $((BYTES / 1000000)) MB of objects per second of wall time; for the $JOBS jobs, once, not per job)"
