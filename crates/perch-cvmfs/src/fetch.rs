@@ -712,16 +712,25 @@ fn transport_error(e: ureq::Error, proxied: bool, timeout: Duration) -> AttemptE
     // Via a proxy, only the proxy's name is resolved here.
     let name_class = if proxied { Class::Proxy } else { Class::Host };
     match e {
-        E::Io(io) => match io.get_ref().and_then(|r| r.downcast_ref::<DnsFailure>()) {
-            Some(d) => AttemptError {
-                class: name_class,
-                reason: Reason::Dns(d.0.clone()),
-            },
-            None => AttemptError {
-                class: Class::Transfer,
-                reason: io_reason(&io, timeout),
-            },
-        },
+        E::Io(io) => {
+            let inner = io.get_ref();
+            if let Some(d) = inner.and_then(|r| r.downcast_ref::<DnsFailure>()) {
+                AttemptError {
+                    class: name_class,
+                    reason: Reason::Dns(d.0.clone()),
+                }
+            } else if let Some(b) = inner.and_then(|r| r.downcast_ref::<BadProxyUrl>()) {
+                AttemptError {
+                    class: Class::Proxy,
+                    reason: Reason::Connection(b.0.clone()),
+                }
+            } else {
+                AttemptError {
+                    class: Class::Transfer,
+                    reason: io_reason(&io, timeout),
+                }
+            }
+        }
         E::HostNotFound => AttemptError {
             class: name_class,
             reason: Reason::Dns("host not found".into()),
@@ -784,6 +793,18 @@ impl std::fmt::Display for DnsFailure {
 
 impl std::error::Error for DnsFailure {}
 
+/// A proxy URL perch cannot use (a proxy error: the next proxy is tried).
+#[derive(Debug)]
+struct BadProxyUrl(String);
+
+impl std::fmt::Display for BadProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadProxyUrl {}
+
 /// ureq's name resolution through [`crate::dns`]. A proxied agent connects to
 /// its proxy, so it resolves the proxy's name and never the server's.
 #[derive(Debug)]
@@ -805,7 +826,7 @@ impl UreqResolver for Resolve {
             Some(Err(e)) => {
                 return Err(ureq::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
-                    DnsFailure(e.clone()),
+                    BadProxyUrl(e.clone()),
                 )))
             }
             None => (
@@ -993,6 +1014,24 @@ mod tests {
         for r in 0..6 {
             assert!(f.backoff(r) <= Duration::from_millis(300));
         }
+    }
+
+    #[test]
+    fn unusable_proxy_url_is_a_proxy_error_without_traffic() {
+        let f = Fetcher::new(
+            vec!["http://stratum.invalid".into()],
+            vec![vec![Proxy::Url("socks5://127.0.0.1:9".into())]],
+            FetchOptions::default(),
+        );
+        let e = f.fetch_bytes(".cvmfspublished", 100).unwrap_err();
+        match e.reason() {
+            Some(Reason::Connection(m)) => assert!(m.contains("unsupported proxy"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            e.to_string().contains("(proxy socks5://127.0.0.1:9)"),
+            "{e}"
+        );
     }
 
     #[test]
