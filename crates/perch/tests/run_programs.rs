@@ -266,16 +266,18 @@ fn a_program_with_its_own_seccomp_filter() {
 #[test]
 fn stopped_and_continued_processes() {
     both(|r| {
-        let script = "cd \"$ROOT/repo\" && sleep 1 & p=$!; kill -STOP $p; \
-                      until ps -o stat= -p $p | grep -q '^[Tt]'; do sleep 0.01; done; \
-                      ps -o stat= -p $p; kill -CONT $p; wait $p; echo $?; \
-                      sleep 0.5 & q=$!; kill -TSTP $q; \
-                      until ps -o stat= -p $q | grep -q '^[Tt]'; do sleep 0.01; done; \
-                      kill -CONT $q; wait $q; echo $?";
+        // `stopped` polls (10 s at most) until the kernel has parked the process.
+        let script = "cd \"$ROOT/repo\" || exit 1; \
+                      stopped() { i=0; until ps -o stat= -p $1 | grep -q \"^[Tt]\"; do \
+                      i=$((i+1)); [ $i -lt 1000 ] || return 1; sleep 0.01; done; }; \
+                      sleep 30 & p=$!; kill -STOP $p; stopped $p; ps -o stat= -p $p; \
+                      kill -CONT $p; kill $p; wait $p; echo $?; \
+                      sleep 30 & q=$!; kill -TSTP $q; stopped $q && echo stopped; \
+                      kill -CONT $q; kill $q; wait $q; echo $?";
         let n = r.native(&format!("bash -c '{script}'"));
         let p = r.perch(&format!("bash -c '{script}'"));
-        assert_eq!(n.ok().stdout, "T\n0\n0\n", "{n}");
-        assert_eq!(p.ok().stdout, "t\n0\n0\n", "{p}");
+        assert_eq!(n.ok().stdout, "T\n143\nstopped\n143\n", "{n}");
+        assert_eq!(p.ok().stdout, "t\n143\nstopped\n143\n", "{p}");
         // What the parent sees with WUNTRACED / WCONTINUED, with the child in /cvmfs.
         let o = r.same(
             "cd \"$ROOT/repo\" && python3 -u -c '\nimport os, signal\nr, w = os.pipe()\npid = os.fork()\n\
