@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # binary:package pairs the tests use for real (servers, programs run under perch).
-needs=(nginx:nginx-light squid:squid proot:proot python3:python3 gcc:gcc make:make git:git
+needs=(nginx:nginx-light squid:squid proot:proot python3:python3 gcc:gcc make:make git:git ps:procps
        setpriv:util-linux file:file nm:binutils makeflow:coop-computing-tools work_queue_worker:coop-computing-tools
        munged:munge slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client)
 missing=()

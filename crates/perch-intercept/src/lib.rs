@@ -28,6 +28,12 @@
 //!   continue). So in that case `prctl(PR_SET_DUMPABLE, 0)` (ssh-agent, gpg-agent) returns 0
 //!   without effect ([`Interceptor::keep_dumpable`]); `PR_GET_DUMPABLE` then still says 1.
 //!   A program that loses dumpability otherwise (exec of an unreadable binary) stays blind.
+//! - A signal that ends a notified call's wait before perch received it (`-ERESTARTSYS`)
+//!   would be `EINTR` for a handler without `SA_RESTART`, where natively a `stat` or an open
+//!   of a regular file cannot be interrupted: the ptrace thread turns it into
+//!   `-ERESTARTNOINTR` (the call is made again after the handler), except for an open that
+//!   may block natively (a FIFO or character device without `O_NONBLOCK`, or a path it cannot
+//!   read), which keeps its `EINTR`.
 //! - The caller should treat terminal signals like a shell waiting for a job does (while the tree
 //!   runs, catch `SIGINT`/`SIGQUIT` with a no-op handler — not `SIG_IGN`, which the program
 //!   would inherit — and forward `SIGTERM`/`SIGHUP`): if perch dies, `PTRACE_O_EXITKILL` kills
@@ -332,7 +338,14 @@ impl Interceptor {
     ) -> Result<ExitStatus, Error> {
         let program = argv.first().ok_or(Error::EmptyCommand)?.clone();
         check_kernel()?;
-        let filter = self.policy().compile()?;
+        let policy = self.policy();
+        let filter = policy.compile()?;
+        let mut notified = SyscallSet::default();
+        for nr in 0..perch_syscalls::MAX_NR {
+            if policy.action_for(nr) == Action::Notify {
+                notified.insert_nr(nr);
+            }
+        }
         let env_strings: Vec<OsString> = env
             .iter()
             .map(|(k, v)| {
@@ -365,6 +378,7 @@ impl Interceptor {
             workers: self.workers,
             stats: Arc::clone(&self.stats),
             program,
+            notified,
         };
         let t = std::thread::Builder::new()
             .name("perch-ptrace".into())

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use perch_sys::misc;
 use perch_sys::ptrace::{self, event, options, Regs, WaitStatus};
 use perch_sys::spawn::{self, SockFilter, SpawnPlan, Stage};
-use perch_syscalls::{Call, Errno, PathPtr, Pid, TraceeView, PATH_MAX};
+use perch_syscalls::{Call, Errno, PathPtr, Pid, SyscallSet, TraceeView, PATH_MAX};
 
 use crate::kernel::{Kernel, LinuxKernel};
 use crate::supervisor::{self, Shared};
@@ -95,6 +95,8 @@ pub(crate) struct Job {
     pub workers: usize,
     pub stats: Arc<Stats>,
     pub program: OsString,
+    /// The syscalls the filter answers with `SECCOMP_RET_USER_NOTIF`.
+    pub notified: SyscallSet,
 }
 
 /// The body of the ptrace thread. A panic here aborts: tracees would hang otherwise.
@@ -177,6 +179,7 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
             main: child.pid(),
             tracees: HashSet::from([child.pid()]),
             main_status: None,
+            notified: job.notified,
         };
         let status = tracer.run();
         let _ = misc::eventfd_signal(shared.wake.as_fd());
@@ -204,6 +207,7 @@ struct Tracer<'a> {
     main: Pid,
     tracees: HashSet<Pid>,
     main_status: Option<ExitStatus>,
+    notified: SyscallSet,
 }
 
 fn is_stop_signal(sig: i32) -> bool {
@@ -283,10 +287,90 @@ impl Tracer<'_> {
             WaitStatus::Stopped { pid, signal } => {
                 // Signal-delivery stop: deliver it unchanged.
                 self.tracees.insert(pid);
+                self.restart_interrupted_notification(pid);
                 resume(self.kernel.as_ref(), pid, signal);
             }
             WaitStatus::Continued { .. } => {}
         }
+    }
+
+    /// A signal that arrives while a notified call waits for perch (before perch received
+    /// it) ends the wait with `-ERESTARTSYS`, which becomes `EINTR` for a handler without
+    /// `SA_RESTART`, where natively the call (a `stat`, an `open` in `/cvmfs`) could not have
+    /// been interrupted. Turned into `-ERESTARTNOINTR`, the call is made again after the
+    /// handler. Left alone: a call that ran and can block natively (an `open` of a FIFO or a
+    /// character device, continued by perch), whose `EINTR` is the program's to see.
+    fn restart_interrupted_notification(&self, pid: Pid) {
+        const ERESTARTSYS: i64 = 512;
+        const ERESTARTNOINTR: i64 = 513;
+        if self.notified.is_empty() {
+            return;
+        }
+        let Ok(mut regs) = self.kernel.getregs(pid) else {
+            return;
+        };
+        let nr = regs.orig_rax;
+        if i64::from_ne_bytes(regs.rax.to_ne_bytes()) != -ERESTARTSYS
+            || !u32::try_from(nr).is_ok_and(|n| self.notified.contains_nr(n))
+        {
+            return;
+        }
+        if self.may_block_natively(pid, &regs) {
+            return;
+        }
+        regs.rax = u64::from_ne_bytes((-ERESTARTNOINTR).to_ne_bytes());
+        if let Err(e) = self.kernel.setregs(pid, &regs) {
+            tracing::debug!(pid = pid.0, errno = ?e, "restarting an interrupted call failed");
+        }
+    }
+
+    /// Whether an interrupted open could have been waiting in the kernel (a FIFO or character
+    /// device opened without `O_NONBLOCK`); unknown counts as yes.
+    fn may_block_natively(&self, pid: Pid, regs: &Regs) -> bool {
+        let (dirfd, path, flags) = match regs.orig_rax {
+            2 => (None, regs.rdi, regs.rsi),             // open
+            85 => (None, regs.rdi, 0),                   // creat
+            257 => (Some(regs.rdi), regs.rsi, regs.rdx), // openat
+            437 => {
+                // openat2: flags are the first field of struct open_how.
+                let mut b = [0u8; 8];
+                match self.kernel.read_memory(pid, regs.rdx, &mut b) {
+                    Ok(8) => (Some(regs.rdi), regs.rsi, u64::from_ne_bytes(b)),
+                    _ => return true,
+                }
+            }
+            _ => return false,
+        };
+        if flags & u64::try_from(libc::O_NONBLOCK).unwrap_or(0) != 0 {
+            return false;
+        }
+        let view = TracedCall {
+            pid,
+            call: Call::decode(
+                regs.orig_rax,
+                [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
+            ),
+            kernel: Arc::clone(&self.kernel),
+        };
+        let Ok(p) = view.read_cstr(path, PATH_MAX) else {
+            return true;
+        };
+        use std::os::unix::ffi::OsStrExt;
+        let mut host = std::path::PathBuf::new();
+        if p.first() != Some(&b'/') {
+            // The dirfd is an int: the low 32 bits of the register (AT_FDCWD is negative).
+            let low = u32::try_from(dirfd.unwrap_or(0) & 0xffff_ffff).unwrap_or(0);
+            let at = i32::from_ne_bytes(low.to_ne_bytes());
+            host.push(match dirfd {
+                Some(_) if at != libc::AT_FDCWD => format!("/proc/{}/fd/{at}", pid.0),
+                _ => format!("/proc/{}/cwd", pid.0),
+            });
+        }
+        host.push(std::ffi::OsStr::from_bytes(&p));
+        use std::os::unix::fs::FileTypeExt;
+        // A path the host does not have (one in /cvmfs) never blocks.
+        std::fs::metadata(&host)
+            .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
     }
 
     fn gone(&mut self, pid: Pid, status: ExitStatus) {
@@ -559,6 +643,7 @@ mod tests {
             main: MAIN,
             tracees: HashSet::from([MAIN]),
             main_status: None,
+            notified: SyscallSet::default(),
         }
         .run();
         (status, k.ops(), stats)
@@ -624,6 +709,104 @@ mod tests {
         assert_eq!(stats.panics(), 1);
         let eio = u64::from_ne_bytes((-5i64).to_ne_bytes());
         assert!(ops.contains(&Op::SetRegs(100, [u64::MAX, eio, 0x1000, 0, 0])));
+    }
+
+    #[test]
+    fn interrupted_notification_waits_are_restarted() {
+        let neg = |v: i64| u64::from_ne_bytes(v.to_ne_bytes());
+        let mut notified = SyscallSet::default();
+        for nr in [2, 4, 257] {
+            notified.insert_nr(nr);
+        }
+        // (syscall, path, rax at the signal stop, restarted?)
+        let cases: [(u64, &[u8], i64, bool); 6] = [
+            (4, b"/cvmfs/r/x", -512, true), // stat: only the wait can be interrupted
+            (2, b"/nonexistent/perch", -512, true), // open of a path the host lacks
+            (2, b"/dev/null", -512, false), // a character device may block natively
+            (2, b"/dev/null", -4, false),   // already EINTR: not ours
+            (0, b"", -512, false),          // read: not notified
+            (4, b"/cvmfs/r/x", 0, false),   // not interrupted
+        ];
+        for (nr, path, rax, restarted) in cases {
+            let mut k = kernel(nr, path);
+            k.regs.rax = neg(rax);
+            k.script_waits(vec![
+                WaitStatus::Stopped {
+                    pid: MAIN,
+                    signal: libc::SIGALRM,
+                },
+                WaitStatus::Exited { pid: MAIN, code: 0 },
+            ]);
+            let k = Arc::new(k);
+            let stats = Stats::default();
+            Tracer {
+                kernel: k.clone(),
+                handler: &H,
+                stats: &stats,
+                main: MAIN,
+                tracees: HashSet::from([MAIN]),
+                main_status: None,
+                notified,
+            }
+            .run();
+            let set: Vec<Op> = k
+                .ops()
+                .into_iter()
+                .filter(|o| matches!(o, Op::SetRegs(..)))
+                .collect();
+            let want = if restarted {
+                vec![Op::SetRegs(100, [nr, neg(-513), 0x1000, 0, 0])]
+            } else {
+                vec![]
+            };
+            assert_eq!(
+                set,
+                want,
+                "nr {nr} {:?} rax {rax}",
+                String::from_utf8_lossy(path)
+            );
+            assert!(k.ops().contains(&Op::Cont(100, libc::SIGALRM)));
+        }
+    }
+
+    #[test]
+    fn interrupted_openat_is_judged_relative_to_the_callers_cwd() {
+        // The caller is this test process: its cwd is real, so relative paths resolve.
+        let me = Pid(i32::try_from(std::process::id()).unwrap());
+        let neg = |v: i64| u64::from_ne_bytes(v.to_ne_bytes());
+        let mut notified = SyscallSet::default();
+        notified.insert_nr(257);
+        let deep_null = "../".repeat(40) + "dev/null";
+        for (path, restarted) in [
+            (deep_null.as_bytes(), false),
+            (&b"no-such-file-here"[..], true),
+        ] {
+            let mut k = kernel(257, path);
+            k.regs.rdi = neg(i64::from(libc::AT_FDCWD));
+            k.regs.rsi = 0x1000;
+            k.regs.rax = neg(-512);
+            k.script_waits(vec![
+                WaitStatus::Stopped {
+                    pid: me,
+                    signal: libc::SIGALRM,
+                },
+                WaitStatus::Exited { pid: me, code: 0 },
+            ]);
+            let k = Arc::new(k);
+            let stats = Stats::default();
+            Tracer {
+                kernel: k.clone(),
+                handler: &H,
+                stats: &stats,
+                main: me,
+                tracees: HashSet::from([me]),
+                main_status: None,
+                notified,
+            }
+            .run();
+            let set = k.ops().iter().any(|o| matches!(o, Op::SetRegs(..)));
+            assert_eq!(set, restarted, "{:?}", String::from_utf8_lossy(path));
+        }
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub fn shebang(head: &[u8]) -> Option<Shebang> {
     Some(Shebang { interp, arg })
 }
 
+use std::os::unix::ffi::OsStrExt;
+
 /// The kernel's limit of nested `#!` interpreters: `exec_binprm` fails with `ELOOP` when a
 /// sixth script would be started.
 pub const MAX_SCRIPT_DEPTH: usize = 5;
@@ -76,22 +78,31 @@ pub enum ChainError<E> {
 /// each level replaces `argv[0]` by `interpreter [arg] path-it-was-started-by`. Doing the whole
 /// chain here (rather than leaving inner levels to the kernel) keeps every path the scripts see
 /// virtual and lets interpreters in `/cvmfs` name interpreters in `/cvmfs`.
-/// `resolve` maps an interpreter as written to its real file, `head` reads a file's first bytes.
+/// `resolve` maps an interpreter as written to its real file, `None` for a host file the
+/// kernel can open by itself (the chain stops there: the kernel checks it and runs what
+/// follows, as natively); `head` reads a file's first bytes.
 pub fn script_chain<E>(
     script: Vec<u8>,
     first: Shebang,
-    mut resolve: impl FnMut(&[u8]) -> Result<std::path::PathBuf, E>,
+    mut resolve: impl FnMut(&[u8]) -> Result<Option<std::path::PathBuf>, E>,
     mut head: impl FnMut(&std::path::Path) -> Vec<u8>,
 ) -> Result<ScriptChain, ChainError<E>> {
     let mut prepend = vec![script];
     let mut sb = first;
     let mut depth = 1;
     loop {
-        let real = resolve(&sb.interp).map_err(ChainError::Resolve)?;
+        let resolved = resolve(&sb.interp).map_err(ChainError::Resolve)?;
         let mut front = vec![sb.interp.clone()];
         front.extend(sb.arg);
         front.append(&mut prepend);
         prepend = front;
+        let Some(real) = resolved else {
+            return Ok(ScriptChain {
+                program: std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&sb.interp)),
+                name: sb.interp,
+                prepend,
+            });
+        };
         match shebang(&head(&real)) {
             None => {
                 return Ok(ScriptChain {
@@ -207,11 +218,11 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let resolve = |p: &[u8]| -> Result<PathBuf, i32> {
+        let resolve = |p: &[u8]| -> Result<Option<PathBuf>, i32> {
             match p {
-                b"/v/outer" => Ok(PathBuf::from("/real/outer")),
-                b"/v/inner" => Ok(PathBuf::from("/real/inner")),
-                b"/bin/sh" => Ok(PathBuf::from("/bin/sh")),
+                b"/v/outer" => Ok(Some(PathBuf::from("/real/outer"))),
+                b"/v/inner" => Ok(Some(PathBuf::from("/real/inner"))),
+                b"/bin/sh" | b"/host/script" => Ok(None),
                 _ => Err(2),
             }
         };
@@ -244,6 +255,19 @@ mod tests {
                 head
             ),
             Err(ChainError::Resolve(2))
+        );
+        // A host interpreter ends the chain: the kernel opens it (a script or not) itself.
+        let c = script_chain(
+            b"/v/x".to_vec(),
+            shebang(b"#!/host/script -a\n").unwrap(),
+            resolve,
+            |_: &Path| b"#!/v/outer\n".to_vec(),
+        )
+        .unwrap();
+        assert_eq!(c.program, PathBuf::from("/host/script"));
+        assert_eq!(
+            c.prepend,
+            [b"/host/script".to_vec(), b"-a".to_vec(), b"/v/x".to_vec()]
         );
         // A script that names itself loops until the kernel's limit.
         let looping = |_: &Path| b"#!/v/outer\n".to_vec();

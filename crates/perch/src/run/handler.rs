@@ -1172,11 +1172,10 @@ impl PerchHandler {
         let (program, program_tg, argv0, chain) = match exec::shebang(&read_head(&real)) {
             Some(sb) => {
                 // The kernel would look each interpreter up from the program's cwd: so do we.
-                let resolve = |interp: &[u8]| -> Result<PathBuf, Errno> {
-                    let as_is = || PathBuf::from(OsStr::from_bytes(interp));
+                let resolve = |interp: &[u8]| -> Result<Option<PathBuf>, Errno> {
                     match self.trace_target(t, cwd, interp.to_vec()) {
-                        None => Ok(as_is()),
-                        Some(it) => Ok(self.exec_real(&it, &magic)?.unwrap_or_else(as_is)),
+                        None => Ok(None),
+                        Some(it) => self.exec_real(&it, &magic),
                     }
                 };
                 let c = match exec::script_chain(path, sb, resolve, read_head) {
