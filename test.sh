@@ -24,4 +24,8 @@ fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo test --workspace --no-fail-fast
+# The binary batch jobs carry: built static, checked from an empty environment (no NSS, no
+# dynamic dependencies), then shipped by the Makeflow and Slurm tests.
+bash scripts/build-static.sh >/dev/null
+bash scripts/check-static.sh
+PERCH_BATCH_BIN="$PWD/target/x86_64-unknown-linux-gnu/release/perch" cargo test --workspace --no-fail-fast
