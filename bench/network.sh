@@ -7,7 +7,7 @@
 #                  tar of the whole tree inside `perch run`, into an empty cache (cold),
 #                  again with the cache full (warm), and with $PAR readers in parallel (cold),
 #   16 perch runs  started together on one empty alien cache: wall time and object requests
-#                  nginx saw against the number of objects.
+#                  nginx saw against the number of objects; then again with that cache full.
 # MB/s are stratum bytes (what goes over the wire) per second of wall time; ratio = time / curl.
 # Reproduce with:  bash bench/network.sh        (SIZE_MB=200 PAR=8 JOBS=16 by default)
 set -euo pipefail
@@ -158,6 +158,15 @@ fail=0
 for p in "${pids[@]}"; do wait "$p" || fail=$((fail + 1)); done
 e=$(now); row "$JOBS x perch run tar, one alien cache" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
 [ "$fail" = 0 ] || { echo "WARNING: $fail of $JOBS jobs failed:" >&2; cat "$W"/job*.err >&2; }
+# The same with the alien cache full: what the jobs cost without any download.
+r0=$(requests); s=$(now)
+pids=()
+for j in $(seq "$JOBS"); do
+  run --alien-cache "$W/alien" sh -c "$READ_ALL" &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+e=$(now); row "$JOBS x perch run tar, alien cache full" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
 
 # ---- report ----
 CURL=$(echo "${ROWS[0]}" | cut -d'|' -f2)
