@@ -266,22 +266,26 @@ fn a_program_with_its_own_seccomp_filter() {
 #[test]
 fn stopped_and_continued_processes() {
     both(|r| {
-        // `stopped` polls (10 s at most) until the kernel has parked the process.
+        // `stopped` polls (10 s at most) until the kernel has parked the process. The TSTP
+        // child gets its own process group (`set -m`): the kernel drops TSTP sent to an
+        // orphaned process group, which the test's own group may be (a test run whose
+        // starter has exited), natively as under perch.
         let script = "cd \"$ROOT/repo\" || exit 1; \
                       stopped() { i=0; until ps -o stat= -p $1 | grep -q \"^[Tt]\"; do \
                       i=$((i+1)); [ $i -lt 1000 ] || return 1; sleep 0.01; done; }; \
                       sleep 30 & p=$!; kill -STOP $p; stopped $p; ps -o stat= -p $p; \
                       kill -CONT $p; kill $p; wait $p; echo $?; \
-                      sleep 30 & q=$!; kill -TSTP $q; stopped $q && echo stopped; \
-                      kill -CONT $q; kill $q; wait $q; echo $?";
+                      set -m; sleep 30 & q=$!; set +m; kill -TSTP $q; stopped $q && echo stopped; \
+                      kill -CONT $q; kill $q; wait $q 2>/dev/null; echo done";
         let n = r.native(&format!("bash -c '{script}'"));
         let p = r.perch(&format!("bash -c '{script}'"));
-        assert_eq!(n.ok().stdout, "T\n143\nstopped\n143\n", "{n}");
-        assert_eq!(p.ok().stdout, "t\n143\nstopped\n143\n", "{p}");
+        assert_eq!(n.ok().stdout, "T\n143\nstopped\ndone\n", "{n}");
+        assert_eq!(p.ok().stdout, "t\n143\nstopped\ndone\n", "{p}");
         // What the parent sees with WUNTRACED / WCONTINUED, with the child in /cvmfs.
         let o = r.same(
             "cd \"$ROOT/repo\" && python3 -u -c '\nimport os, signal\nr, w = os.pipe()\npid = os.fork()\n\
-             if pid == 0:\n    os.read(r, 1); print(open(\"a.txt\").read().split()); os._exit(7)\n\
+             if pid == 0:\n    os.setpgid(0, 0); os.read(r, 1); print(open(\"a.txt\").read().split()); os._exit(7)\n\
+             os.setpgid(pid, pid)  # its own group: TSTP and TTIN to an orphaned one are dropped\n\
              for sig in (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN):\n    os.kill(pid, sig)\n\
              \x20   p, st = os.waitpid(pid, os.WUNTRACED); print(\"stopped\", os.WIFSTOPPED(st), signal.Signals(os.WSTOPSIG(st)).name)\n\
              \x20   os.kill(pid, signal.SIGCONT)\n\
