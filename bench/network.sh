@@ -18,7 +18,7 @@ JOBS=${JOBS:-16}
 FQRN=bench.example.org
 NGINX=${PERCH_NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 cargo build --quiet --release -p perch
-PERCH=$PWD/target/release/perch
+PERCH=${PERCH:-$PWD/target/release/perch}   # PERCH=path compares another build
 W=$(mktemp -d /tmp/perch-netbench-XXXXXX)
 NGINX_PID=
 cleanup() {
