@@ -480,15 +480,20 @@ impl Repository {
         }
         // Catalogs of the mounted revision survive quota cleanups.
         self.cache.pin(h);
-        let path = self.download(self.cache.get(h).is_some(), h, ObjectKind::Catalog, || {
-            self.cache.fetch_object(
-                &self.fetcher,
-                h,
-                ObjectKind::Catalog,
-                Compression::Zlib,
-                size.filter(|&s| s > 0),
-            )
-        })?;
+        let path = self.download(
+            || self.cache.get(h).is_some(),
+            h,
+            ObjectKind::Catalog,
+            || {
+                self.cache.fetch_object(
+                    &self.fetcher,
+                    h,
+                    ObjectKind::Catalog,
+                    Compression::Zlib,
+                    size.filter(|&s| s > 0),
+                )
+            },
+        )?;
         let cat = Catalog::open(&path).map_err(|source| RepoError::Catalog {
             hash: h.to_string(),
             source,
@@ -758,8 +763,8 @@ impl Repository {
                 hasher.update(format!("{},{},{};", c.hash, c.offset, c.size).as_bytes());
             }
             let key = hasher.finish();
-            let cached = self.cache.chunked_path(&key).exists();
             let first = chunks.first().map_or(key, |c| c.hash);
+            let cached = || self.cache.chunked_path(&key).exists();
             return self.download(cached, &first, ObjectKind::Chunk, || {
                 self.cache
                     .fetch_chunked(&self.fetcher, &key, &chunks, compression)
@@ -769,30 +774,36 @@ impl Repository {
             path: shown(),
             reason: "regular file without content hash".into(),
         })?;
-        self.download(self.cache.get(&h).is_some(), &h, ObjectKind::File, || {
-            self.cache.fetch_object(
-                &self.fetcher,
-                &h,
-                ObjectKind::File,
-                compression,
-                Some(e.size),
-            )
-        })
+        self.download(
+            || self.cache.get(&h).is_some(),
+            &h,
+            ObjectKind::File,
+            || {
+                self.cache.fetch_object(
+                    &self.fetcher,
+                    &h,
+                    ObjectKind::File,
+                    compression,
+                    Some(e.size),
+                )
+            },
+        )
     }
 
-    /// Runs `op`, which downloads object `h` unless `cached`. While offline, a download
+    /// Runs `op`, which downloads object `h` unless `cached()`. While offline, a download
     /// before the retry time fails at once (no failover, no timeouts); the first one after
     /// it retries the network (the manifest, verified as at mount) and, if that works, the
     /// mount is online again. The mounted revision never changes: a newer one is for new
     /// mounts (DESIGN.md §4).
     fn download(
         &self,
-        cached: bool,
+        cached: impl FnOnce() -> bool,
         h: &ContentHash,
         kind: ObjectKind,
         op: impl FnOnce() -> Result<PathBuf, CacheError>,
     ) -> Result<PathBuf, RepoError> {
-        if !cached {
+        // Online (the usual case) `op` looks at the cache itself: no second stat here.
+        if self.is_offline() && !cached() {
             self.network_ready(h, kind)?;
         }
         Ok(op()?)
@@ -900,7 +911,7 @@ impl Repository {
             return Ok(Vec::new());
         };
         let p = self.download(
-            self.cache.get(&h).is_some(),
+            || self.cache.get(&h).is_some(),
             &h,
             ObjectKind::History,
             || {
