@@ -713,22 +713,22 @@ fn transport_error(e: ureq::Error, proxied: bool, timeout: Duration) -> AttemptE
     let name_class = if proxied { Class::Proxy } else { Class::Host };
     match e {
         E::Io(io) => {
-            let inner = io.get_ref();
-            if let Some(d) = inner.and_then(|r| r.downcast_ref::<DnsFailure>()) {
-                AttemptError {
+            match io
+                .get_ref()
+                .and_then(|r| r.downcast_ref::<ResolveFailure>())
+            {
+                Some(ResolveFailure::Dns(m)) => AttemptError {
                     class: name_class,
-                    reason: Reason::Dns(d.0.clone()),
-                }
-            } else if let Some(b) = inner.and_then(|r| r.downcast_ref::<BadProxyUrl>()) {
-                AttemptError {
+                    reason: Reason::Dns(m.clone()),
+                },
+                Some(ResolveFailure::BadProxyUrl(m)) => AttemptError {
                     class: Class::Proxy,
-                    reason: Reason::Connection(b.0.clone()),
-                }
-            } else {
-                AttemptError {
+                    reason: Reason::Connection(m.clone()),
+                },
+                None => AttemptError {
                     class: Class::Transfer,
                     reason: io_reason(&io, timeout),
-                }
+                },
             }
         }
         E::HostNotFound => AttemptError {
@@ -781,29 +781,25 @@ fn io_reason(e: &std::io::Error, timeout: Duration) -> Reason {
     }
 }
 
-/// A name that did not resolve (told apart from connection errors by type).
+/// A failure of perch's own resolver step, carried through ureq inside an `io::Error` and
+/// told apart from connection errors by type.
 #[derive(Debug)]
-struct DnsFailure(String);
+enum ResolveFailure {
+    /// A name that did not resolve.
+    Dns(String),
+    /// A proxy URL perch cannot use (a proxy error: the next proxy is tried).
+    BadProxyUrl(String),
+}
 
-impl std::fmt::Display for DnsFailure {
+impl std::fmt::Display for ResolveFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            ResolveFailure::Dns(m) | ResolveFailure::BadProxyUrl(m) => f.write_str(m),
+        }
     }
 }
 
-impl std::error::Error for DnsFailure {}
-
-/// A proxy URL perch cannot use (a proxy error: the next proxy is tried).
-#[derive(Debug)]
-struct BadProxyUrl(String);
-
-impl std::fmt::Display for BadProxyUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadProxyUrl {}
+impl std::error::Error for ResolveFailure {}
 
 /// ureq's name resolution through [`crate::dns`]. A proxied agent connects to
 /// its proxy, so it resolves the proxy's name and never the server's.
@@ -826,7 +822,7 @@ impl UreqResolver for Resolve {
             Some(Err(e)) => {
                 return Err(ureq::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
-                    BadProxyUrl(e.clone()),
+                    ResolveFailure::BadProxyUrl(e.clone()),
                 )))
             }
             None => (
@@ -838,7 +834,7 @@ impl UreqResolver for Resolve {
         let ips = self.dns.lookup(host).map_err(|e| {
             ureq::Error::Io(std::io::Error::new(
                 e.kind(),
-                DnsFailure(format!("{host}: {e}")),
+                ResolveFailure::Dns(format!("{host}: {e}")),
             ))
         })?;
         let mut out = self.empty();

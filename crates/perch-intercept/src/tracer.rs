@@ -633,6 +633,16 @@ mod tests {
     }
 
     fn trace(k: RecordingKernel, waits: Vec<WaitStatus>) -> (ExitStatus, Vec<Op>, Stats) {
+        trace_as(k, MAIN, SyscallSet::default(), waits)
+    }
+
+    /// As [`trace`], with `main` as the main tracee and `notified` as the notified set.
+    fn trace_as(
+        k: RecordingKernel,
+        main: Pid,
+        notified: SyscallSet,
+        waits: Vec<WaitStatus>,
+    ) -> (ExitStatus, Vec<Op>, Stats) {
         k.script_waits(waits);
         let k = Arc::new(k);
         let stats = Stats::default();
@@ -640,13 +650,25 @@ mod tests {
             kernel: k.clone(),
             handler: &H,
             stats: &stats,
-            main: MAIN,
-            tracees: HashSet::from([MAIN]),
+            main,
+            tracees: HashSet::from([main]),
             main_status: None,
-            notified: SyscallSet::default(),
+            notified,
         }
         .run();
         (status, k.ops(), stats)
+    }
+
+    /// The ops of a run where `main` gets a signal-delivery stop (SIGALRM), then exits.
+    fn signal_stop(k: RecordingKernel, main: Pid, notified: SyscallSet) -> Vec<Op> {
+        let waits = vec![
+            WaitStatus::Stopped {
+                pid: main,
+                signal: libc::SIGALRM,
+            },
+            WaitStatus::Exited { pid: main, code: 0 },
+        ];
+        trace_as(k, main, notified, waits).1
     }
 
     fn seccomp_stop() -> WaitStatus {
@@ -730,29 +752,11 @@ mod tests {
         for (nr, path, rax, restarted) in cases {
             let mut k = kernel(nr, path);
             k.regs.rax = neg(rax);
-            k.script_waits(vec![
-                WaitStatus::Stopped {
-                    pid: MAIN,
-                    signal: libc::SIGALRM,
-                },
-                WaitStatus::Exited { pid: MAIN, code: 0 },
-            ]);
-            let k = Arc::new(k);
-            let stats = Stats::default();
-            Tracer {
-                kernel: k.clone(),
-                handler: &H,
-                stats: &stats,
-                main: MAIN,
-                tracees: HashSet::from([MAIN]),
-                main_status: None,
-                notified,
-            }
-            .run();
-            let set: Vec<Op> = k
-                .ops()
-                .into_iter()
+            let ops = signal_stop(k, MAIN, notified);
+            let set: Vec<Op> = ops
+                .iter()
                 .filter(|o| matches!(o, Op::SetRegs(..)))
+                .cloned()
                 .collect();
             let want = if restarted {
                 vec![Op::SetRegs(100, [nr, neg(-513), 0x1000, 0, 0])]
@@ -765,7 +769,7 @@ mod tests {
                 "nr {nr} {:?} rax {rax}",
                 String::from_utf8_lossy(path)
             );
-            assert!(k.ops().contains(&Op::Cont(100, libc::SIGALRM)));
+            assert!(ops.contains(&Op::Cont(100, libc::SIGALRM)));
         }
     }
 
@@ -785,26 +789,8 @@ mod tests {
             k.regs.rdi = neg(i64::from(libc::AT_FDCWD));
             k.regs.rsi = 0x1000;
             k.regs.rax = neg(-512);
-            k.script_waits(vec![
-                WaitStatus::Stopped {
-                    pid: me,
-                    signal: libc::SIGALRM,
-                },
-                WaitStatus::Exited { pid: me, code: 0 },
-            ]);
-            let k = Arc::new(k);
-            let stats = Stats::default();
-            Tracer {
-                kernel: k.clone(),
-                handler: &H,
-                stats: &stats,
-                main: me,
-                tracees: HashSet::from([me]),
-                main_status: None,
-                notified,
-            }
-            .run();
-            let set = k.ops().iter().any(|o| matches!(o, Op::SetRegs(..)));
+            let ops = signal_stop(k, me, notified);
+            let set = ops.iter().any(|o| matches!(o, Op::SetRegs(..)));
             assert_eq!(set, restarted, "{:?}", String::from_utf8_lossy(path));
         }
     }

@@ -74,30 +74,13 @@ impl Nginx {
         let port = free_port();
         let conf = dir.path().join("nginx.conf");
         write_file(&conf, &config(dir.path(), root, port))?;
-        let mut command = Command::new(binary);
-        command
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&conf);
-        let process = ServerProcess::spawn(command, binary, &dir.path().join("nginx.out"))?;
-        let mut nginx = Nginx {
+        let process = launch(binary, dir.path(), port)?;
+        Ok(Nginx {
             process,
             port,
             root: root.to_path_buf(),
             dir,
-        };
-        let dir_path = nginx.dir.path().to_path_buf();
-        nginx.process.wait_ready(
-            "nginx",
-            port,
-            READY_TIMEOUT,
-            || http_get(port, PROBE_PATH).is_ok_and(|r| r.status == 204),
-            || nginx_log(&dir_path),
-        )?;
-        Ok(nginx)
+        })
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash).
@@ -154,25 +137,30 @@ impl Nginx {
     pub fn restart(&mut self) -> Result<()> {
         self.process.stop();
         let binary = find_binary("nginx", "PERCH_NGINX", "nginx-light (or nginx)")?;
-        let dir = self.dir.path().to_path_buf();
-        let mut command = Command::new(&binary);
-        command
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"));
-        self.process = ServerProcess::spawn(command, &binary, &dir.join("nginx.out"))?;
-        let port = self.port;
-        self.process.wait_ready(
-            "nginx",
-            port,
-            READY_TIMEOUT,
-            || http_get(port, PROBE_PATH).is_ok_and(|r| r.status == 204),
-            || nginx_log(&dir),
-        )
+        self.process = launch(&binary, self.dir.path(), self.port)?;
+        Ok(())
     }
+}
+
+/// Starts nginx on `dir/nginx.conf` (logs in `dir`) and waits until it answers on `port`.
+fn launch(binary: &Path, dir: &Path, port: u16) -> Result<ServerProcess> {
+    let mut command = Command::new(binary);
+    command
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(dir.join("nginx.conf"));
+    let mut process = ServerProcess::spawn(command, binary, &dir.join("nginx.out"))?;
+    process.wait_ready(
+        "nginx",
+        port,
+        READY_TIMEOUT,
+        || http_get(port, PROBE_PATH).is_ok_and(|r| r.status == 204),
+        || nginx_log(dir),
+    )?;
+    Ok(process)
 }
 
 fn nginx_log(dir: &Path) -> String {
