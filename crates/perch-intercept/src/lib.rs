@@ -392,7 +392,6 @@ impl Interceptor {
     }
 }
 
-/// Fails with a typed error when the kernel cannot run perch.
 /// `CAP_SYS_PTRACE` in perch's effective set (`/proc/self/status`, no syscall needed).
 fn has_cap_sys_ptrace() -> bool {
     const CAP_SYS_PTRACE: u32 = 19;
@@ -406,6 +405,7 @@ fn has_cap_sys_ptrace() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_SYS_PTRACE) != 0)
 }
 
+/// Fails with a typed error when the kernel cannot run perch.
 fn check_kernel() -> Result<(), Error> {
     check_release(&perch_sys::misc::kernel_release().unwrap_or_default())?;
     perch_sys::notify::check_sizes().map_err(|errno| Error::SeccompUnavailable { errno })

@@ -1,6 +1,8 @@
 //! What the kernel would do with the first bytes of an executable: `#!` interpreter lines and
 //! ELF `PT_INTERP`. Pure functions over bytes, so they are tested without processes.
 
+use std::os::unix::ffi::OsStrExt;
+
 /// The kernel's `BINPRM_BUF_SIZE`: a `#!` line longer than this is truncated (since 5.1: refused).
 pub const BINPRM_BUF_SIZE: usize = 256;
 
@@ -46,8 +48,6 @@ pub fn shebang(head: &[u8]) -> Option<Shebang> {
     };
     Some(Shebang { interp, arg })
 }
-
-use std::os::unix::ffi::OsStrExt;
 
 /// The kernel's limit of nested `#!` interpreters: `exec_binprm` fails with `ELOOP` when a
 /// sixth script would be started.
