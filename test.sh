@@ -7,7 +7,9 @@ cd "$(dirname "$0")"
 # binary:package pairs the tests use for real (servers, programs run under perch).
 needs=(nginx:nginx-light squid:squid proot:proot python3:python3 gcc:gcc make:make git:git ps:procps
        setpriv:util-linux file:file nm:binutils makeflow:coop-computing-tools work_queue_worker:coop-computing-tools
-       munged:munge slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client)
+       munged:munge slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client
+       qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio curl:curl xz:xz-utils
+       gpgv:gpgv)
 missing=()
 for pair in "${needs[@]}"; do
   bin=${pair%%:*} pkg=${pair#*:}
@@ -28,4 +30,6 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # dynamic dependencies), then shipped by the Makeflow and Slurm tests.
 bash scripts/build-static.sh >/dev/null
 bash scripts/check-static.sh
+# The same binary on Debian's 5.10, 6.1 and 6.12 kernels, booted in qemu (scripts/kernels.sh).
+bash scripts/kernels.sh
 PERCH_BATCH_BIN="$PWD/target/x86_64-unknown-linux-gnu/release/perch" cargo test --workspace --no-fail-fast
