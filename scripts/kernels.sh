@@ -19,6 +19,7 @@
 # not a failure on such a kernel; on any newer kernel it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/guest.sh
 SUITES=("$@")
 [ ${#SUITES[@]} -gt 0 ] || SUITES=(bullseye bookworm trixie)
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -80,7 +81,7 @@ kernel_of() {
 # ---- the initramfs: busybox, perch, a published stratum, the checks ----
 FQRN=kernels.example.org
 R=$W/root
-mkdir -p "$R"/{bin,proc,sys,dev,tmp,etc,expected} "$W/src"/{bin,data/sub}
+mkdir -p "$R"/{bin,proc,sys,dev,tmp}
 cp "$BUSYBOX" "$R/bin/busybox"
 cp "$BIN" "$R/bin/perch"
 # busybox's setpriv cannot change uids: a small static helper drops to UID:GID and execs.
@@ -102,60 +103,7 @@ int main(int argc, char **argv) {
 }
 EOF
 gcc -static -O2 -o "$R/bin/asuser" "$W/asuser.c"
-printf 'hello from %s\n' "$FQRN" > "$W/src/data/hello.txt"
-head -c 3000000 /dev/urandom > "$W/src/data/big.bin"
-printf 'deep\n' > "$W/src/data/sub/deep.txt"
-ln -s ../data/hello.txt "$W/src/bin/link.txt"
-printf '#!/bin/sh\necho "script ok $0 $*"\n' > "$W/src/bin/hello.sh"
-chmod 755 "$W/src/bin/hello.sh"
-cp "$BUSYBOX" "$W/src/bin/busybox"
-"$BIN" keygen "$FQRN" "$W/keys" >/dev/null
-"$BIN" publish "$W/src" --fqrn "$FQRN" --keys "$W/keys" --stratum "$R/stratum" >/dev/null
-cp "$W/keys/$FQRN.pub" "$R/etc/$FQRN.pub"
-printf 'CVMFS_SERVER_URL=file:///stratum\nCVMFS_HTTP_PROXY=DIRECT\nCVMFS_PUBLIC_KEY=/etc/%s.pub\n' "$FQRN" > "$R/etc/client.conf"
-(cd "$W/src" && find . | sed "s#^\.#/cvmfs/$FQRN#" | LC_ALL=C sort) > "$R/expected/find"
-sha256sum < "$W/src/data/big.bin" | cut -d' ' -f1 > "$R/expected/big.sha256"
-# Modes: those `perch run --mode` offers, else the one default mode.
-modes=$("$BIN" run --help | sed -n 's/.*--mode.*\[possible values: \([^]]*\)\].*/\1/p' | tr -d ',' | head -n 1)
-[ -n "$modes" ] || modes=default
-echo "$modes" > "$R/etc/modes"
-
-cat > "$R/checks.sh" <<'EOF'
-#!/bin/sh
-# Runs as the user under test: $1 = label. Prints CHECK lines.
-user=$1 kver=$(uname -r) fq=kernels.example.org
-for mode in $(cat /etc/modes); do
-  cache=/tmp/cache-$user-$mode
-  mkdir -p "$cache"
-  set -- perch run --config-dir /etc/none --config /etc/client.conf --cache "$cache" -r "$fq"
-  [ "$mode" = default ] || set -- "$@" --mode "$mode"
-  line() { echo "CHECK $kver $mode $user $1 $2"; }
-  out=$("$@" -- true 2>&1); rc=$?
-  if [ $rc -ne 0 ]; then
-    if [ $rc -eq 206 ]; then line start "REFUSED $out"; else line start "FAIL rc=$rc $out"; fi
-    continue
-  fi
-  check() { # name expected-output command...
-    name=$1 want=$2; shift 2
-    got=$("$@" 2>/tmp/err-$user); rc=$?
-    if [ $rc -eq 0 ] && [ "$got" = "$want" ]; then line "$name" OK
-    else line "$name" "FAIL rc=$rc got=[$(echo "$got" | head -c 300)] want=[$want] err=[$(head -c 300 /tmp/err-$user)]"; fi
-  }
-  R="$*"
-  check list "bin
-data" $R -- ls /cvmfs/$fq
-  check stat "31 644 regular file" $R -- stat -c '%s %a %F' /cvmfs/$fq/data/hello.txt
-  check read "hello from $fq" $R -- cat /cvmfs/$fq/data/hello.txt
-  check read-big "$(cat /expected/big.sha256)" $R -- sh -c "sha256sum < /cvmfs/$fq/data/big.bin | cut -d' ' -f1"
-  check symlink "hello from $fq" $R -- cat /cvmfs/$fq/bin/link.txt
-  check exec-script "script ok /cvmfs/$fq/bin/hello.sh a b" $R -- /cvmfs/$fq/bin/hello.sh a b
-  check exec-static "static ok" $R -- /cvmfs/$fq/bin/busybox echo static ok
-  check cd "/cvmfs/$fq/data/sub
-deep" $R -- sh -c "cd /cvmfs/$fq/data/sub && pwd && cat deep.txt"
-  check erofs "Read-only file system" $R -- sh -c "touch /cvmfs/$fq/data/new 2>&1 | grep -o 'Read-only file system'"
-  check find "$(cat /expected/find)" $R -- sh -c "find /cvmfs/$fq | LC_ALL=C sort"
-done
-EOF
+guest_tree "$R" / "$BIN" "$BUSYBOX" "$W"
 cat > "$R/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -166,20 +114,20 @@ mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 chmod 1777 /tmp
 echo "BOOTED $(uname -r)"
-sh /checks.sh root
-asuser 65534:65534 sh /checks.sh uid65534
+sh /checks.sh root /
+asuser 65534:65534 sh /checks.sh uid65534 /
 echo "DONE $(uname -r)"
 poweroff -f
 EOF
-chmod 755 "$R/init" "$R/checks.sh"
+chmod 755 "$R/init"
 (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) > "$W/initrd.gz"
 
 # ---- boot each kernel ----
 accel=(-accel tcg)
 if [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then accel=(-accel kvm -accel tcg); fi
-failed=0 passed=0 nfailed=0
+PASSED=0 NFAILED=0
 for suite in "${SUITES[@]}"; do
-  vmlinuz=$(kernel_of "$suite") || { echo "KERNEL $suite: could not get a verified kernel"; failed=1; nfailed=$((nfailed + 1)); continue; }
+  vmlinuz=$(kernel_of "$suite") || { echo "KERNEL $suite: could not get a verified kernel"; NFAILED=$((NFAILED + 1)); continue; }
   start=$(date +%s)
   timeout 600 qemu-system-x86_64 "${accel[@]}" -m 1024 -smp 1 -nographic -no-reboot \
     -kernel "$vmlinuz" -initrd "$W/initrd.gz" \
@@ -189,22 +137,12 @@ for suite in "${SUITES[@]}"; do
   kver=$(sed -n 's/.*BOOTED \([^ ]*\).*/\1/p' "$W/$suite.out" | head -n 1)
   if ! grep -q '^DONE ' "$W/$suite.out"; then
     echo "KERNEL $suite ${kver:-?}: did not finish the checks in ${secs}s; last lines:"; tail -n 20 "$W/$suite.out"
-    failed=1; nfailed=$((nfailed + 1)); continue
+    NFAILED=$((NFAILED + 1)); continue
   fi
   echo "KERNEL $suite $kver: booted and checked in ${secs}s"
   major=${kver%%.*} rest=${kver#*.}; minor=${rest%%.*}
   old=0; { [ "$major" -lt 5 ] || { [ "$major" -eq 5 ] && [ "$minor" -lt 14 ]; }; } && old=1
-  while read -r _ k mode user name verdict; do
-    case "$verdict" in
-      OK*) echo "  $k $mode $user $name OK"; passed=$((passed + 1)) ;;
-      REFUSED*)
-        if [ $old = 1 ] && grep -q 'too old' <<<"$verdict"; then
-          echo "  $k $mode $user REFUSED as documented (kernel < 5.14 has no mode yet): ${verdict#REFUSED }"
-          passed=$((passed + 1))
-        else echo "  $k $mode $user $name FAIL: $verdict"; failed=1; nfailed=$((nfailed + 1)); fi ;;
-      *) echo "  $k $mode $user $name $verdict"; failed=1; nfailed=$((nfailed + 1)) ;;
-    esac
-  done < <(grep '^CHECK ' "$W/$suite.out")
+  guest_report "$W/$suite.out" $old
 done
-echo "kernels: $passed passed, $nfailed failed"
-exit $failed
+echo "kernels: $PASSED passed, $NFAILED failed"
+[ "$NFAILED" = 0 ]
