@@ -75,6 +75,8 @@ kernel_of() {
   fi
   mkdir -p "$d/x"
   dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$d/x" --wildcards './boot/vmlinuz-*'
+  # FUSE is a module in 5.10 and 6.1 (built in from 6.12): the guest loads it for fuse mode.
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$d/x" --wildcards --no-anchored 'fs/fuse/fuse.ko' 2>/dev/null || true
   ls "$d"/x/boot/vmlinuz-* | head -n 1
 }
 
@@ -113,7 +115,11 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 chmod 1777 /tmp
+[ -f /modules/fuse.ko ] && insmod /modules/fuse.ko
+# What udev does on a distribution (devtmpfs alone makes it 0600): anyone may open /dev/fuse.
+[ -c /dev/fuse ] && chmod 666 /dev/fuse
 echo "BOOTED $(uname -r)"
+echo "DEVFUSE $(ls -l /dev/fuse 2>&1 | cut -c1-10) userns=$(cat /proc/sys/user/max_user_namespaces 2>/dev/null)"
 sh /checks.sh root /
 asuser 65534:65534 sh /checks.sh uid65534 /
 echo "DONE $(uname -r)"
@@ -128,9 +134,16 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then 
 PASSED=0 NFAILED=0
 for suite in "${SUITES[@]}"; do
   vmlinuz=$(kernel_of "$suite") || { echo "KERNEL $suite: could not get a verified kernel"; NFAILED=$((NFAILED + 1)); continue; }
+  # A second archive appended to the initramfs (the kernel unpacks both) with this kernel's fuse.ko.
+  cp "$W/initrd.gz" "$W/$suite.initrd"
+  fuse_ko=$(find "$W/$suite/x" -name fuse.ko | head -n 1)
+  if [ -n "$fuse_ko" ]; then
+    mkdir -p "$W/$suite/extra/modules" && cp "$fuse_ko" "$W/$suite/extra/modules/"
+    (cd "$W/$suite/extra" && find . | cpio -o -H newc --quiet | gzip -1) >> "$W/$suite.initrd"
+  fi
   start=$(date +%s)
   timeout 600 qemu-system-x86_64 "${accel[@]}" -m 1024 -smp 1 -nographic -no-reboot \
-    -kernel "$vmlinuz" -initrd "$W/initrd.gz" \
+    -kernel "$vmlinuz" -initrd "$W/$suite.initrd" \
     -append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3" > "$W/$suite.log" 2>&1 || true
   secs=$(( $(date +%s) - start ))
   tr -d '\r' < "$W/$suite.log" > "$W/$suite.out"
@@ -139,7 +152,7 @@ for suite in "${SUITES[@]}"; do
     echo "KERNEL $suite ${kver:-?}: did not finish the checks in ${secs}s; last lines:"; tail -n 20 "$W/$suite.out"
     NFAILED=$((NFAILED + 1)); continue
   fi
-  echo "KERNEL $suite $kver: booted and checked in ${secs}s"
+  echo "KERNEL $suite $kver: booted and checked in ${secs}s; /dev/fuse and user namespaces: $(sed -n 's/.*DEVFUSE //p' "$W/$suite.out" | head -n 1)"
   major=${kver%%.*} rest=${kver#*.}; minor=${rest%%.*}
   old=0; { [ "$major" -lt 5 ] || { [ "$major" -eq 5 ] && [ "$minor" -lt 14 ]; }; } && old=1
   guest_report "$W/$suite.out" $old
