@@ -242,3 +242,36 @@ pub fn syscalls() -> ExitCode {
     let _ = out.flush();
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use perch_bpf::{Action, SeccompData, AUDIT_ARCH_X86_64};
+    use perch_vfs::{SyscallTable, Trap, Treatment};
+
+    /// The BPF program `perch run` loads routes every syscall number as the table says (swept
+    /// through the user-space interpreter): notified and traced rows, rows refused by the
+    /// filter itself with their errno, everything else allowed; ptrace is perch-intercept's own
+    /// refusal.
+    #[test]
+    fn the_filter_is_generated_from_the_table() {
+        let prog = super::interceptor().policy().compile().unwrap();
+        let ptrace = u32::try_from(libc::SYS_ptrace).unwrap();
+        for nr in 0..perch_syscalls::MAX_NR {
+            let got = prog
+                .action(&SeccompData::new(nr, AUDIT_ARCH_X86_64))
+                .unwrap();
+            let want = match SyscallTable.by_nr(nr).map(|r| (r.trap, r.treatment)) {
+                Some((Trap::Notify, _)) => Action::Notify,
+                Some((Trap::Trace, _)) => Action::Trace(0),
+                Some((Trap::Errno, Treatment::Refused(e, _))) => {
+                    Action::Errno(u16::try_from(e.raw()).unwrap())
+                }
+                Some((Trap::Allow, _)) => Action::Allow,
+                Some(other) => panic!("{nr}: {other:?}"),
+                None if nr == ptrace => Action::Errno(1),
+                None => Action::Allow,
+            };
+            assert_eq!(got, want, "syscall {nr}");
+        }
+    }
+}
