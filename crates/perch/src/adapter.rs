@@ -1,12 +1,13 @@
 //! The two adapters the binary holds: the CVMFS client seen as perch-vfs's
 //! `Repository`/`Mounter`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use perch_cvmfs::{Node, RepoError as CvmfsError, Repository};
-use perch_vfs::{Entry, Errno, Kind, RepoError};
+use perch_vfs::{Entry, Errno, Handle, Kind, RepoError};
 
 use crate::mounts::Client;
 
@@ -57,6 +58,14 @@ impl VfsRepo {
             m.clear();
         }
         m.insert(path, n);
+    }
+
+    /// The node of an entry this repository gave out (its handle), else looked up by path.
+    fn node_of<'e>(&self, path: &[u8], entry: &'e Entry) -> Result<Cow<'e, Node>, RepoError> {
+        match entry.handle.as_ref().and_then(|h| h.get::<Node>()) {
+            Some(n) => Ok(Cow::Borrowed(n)),
+            None => self.node(path).map(Cow::Owned),
+        }
     }
 
     fn node(&self, path: &[u8]) -> Result<Node, RepoError> {
@@ -113,6 +122,7 @@ fn entry(repo: &Repository, n: &Node) -> Entry {
             0
         },
         symlink,
+        handle: Some(Handle::new(n.clone())),
     }
 }
 
@@ -144,8 +154,8 @@ impl perch_vfs::Repository for VfsRepo {
         Ok(out)
     }
 
-    fn fetch(&self, path: &[u8], _entry: &Entry) -> Result<PathBuf, RepoError> {
-        let n = self.node(path)?;
+    fn fetch(&self, path: &[u8], entry: &Entry) -> Result<PathBuf, RepoError> {
+        let n = self.node_of(path, entry)?;
         self.repo
             .fetch(&n)
             .map_err(|e| io_error(&self.repo, path, &e))
@@ -154,18 +164,18 @@ impl perch_vfs::Repository for VfsRepo {
     fn getxattr(
         &self,
         path: &[u8],
-        _entry: &Entry,
+        entry: &Entry,
         name: &[u8],
     ) -> Result<Option<Vec<u8>>, RepoError> {
-        let n = self.node(path)?;
+        let n = self.node_of(path, entry)?;
         let name = String::from_utf8_lossy(name);
         self.repo
             .xattr(&n, &name)
             .map_err(|e| io_error(&self.repo, path, &e))
     }
 
-    fn listxattr(&self, path: &[u8], _entry: &Entry) -> Result<Vec<Vec<u8>>, RepoError> {
-        let n = self.node(path)?;
+    fn listxattr(&self, path: &[u8], entry: &Entry) -> Result<Vec<Vec<u8>>, RepoError> {
+        let n = self.node_of(path, entry)?;
         Ok(self
             .repo
             .list_xattrs(&n)
