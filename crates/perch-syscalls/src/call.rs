@@ -216,6 +216,7 @@ table! {
     Access = 21, "access", Access { path: PathPtr, mode: AccessMode };
     Execve = 59, "execve", Exec { path: PathPtr, argv: Ptr, envp: Ptr };
     Truncate = 76, "truncate", Modify { path: PathPtr, length: Int };
+    Ftruncate = 77, "ftruncate", Io { fd: Fd, length: Int };
     Getdents = 78, "getdents", Io { fd: Fd, dirp: Ptr, count: Size };
     Getcwd = 79, "getcwd", Cwd { buf: Ptr, size: Size };
     Chdir = 80, "chdir", Cwd { path: PathPtr };
@@ -287,14 +288,23 @@ table! {
     IoUringRegister = 427, "io_uring_register", Refused { fd: Fd, opcode: Size, arg: Ptr, nr_args: Size };
     OpenTree = 428, "open_tree", Admin { dirfd: DirFd, path: PathPtr, flags: Hex };
     MoveMount = 429, "move_mount", Admin { from_dirfd: DirFd, from_path: PathPtr, to_dirfd: DirFd, to_path: PathPtr, flags: Hex };
+    Fsopen = 430, "fsopen", Admin { fsname: StrPtr, flags: Hex };
+    Fsconfig = 431, "fsconfig", Admin { fd: Fd, cmd: Int32, key: StrPtr, value: Ptr, aux: Int32 };
+    Fsmount = 432, "fsmount", Admin { fd: Fd, flags: Hex, attr_flags: Hex };
+    Fspick = 433, "fspick", Admin { dirfd: DirFd, path: PathPtr, flags: Hex };
     Openat2 = 437, "openat2", Open { dirfd: DirFd, path: PathPtr, how: Ptr, size: Size };
     Faccessat2 = 439, "faccessat2", Access { dirfd: DirFd, path: PathPtr, mode: AccessMode, flags: AccessFlags };
     MountSetattr = 442, "mount_setattr", Admin { dirfd: DirFd, path: PathPtr, flags: Hex, attr: Ptr, size: Size };
+    QuotactlFd = 443, "quotactl_fd", Admin { fd: Fd, cmd: Int32, id: Int32, addr: Ptr };
+    LandlockAddRule = 445, "landlock_add_rule", Io { ruleset_fd: Fd, rule_type: Int32, rule_attr: Ptr, flags: Hex };
     Fchmodat2 = 452, "fchmodat2", Modify { dirfd: DirFd, path: PathPtr, mode: Mode, flags: AtFlags };
     Setxattrat = 463, "setxattrat", Modify { dirfd: DirFd, path: PathPtr, at_flags: AtFlags, name: StrPtr, args: Ptr, size: Size };
     Getxattrat = 464, "getxattrat", Xattr { dirfd: DirFd, path: PathPtr, at_flags: AtFlags, name: StrPtr, args: Ptr, size: Size };
     Listxattrat = 465, "listxattrat", Xattr { dirfd: DirFd, path: PathPtr, at_flags: AtFlags, list: Ptr, size: Size };
     Removexattrat = 466, "removexattrat", Modify { dirfd: DirFd, path: PathPtr, at_flags: AtFlags, name: StrPtr };
+    OpenTreeAttr = 467, "open_tree_attr", Admin { dirfd: DirFd, path: PathPtr, flags: Hex, attr: Ptr, size: Size };
+    FileGetattr = 468, "file_getattr", Stat { dirfd: DirFd, path: PathPtr, attr: Ptr, size: Size, at_flags: AtFlags };
+    FileSetattr = 469, "file_setattr", Modify { dirfd: DirFd, path: PathPtr, attr: Ptr, size: Size, at_flags: AtFlags };
 }
 
 impl Call {

@@ -75,9 +75,13 @@ errnos! {
     EOVERFLOW = 75, "Value too large for defined data type";
     ENOTSUP = 95, "Operation not supported";
     ESTALE = 116, "Stale file handle";
+    EDQUOT = 122, "Disk quota exceeded";
 }
 
 impl Errno {
+    /// `EOPNOTSUPP`: the same number as `ENOTSUP` on Linux.
+    pub const EOPNOTSUPP: Errno = Errno::ENOTSUP;
+
     /// Wraps a raw positive error number.
     pub const fn new(raw: i32) -> Errno {
         Errno(raw)
@@ -86,6 +90,11 @@ impl Errno {
     /// The raw positive error number.
     pub const fn raw(self) -> i32 {
         self.0
+    }
+
+    /// The value a syscall returns for this error (`-errno`).
+    pub fn as_return(self) -> i64 {
+        -i64::from(self.0)
     }
 
     /// From an `io::Error`; errors without an OS code become `EIO`.

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod answer;
 pub mod args;
 mod call;
 mod errno;
@@ -30,6 +31,7 @@ mod set;
 pub mod stat;
 mod view;
 
+pub use answer::{Answer, OpenHow, ResolveFlags};
 pub use args::{
     AccessFlags, AccessMode, AtFlags, DirFd, Fd, Mode, OpenFlags, PathPtr, Ptr, Size, StrPtr,
     UnlinkFlags, AT_FDCWD, PATH_MAX,
@@ -37,7 +39,7 @@ pub use args::{
 pub use call::{Call, DisplayCall, Family, Sysno};
 pub use errno::Errno;
 pub use set::{SyscallSet, MAX_NR};
-pub use stat::{StatBuf, Timespec};
+pub use stat::{Stat, StatFs, Statx, StatxTimestamp};
 pub use view::{FakeMemory, TraceeView};
 
 /// A process or thread id as the kernel reports it. A handle for logging and `/proc` look-ups;
@@ -109,6 +111,119 @@ mod tests {
             assert_eq!(s.name(), name);
             assert_eq!(Sysno::from_nr(nr), Some(s));
             assert_eq!(Sysno::from_name(name), Some(s));
+        }
+    }
+
+    #[test]
+    fn numbers_match_libc() {
+        for (s, nr) in [
+            (Sysno::Read, libc::SYS_read),
+            (Sysno::Write, libc::SYS_write),
+            (Sysno::Open, libc::SYS_open),
+            (Sysno::Close, libc::SYS_close),
+            (Sysno::Stat, libc::SYS_stat),
+            (Sysno::Fstat, libc::SYS_fstat),
+            (Sysno::Lstat, libc::SYS_lstat),
+            (Sysno::Access, libc::SYS_access),
+            (Sysno::Execve, libc::SYS_execve),
+            (Sysno::Truncate, libc::SYS_truncate),
+            (Sysno::Ftruncate, libc::SYS_ftruncate),
+            (Sysno::Getdents, libc::SYS_getdents),
+            (Sysno::Getcwd, libc::SYS_getcwd),
+            (Sysno::Chdir, libc::SYS_chdir),
+            (Sysno::Fchdir, libc::SYS_fchdir),
+            (Sysno::Rename, libc::SYS_rename),
+            (Sysno::Mkdir, libc::SYS_mkdir),
+            (Sysno::Rmdir, libc::SYS_rmdir),
+            (Sysno::Creat, libc::SYS_creat),
+            (Sysno::Link, libc::SYS_link),
+            (Sysno::Unlink, libc::SYS_unlink),
+            (Sysno::Symlink, libc::SYS_symlink),
+            (Sysno::Readlink, libc::SYS_readlink),
+            (Sysno::Chmod, libc::SYS_chmod),
+            (Sysno::Fchmod, libc::SYS_fchmod),
+            (Sysno::Chown, libc::SYS_chown),
+            (Sysno::Fchown, libc::SYS_fchown),
+            (Sysno::Lchown, libc::SYS_lchown),
+            (Sysno::Ptrace, libc::SYS_ptrace),
+            (Sysno::Utime, libc::SYS_utime),
+            (Sysno::Mknod, libc::SYS_mknod),
+            (Sysno::Uselib, libc::SYS_uselib),
+            (Sysno::Statfs, libc::SYS_statfs),
+            (Sysno::Fstatfs, libc::SYS_fstatfs),
+            (Sysno::PivotRoot, libc::SYS_pivot_root),
+            (Sysno::Chroot, libc::SYS_chroot),
+            (Sysno::Acct, libc::SYS_acct),
+            (Sysno::Mount, libc::SYS_mount),
+            (Sysno::Umount2, libc::SYS_umount2),
+            (Sysno::Swapon, libc::SYS_swapon),
+            (Sysno::Swapoff, libc::SYS_swapoff),
+            (Sysno::Quotactl, libc::SYS_quotactl),
+            (Sysno::Setxattr, libc::SYS_setxattr),
+            (Sysno::Lsetxattr, libc::SYS_lsetxattr),
+            (Sysno::Fsetxattr, libc::SYS_fsetxattr),
+            (Sysno::Getxattr, libc::SYS_getxattr),
+            (Sysno::Lgetxattr, libc::SYS_lgetxattr),
+            (Sysno::Fgetxattr, libc::SYS_fgetxattr),
+            (Sysno::Listxattr, libc::SYS_listxattr),
+            (Sysno::Llistxattr, libc::SYS_llistxattr),
+            (Sysno::Flistxattr, libc::SYS_flistxattr),
+            (Sysno::Removexattr, libc::SYS_removexattr),
+            (Sysno::Lremovexattr, libc::SYS_lremovexattr),
+            (Sysno::Fremovexattr, libc::SYS_fremovexattr),
+            (Sysno::Getdents64, libc::SYS_getdents64),
+            (Sysno::Utimes, libc::SYS_utimes),
+            (Sysno::InotifyAddWatch, libc::SYS_inotify_add_watch),
+            (Sysno::Openat, libc::SYS_openat),
+            (Sysno::Mkdirat, libc::SYS_mkdirat),
+            (Sysno::Mknodat, libc::SYS_mknodat),
+            (Sysno::Fchownat, libc::SYS_fchownat),
+            (Sysno::Futimesat, libc::SYS_futimesat),
+            (Sysno::Newfstatat, libc::SYS_newfstatat),
+            (Sysno::Unlinkat, libc::SYS_unlinkat),
+            (Sysno::Renameat, libc::SYS_renameat),
+            (Sysno::Linkat, libc::SYS_linkat),
+            (Sysno::Symlinkat, libc::SYS_symlinkat),
+            (Sysno::Readlinkat, libc::SYS_readlinkat),
+            (Sysno::Fchmodat, libc::SYS_fchmodat),
+            (Sysno::Faccessat, libc::SYS_faccessat),
+            (Sysno::Utimensat, libc::SYS_utimensat),
+            (Sysno::FanotifyMark, libc::SYS_fanotify_mark),
+            (Sysno::NameToHandleAt, libc::SYS_name_to_handle_at),
+            (Sysno::OpenByHandleAt, libc::SYS_open_by_handle_at),
+            (Sysno::Renameat2, libc::SYS_renameat2),
+            (Sysno::Execveat, libc::SYS_execveat),
+            (Sysno::Statx, libc::SYS_statx),
+            (Sysno::IoUringSetup, libc::SYS_io_uring_setup),
+            (Sysno::IoUringEnter, libc::SYS_io_uring_enter),
+            (Sysno::IoUringRegister, libc::SYS_io_uring_register),
+            (Sysno::OpenTree, libc::SYS_open_tree),
+            (Sysno::MoveMount, libc::SYS_move_mount),
+            (Sysno::Fsopen, libc::SYS_fsopen),
+            (Sysno::Fsconfig, libc::SYS_fsconfig),
+            (Sysno::Fsmount, libc::SYS_fsmount),
+            (Sysno::Fspick, libc::SYS_fspick),
+            (Sysno::Openat2, libc::SYS_openat2),
+            (Sysno::Faccessat2, libc::SYS_faccessat2),
+            (Sysno::MountSetattr, libc::SYS_mount_setattr),
+            (Sysno::QuotactlFd, libc::SYS_quotactl_fd),
+            (Sysno::LandlockAddRule, libc::SYS_landlock_add_rule),
+            (Sysno::Fchmodat2, libc::SYS_fchmodat2),
+        ] {
+            assert_eq!(i64::from(s.nr()), nr, "{}", s.name());
+        }
+        // 463..469 (Linux 6.13–6.17) are newer than libc's table: checked by hand against
+        // arch/x86/entry/syscalls/syscall_64.tbl.
+        for (s, nr) in [
+            (Sysno::Setxattrat, 463),
+            (Sysno::Getxattrat, 464),
+            (Sysno::Listxattrat, 465),
+            (Sysno::Removexattrat, 466),
+            (Sysno::OpenTreeAttr, 467),
+            (Sysno::FileGetattr, 468),
+            (Sysno::FileSetattr, 469),
+        ] {
+            assert_eq!(s.nr(), nr, "{}", s.name());
         }
     }
 

@@ -48,7 +48,7 @@ impl VfsError {
             VfsError::Io { source, .. } => match source.raw_os_error() {
                 Some(
                     e @ (libc::ENOSPC | libc::EDQUOT | libc::EMFILE | libc::ENFILE | libc::ENOMEM),
-                ) => Errno::from_raw(e),
+                ) => Errno::new(e),
                 _ => Errno::EIO,
             },
         }
@@ -58,7 +58,7 @@ impl VfsError {
     pub(crate) fn log_errno(self) -> Errno {
         let errno = self.errno();
         let chain = error_chain(&self);
-        tracing::warn!(target: "vfs", errno = %errno.name(), "{chain}");
+        tracing::warn!(target: "vfs", errno = ?errno, "{chain}");
         errno
     }
 }

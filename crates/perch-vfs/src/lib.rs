@@ -6,10 +6,11 @@
 //! rules, `RESOLVE_*` included), [`ShadowTree`] (lazy, concurrent-safe materialization on the
 //! real file system, hard links to cache objects), the operations ([`Namespace::open`],
 //! [`Namespace::stat`], [`Namespace::access`], xattrs, `statfs`, the write family → `EROFS`)
-//! with Linux's errno order for a read-only file system, the byte layouts of `struct stat`,
-//! `statx`, `statfs`, and [`SYSCALLS`].
+//! with Linux's errno order for a read-only file system, and [`SYSCALLS`]: every row with the
+//! code that answers it ([`syscall`]: a typed call and a [`Caller`] in, an answer out; exec and
+//! chdir rewriting in [`syscall::rewrite`]), shared by every backend.
 //!
-//! It must not know: processes, pids, seccomp or ptrace (perch-intercept), HTTP, catalogs,
+//! It must not know: pids, seccomp or ptrace (perch-intercept; a backend gives a [`Caller`]), HTTP, catalogs,
 //! hashes or the cache layout (perch-cvmfs behind [`Repository`]). It does no unsafe.
 //!
 //! ```
@@ -44,8 +45,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod errno;
+pub mod binfmt;
 mod error;
+mod host;
 pub mod layout;
 pub mod mem;
 mod namespace;
@@ -53,9 +55,9 @@ mod ops;
 mod repo;
 pub mod resolve;
 pub mod shadow;
+pub mod syscall;
 pub mod table;
 
-pub use errno::Errno;
 pub use error::VfsError;
 pub use layout::{Stat, StatFs, Statx};
 pub use namespace::Namespace;
@@ -63,7 +65,9 @@ pub use ops::{
     CreateOp, ModifyOp, OpenOutcome, OpenedFd, Outcome, PairOutcome, RemoveOp, XattrReply,
     AUTOFS_SUPER_MAGIC, FUSE_SUPER_MAGIC, STATX_MASK, XATTR_SIZE_MAX,
 };
-pub use repo::{Entry, Kind, Mounter, RepoError, Repository};
+pub use perch_syscalls::Errno;
+pub use repo::{Entry, Handle, Kind, Mounter, RepoError, Repository};
 pub use resolve::{Cred, Last, Lookup, MagicLinks, ParentResolved, ResolveFlags, Resolved};
 pub use shadow::ShadowTree;
-pub use table::{SyscallInfo, SyscallTable, Trap, Treatment, SYSCALLS};
+pub use syscall::{Caller, Calls, Hooks};
+pub use table::{Code, Routes, SyscallInfo, SyscallTable, Trap, Treatment, SYSCALLS};

@@ -105,6 +105,7 @@ impl MemRepoBuilder {
             inode,
             rdev: 0,
             symlink: None,
+            handle: None,
         };
         self.repo.entries.insert(path.to_vec(), entry);
         self.repo.entries.get_mut(path).expect("just inserted")

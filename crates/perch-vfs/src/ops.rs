@@ -273,7 +273,7 @@ impl Namespace {
                 Outcome::Err(if e == rustix::io::Errno::NOENT {
                     Errno::EIO
                 } else {
-                    e.into()
+                    Errno::new(e.raw_os_error())
                 })
             }
         }

@@ -96,7 +96,42 @@ pub struct Entry {
     pub rdev: u64,
     /// Symlink target, already `$(VAR)`-expanded; `None` for other kinds.
     pub symlink: Option<Vec<u8>>,
+    /// The repository's own reference to the entry, handed back to [`Repository::fetch`] and
+    /// the xattr calls so they need no second lookup by path.
+    pub handle: Option<Handle>,
 }
+
+/// A repository's own reference to one of its entries (say, its catalog row): opaque to
+/// perch-vfs, which only carries it from a lookup to the calls on the same entry. It is no
+/// metadata: entries compare equal whatever their handles.
+#[derive(Clone)]
+pub struct Handle(Arc<dyn std::any::Any + Send + Sync>);
+
+impl Handle {
+    /// Wraps the repository's value.
+    pub fn new<T: std::any::Any + Send + Sync>(value: T) -> Handle {
+        Handle(Arc::new(value))
+    }
+
+    /// The value, if it is a `T`.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handle")
+    }
+}
+
+impl PartialEq for Handle {
+    fn eq(&self, _: &Handle) -> bool {
+        true
+    }
+}
+
+impl Eq for Handle {}
 
 impl Entry {
     /// A directory entry with mode `0o755`, owner root, size 4096 and two links.
@@ -113,6 +148,7 @@ impl Entry {
             inode,
             rdev: 0,
             symlink: None,
+            handle: None,
         }
     }
 

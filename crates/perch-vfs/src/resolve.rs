@@ -44,43 +44,15 @@ use std::sync::Arc;
 
 use crate::{Entry, Errno, Namespace, Repository};
 
-/// `PATH_MAX`: a path of this many bytes or more (without the NUL) is `ENAMETOOLONG`.
-pub const PATH_MAX: usize = 4096;
+/// `PATH_MAX` (perch-syscalls'): a path of this many bytes or more (without the NUL) is
+/// `ENAMETOOLONG`.
+pub use perch_syscalls::PATH_MAX;
 /// `NAME_MAX`: longest component.
 pub const NAME_MAX: usize = 255;
 /// `MAXSYMLINKS`: symlinks followed in one lookup before `ELOOP`.
 pub const MAX_SYMLINKS: u32 = 40;
 
-/// `openat2` `RESOLVE_*` flags (same bit values as the kernel's `struct open_how.resolve`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ResolveFlags(pub u64);
-
-impl ResolveFlags {
-    /// `RESOLVE_NO_XDEV`
-    pub const NO_XDEV: ResolveFlags = ResolveFlags(0x01);
-    /// `RESOLVE_NO_MAGICLINKS`
-    pub const NO_MAGICLINKS: ResolveFlags = ResolveFlags(0x02);
-    /// `RESOLVE_NO_SYMLINKS`
-    pub const NO_SYMLINKS: ResolveFlags = ResolveFlags(0x04);
-    /// `RESOLVE_BENEATH`
-    pub const BENEATH: ResolveFlags = ResolveFlags(0x08);
-    /// `RESOLVE_IN_ROOT`
-    pub const IN_ROOT: ResolveFlags = ResolveFlags(0x10);
-    /// `RESOLVE_CACHED`
-    pub const CACHED: ResolveFlags = ResolveFlags(0x20);
-
-    /// True if every bit of `other` is set.
-    pub fn contains(self, other: ResolveFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-}
-
-impl std::ops::BitOr for ResolveFlags {
-    type Output = ResolveFlags;
-    fn bitor(self, rhs: ResolveFlags) -> ResolveFlags {
-        ResolveFlags(self.0 | rhs.0)
-    }
-}
+pub use perch_syscalls::ResolveFlags;
 
 /// Credentials for permission checks, as the kernel uses them (fsuid/fsgid for most calls, the
 /// real ids for `access(2)` without `AT_EACCESS`: the caller picks).

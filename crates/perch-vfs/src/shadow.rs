@@ -86,8 +86,16 @@ pub(crate) fn fnv64(data: &[u8]) -> u64 {
     h
 }
 
+/// A name the kernel can hold in a directory: not empty, not `.`/`..`, no `/` or NUL, at most
+/// `NAME_MAX` bytes (a catalog may hold longer ones; such an entry is left out of the shadow
+/// directory, and naming it is `ENAMETOOLONG` in the resolver, as in the real client).
 fn valid_name(name: &[u8]) -> bool {
-    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+    !name.is_empty()
+        && name.len() <= crate::resolve::NAME_MAX
+        && name != b"."
+        && name != b".."
+        && !name.contains(&b'/')
+        && !name.contains(&0)
 }
 
 fn is_race_loss(e: &io::Error) -> bool {
@@ -220,8 +228,13 @@ impl ShadowTree {
         self.publish_dir(dir, |tmp| {
             for (name, entry) in &children {
                 if !valid_name(name) {
-                    tracing::warn!(target: "vfs", fqrn = repo.fqrn(),
-                        name = %String::from_utf8_lossy(name), "skipping invalid name in listing");
+                    let mut shown = path.to_vec();
+                    shown.push(b'/');
+                    shown.extend_from_slice(name);
+                    tracing::warn!(target: "vfs", fqrn = repo.fqrn(), bytes = name.len(),
+                        "{}{}: left out of the directory listing: not a name Linux can hold \
+                         (at most 255 bytes, no '/' or NUL)",
+                        repo.fqrn(), String::from_utf8_lossy(&shown));
                     continue;
                 }
                 let child = tmp.join(OsStr::from_bytes(name));

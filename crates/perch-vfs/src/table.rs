@@ -1,12 +1,16 @@
 //! [`SYSCALLS`]: what perch does with every x86_64 syscall that takes a path, or an fd used for
-//! path lookup or naming a virtual object. The seccomp filter is derived from it (via
-//! [`Trap`]) and `perch syscalls` prints it ([`SyscallTable`]'s `Display`).
-//!
-//! The numbers duplicate perch-syscalls' (this crate must not depend on the interception
-//! layer's vocabulary for now); a test checks them against `libc::SYS_*`.
+//! path lookup or naming a virtual object — and the code that does it. Each row carries its
+//! [`Code`]: the function every backend runs for it ([`crate::syscall`]), the exec/chdir
+//! rewriting, or nothing (the kernel alone). The seccomp filter is generated from the rows'
+//! [`Trap`]s ([`SyscallTable::routes`]: rows whose answer never depends on the path are
+//! `SECCOMP_RET_ERRNO`/`SECCOMP_RET_ALLOW` in the filter, no round trip), and `perch syscalls`
+//! prints the rows ([`SyscallTable`]'s `Display`). Numbers and names are perch-syscalls'.
 
 use std::fmt;
 
+use perch_syscalls::{SyscallSet, Sysno};
+
+use crate::syscall::{self, AnswerFn};
 use crate::Errno;
 
 /// What perch does with a syscall when it touches a virtual path or fd.
@@ -19,6 +23,8 @@ pub enum Treatment {
     /// A write on a virtual object: fails like on a read-only file system (`EROFS`, or the
     /// errno Linux gives first: `EEXIST`, `EXDEV`, `EISDIR`...). Host paths continue.
     Erofs,
+    /// Fails with this errno on virtual objects only, and why; host paths continue.
+    Unsupported(Errno, &'static str),
     /// Never trapped: the kernel's answer is already right (or the call needs privileges the
     /// program lacks anyway).
     Passthrough,
@@ -29,19 +35,52 @@ pub enum Treatment {
 /// How the seccomp filter routes a syscall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trap {
-    /// `SECCOMP_RET_USER_NOTIF`: the supervisor decides (CONTINUE for host paths).
+    /// `SECCOMP_RET_USER_NOTIF`: the supervisor runs the row's code (CONTINUE for host paths).
     Notify,
     /// `SECCOMP_RET_TRACE`: ptrace rewrites the path argument (execve, chdir).
     Trace,
-    /// `SECCOMP_RET_ALLOW`.
+    /// `SECCOMP_RET_ALLOW`: never leaves the kernel.
     Allow,
-    /// `SECCOMP_RET_ERRNO` with the [`Treatment::Refused`] errno.
+    /// `SECCOMP_RET_ERRNO` with the [`Treatment::Refused`] errno: never leaves the kernel.
     Errno,
 }
 
+/// The code a row carries.
+#[derive(Clone, Copy)]
+pub enum Code {
+    /// This function computes the answer ([`crate::syscall::Calls::answer`]).
+    Answer(AnswerFn),
+    /// [`crate::syscall::Calls::rewrite`] gives the new path (and arguments) of the call.
+    Rewrite,
+    /// None: the filter alone answers (allow or a fixed errno).
+    Kernel,
+}
+
+impl Code {
+    /// The answering function, if the row has one.
+    pub fn answer(self) -> Option<AnswerFn> {
+        match self {
+            Code::Answer(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Code::Answer(_) => "Answer",
+            Code::Rewrite => "Rewrite",
+            Code::Kernel => "Kernel",
+        })
+    }
+}
+
 /// One row of the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct SyscallInfo {
+    /// The syscall.
+    pub sysno: Sysno,
     /// Name as in `<asm/unistd_64.h>`.
     pub name: &'static str,
     /// x86_64 number.
@@ -50,125 +89,144 @@ pub struct SyscallInfo {
     pub treatment: Treatment,
     /// How the filter routes it.
     pub trap: Trap,
+    /// The code that does it.
+    pub code: Code,
 }
 
-const fn row(name: &'static str, nr: u32, treatment: Treatment, trap: Trap) -> SyscallInfo {
+const fn row(sysno: Sysno, treatment: Treatment, trap: Trap, code: Code) -> SyscallInfo {
     SyscallInfo {
-        name,
-        nr,
+        sysno,
+        name: sysno.name(),
+        nr: sysno.nr(),
         treatment,
         trap,
+        code,
     }
 }
 
+use Code::{Answer, Kernel, Rewrite};
 use Trap::{Allow, Notify, Trace};
-use Treatment::{Emulated, Erofs, Passthrough, Refused, Supported};
+use Treatment::{Emulated, Erofs, Passthrough, Refused, Supported, Unsupported};
 
 const STAT: &str = "stat from the catalog (st_dev per repository, st_ino from the client)";
 const XATTR: &str = "catalog and cvmfs magic xattrs; ERANGE/ENODATA as the kernel";
 const OPEN: &str = "regular file: fetched, hard-linked into the shadow tree, real fd injected \
-                    (ADDFD|SEND, O_CLOEXEC honoured); directory: filled shadow dir fd";
+                    (ADDFD|SEND, O_CLOEXEC honoured); directory: filled shadow dir fd; O_PATH: \
+                    a read-only fd (ADDFD cannot pass O_PATH files), ELOOP for a symlink itself";
 const FD_PASS: &str = "fds of virtual objects are real shadow fds; read-only opens make the \
                        kernel's own EINVAL/EBADF right";
+const WATCH: &str =
+    "content never changes, a watch would never fire; tail -f falls back to polling";
 
 /// The table, sorted by number.
 pub const SYSCALLS: &[SyscallInfo] = &[
-    row("open", 2, Emulated(OPEN), Notify),
-    row("stat", 4, Emulated(STAT), Notify),
-    row("fstat", 5, Emulated("fd → /proc/<pid>/fd/N → virtual path → catalog stat"), Notify),
-    row("lstat", 6, Emulated(STAT), Notify),
-    row("access", 21, Emulated("permission bits of the catalog; W_OK → EROFS"), Notify),
-    row("execve", 59, Supported("path rewritten to the shadow file (+x ensured); PT_INTERP and #! under /cvmfs exec'd via their shadow path"), Trace),
-    row("truncate", 76, Erofs, Notify),
-    row("ftruncate", 77, Passthrough, Allow),
-    row("getdents", 78, Supported("kernel lists the filled shadow directory"), Allow),
-    row("getcwd", 79, Emulated("kernel's cwd translated from shadow to virtual path"), Notify),
-    row("chdir", 80, Supported("path rewritten to the filled shadow directory"), Trace),
-    row("fchdir", 81, Supported(FD_PASS), Allow),
-    row("rename", 82, Erofs, Notify),
-    row("mkdir", 83, Erofs, Notify),
-    row("rmdir", 84, Erofs, Notify),
-    row("creat", 85, Erofs, Notify),
-    row("link", 86, Erofs, Notify),
-    row("unlink", 87, Erofs, Notify),
-    row("symlink", 88, Erofs, Notify),
-    row("readlink", 89, Emulated("catalog target; /proc/*/fd|cwd|exe|root translated"), Notify),
-    row("chmod", 90, Erofs, Notify),
-    row("fchmod", 91, Erofs, Notify),
-    row("chown", 92, Erofs, Notify),
-    row("fchown", 93, Erofs, Notify),
-    row("lchown", 94, Erofs, Notify),
-    row("utime", 132, Erofs, Notify),
-    row("mknod", 133, Erofs, Notify),
-    row("uselib", 134, Refused(Errno::ENOSYS, "obsolete, not built in modern kernels"), Trap::Errno),
-    row("statfs", 137, Emulated("FUSE magic, ST_RDONLY|ST_NOSUID|ST_NODEV; autofs for /cvmfs"), Notify),
-    row("fstatfs", 138, Emulated("as statfs, via the fd's virtual path"), Notify),
-    row("pivot_root", 155, Refused(Errno::EPERM, "would detach the program from perch's namespace"), Trap::Errno),
-    row("chroot", 161, Refused(Errno::EPERM, "a chroot would hide /cvmfs from path classification"), Trap::Errno),
-    row("acct", 163, Passthrough, Allow),
-    row("mount", 165, Refused(Errno::EPERM, "mounts would change what paths mean behind perch's back"), Trap::Errno),
-    row("umount2", 166, Refused(Errno::EPERM, "see mount"), Trap::Errno),
-    row("swapon", 167, Passthrough, Allow),
-    row("swapoff", 168, Passthrough, Allow),
-    row("quotactl", 179, Passthrough, Allow),
-    row("setxattr", 188, Erofs, Notify),
-    row("lsetxattr", 189, Erofs, Notify),
-    row("fsetxattr", 190, Erofs, Notify),
-    row("getxattr", 191, Emulated(XATTR), Notify),
-    row("lgetxattr", 192, Emulated(XATTR), Notify),
-    row("fgetxattr", 193, Emulated(XATTR), Notify),
-    row("listxattr", 194, Emulated(XATTR), Notify),
-    row("llistxattr", 195, Emulated(XATTR), Notify),
-    row("flistxattr", 196, Emulated(XATTR), Notify),
-    row("removexattr", 197, Erofs, Notify),
-    row("lremovexattr", 198, Erofs, Notify),
-    row("fremovexattr", 199, Erofs, Notify),
-    row("getdents64", 217, Supported("kernel lists the filled shadow directory"), Allow),
-    row("utimes", 235, Erofs, Notify),
-    row("inotify_add_watch", 254, Emulated("watch added on the shadow object through the program's inotify fd (pidfd_getfd); no events, content is immutable"), Notify),
-    row("openat", 257, Emulated(OPEN), Notify),
-    row("mkdirat", 258, Erofs, Notify),
-    row("mknodat", 259, Erofs, Notify),
-    row("fchownat", 260, Erofs, Notify),
-    row("futimesat", 261, Erofs, Notify),
-    row("newfstatat", 262, Emulated(STAT), Notify),
-    row("unlinkat", 263, Erofs, Notify),
-    row("renameat", 264, Erofs, Notify),
-    row("linkat", 265, Erofs, Notify),
-    row("symlinkat", 266, Erofs, Notify),
-    row("readlinkat", 267, Emulated("catalog target; /proc/*/fd|cwd|exe|root translated"), Notify),
-    row("fchmodat", 268, Erofs, Notify),
-    row("faccessat", 269, Emulated("permission bits of the catalog; W_OK → EROFS"), Notify),
-    row("utimensat", 280, Erofs, Notify),
-    row("fanotify_mark", 301, Emulated("mark placed on the shadow object through the program's fanotify fd (pidfd_getfd)"), Notify),
-    row("name_to_handle_at", 303, Emulated("EOPNOTSUPP on virtual objects, like a FUSE mount without export support"), Notify),
-    row("open_by_handle_at", 304, Passthrough, Allow),
-    row("renameat2", 316, Erofs, Notify),
-    row("execveat", 322, Supported("as execve; dirfd-relative and AT_EMPTY_PATH paths via the fd's virtual path"), Trace),
-    row("statx", 332, Emulated("statx from the catalog, STATX_BASIC_STATS|STATX_MNT_ID, MOUNT_ROOT on repository roots"), Notify),
-    row("io_uring_setup", 425, Refused(Errno::ENOSYS, "io_uring opens would bypass interception"), Trap::Errno),
-    row("io_uring_enter", 426, Refused(Errno::ENOSYS, "see io_uring_setup"), Trap::Errno),
-    row("io_uring_register", 427, Refused(Errno::ENOSYS, "see io_uring_setup"), Trap::Errno),
-    row("open_tree", 428, Refused(Errno::EPERM, "see mount"), Trap::Errno),
-    row("move_mount", 429, Refused(Errno::EPERM, "see mount"), Trap::Errno),
-    row("fsopen", 430, Refused(Errno::EPERM, "see mount"), Trap::Errno),
-    row("fsconfig", 431, Refused(Errno::EPERM, "see mount"), Trap::Errno),
-    row("fsmount", 432, Refused(Errno::EPERM, "see mount"), Trap::Errno),
-    row("fspick", 433, Refused(Errno::EPERM, "see mount"), Trap::Errno),
-    row("openat2", 437, Emulated("as openat; RESOLVE_* honoured by perch's resolver"), Notify),
-    row("faccessat2", 439, Emulated("permission bits of the catalog; W_OK → EROFS; AT_EACCESS"), Notify),
-    row("mount_setattr", 442, Refused(Errno::EPERM, "see mount"), Trap::Errno),
-    row("quotactl_fd", 443, Passthrough, Allow),
-    row("landlock_add_rule", 445, Supported("rules on shadow fds apply to the shadow tree"), Allow),
-    row("fchmodat2", 452, Erofs, Notify),
-    row("setxattrat", 463, Erofs, Notify),
-    row("getxattrat", 464, Emulated(XATTR), Notify),
-    row("listxattrat", 465, Emulated(XATTR), Notify),
-    row("removexattrat", 466, Erofs, Notify),
-    row("open_tree_attr", 467, Refused(Errno::EPERM, "see mount"), Trap::Errno),
-    row("file_getattr", 468, Emulated("no fs attributes on virtual objects: zeroed fsxattr"), Notify),
-    row("file_setattr", 469, Erofs, Notify),
+    row(Sysno::Open, Emulated(OPEN), Notify, Answer(syscall::open)),
+    row(Sysno::Stat, Emulated(STAT), Notify, Answer(syscall::stat)),
+    row(Sysno::Fstat, Emulated("fd → /proc/<pid>/fd/N → virtual path → catalog stat"), Notify, Answer(syscall::stat)),
+    row(Sysno::Lstat, Emulated(STAT), Notify, Answer(syscall::stat)),
+    row(Sysno::Access, Emulated("permission bits of the catalog; W_OK → EROFS"), Notify, Answer(syscall::access)),
+    row(Sysno::Execve, Supported("path rewritten to the shadow file (+x ensured); PT_INTERP and #! under /cvmfs exec'd via their shadow path"), Trace, Rewrite),
+    row(Sysno::Truncate, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Ftruncate, Passthrough, Allow, Kernel),
+    row(Sysno::Getdents, Supported("kernel lists the filled shadow directory"), Allow, Kernel),
+    row(Sysno::Getcwd, Emulated("kernel's cwd translated from shadow to virtual path"), Notify, Answer(syscall::getcwd)),
+    row(Sysno::Chdir, Supported("path rewritten to the filled shadow directory"), Trace, Rewrite),
+    row(Sysno::Fchdir, Supported(FD_PASS), Allow, Kernel),
+    row(Sysno::Rename, Erofs, Notify, Answer(syscall::pair)),
+    row(Sysno::Mkdir, Erofs, Notify, Answer(syscall::create)),
+    row(Sysno::Rmdir, Erofs, Notify, Answer(syscall::remove)),
+    row(Sysno::Creat, Erofs, Notify, Answer(syscall::open)),
+    row(Sysno::Link, Erofs, Notify, Answer(syscall::pair)),
+    row(Sysno::Unlink, Erofs, Notify, Answer(syscall::remove)),
+    row(Sysno::Symlink, Erofs, Notify, Answer(syscall::create)),
+    row(Sysno::Readlink, Emulated("catalog target; /proc/*/fd|cwd|exe|root translated"), Notify, Answer(syscall::readlink)),
+    row(Sysno::Chmod, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Fchmod, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Chown, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Fchown, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Lchown, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Utime, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Mknod, Erofs, Notify, Answer(syscall::create)),
+    row(Sysno::Uselib, Refused(Errno::ENOSYS, "obsolete, not built in modern kernels"), Trap::Errno, Kernel),
+    row(Sysno::Statfs, Emulated("FUSE magic, ST_RDONLY|ST_NOSUID|ST_NODEV; autofs for /cvmfs"), Notify, Answer(syscall::statfs)),
+    row(Sysno::Fstatfs, Emulated("as statfs, via the fd's virtual path"), Notify, Answer(syscall::statfs)),
+    row(Sysno::PivotRoot, Refused(Errno::EPERM, "would detach the program from perch's namespace"), Trap::Errno, Kernel),
+    row(Sysno::Chroot, Refused(Errno::EPERM, "a chroot would hide /cvmfs from path classification"), Trap::Errno, Kernel),
+    row(Sysno::Acct, Passthrough, Allow, Kernel),
+    row(Sysno::Mount, Refused(Errno::EPERM, "mounts would change what paths mean behind perch's back"), Trap::Errno, Kernel),
+    row(Sysno::Umount2, Refused(Errno::EPERM, "see mount"), Trap::Errno, Kernel),
+    row(Sysno::Swapon, Passthrough, Allow, Kernel),
+    row(Sysno::Swapoff, Passthrough, Allow, Kernel),
+    row(Sysno::Quotactl, Passthrough, Allow, Kernel),
+    row(Sysno::Setxattr, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Lsetxattr, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Fsetxattr, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Getxattr, Emulated(XATTR), Notify, Answer(syscall::getxattr)),
+    row(Sysno::Lgetxattr, Emulated(XATTR), Notify, Answer(syscall::getxattr)),
+    row(Sysno::Fgetxattr, Emulated(XATTR), Notify, Answer(syscall::getxattr)),
+    row(Sysno::Listxattr, Emulated(XATTR), Notify, Answer(syscall::listxattr)),
+    row(Sysno::Llistxattr, Emulated(XATTR), Notify, Answer(syscall::listxattr)),
+    row(Sysno::Flistxattr, Emulated(XATTR), Notify, Answer(syscall::listxattr)),
+    row(Sysno::Removexattr, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Lremovexattr, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Fremovexattr, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Getdents64, Supported("kernel lists the filled shadow directory"), Allow, Kernel),
+    row(Sysno::Utimes, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::InotifyAddWatch, Unsupported(Errno::ENOSPC, WATCH), Notify, Answer(syscall::watch)),
+    row(Sysno::Openat, Emulated(OPEN), Notify, Answer(syscall::open)),
+    row(Sysno::Mkdirat, Erofs, Notify, Answer(syscall::create)),
+    row(Sysno::Mknodat, Erofs, Notify, Answer(syscall::create)),
+    row(Sysno::Fchownat, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Futimesat, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Newfstatat, Emulated(STAT), Notify, Answer(syscall::stat)),
+    row(Sysno::Unlinkat, Erofs, Notify, Answer(syscall::remove)),
+    row(Sysno::Renameat, Erofs, Notify, Answer(syscall::pair)),
+    row(Sysno::Linkat, Erofs, Notify, Answer(syscall::pair)),
+    row(Sysno::Symlinkat, Erofs, Notify, Answer(syscall::create)),
+    row(Sysno::Readlinkat, Emulated("catalog target; /proc/*/fd|cwd|exe|root translated"), Notify, Answer(syscall::readlink)),
+    row(Sysno::Fchmodat, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Faccessat, Emulated("permission bits of the catalog; W_OK → EROFS"), Notify, Answer(syscall::access)),
+    row(Sysno::Utimensat, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::FanotifyMark, Unsupported(Errno::ENOSPC, WATCH), Notify, Answer(syscall::watch)),
+    row(Sysno::NameToHandleAt, Unsupported(Errno::EOPNOTSUPP, "no file handles, like a FUSE mount without export support"), Notify, Answer(syscall::name_to_handle)),
+    row(Sysno::OpenByHandleAt, Passthrough, Allow, Kernel),
+    row(Sysno::Renameat2, Erofs, Notify, Answer(syscall::pair)),
+    row(Sysno::Execveat, Supported("as execve; dirfd-relative and AT_EMPTY_PATH paths via the fd's virtual path"), Trace, Rewrite),
+    row(Sysno::Statx, Emulated("statx from the catalog, STATX_BASIC_STATS|STATX_MNT_ID, MOUNT_ROOT on repository roots"), Notify, Answer(syscall::stat)),
+    row(Sysno::IoUringSetup, Refused(Errno::ENOSYS, "io_uring opens would bypass interception"), Trap::Errno, Kernel),
+    row(Sysno::IoUringEnter, Refused(Errno::ENOSYS, "see io_uring_setup"), Trap::Errno, Kernel),
+    row(Sysno::IoUringRegister, Refused(Errno::ENOSYS, "see io_uring_setup"), Trap::Errno, Kernel),
+    row(Sysno::OpenTree, Refused(Errno::EPERM, "see mount"), Trap::Errno, Kernel),
+    row(Sysno::MoveMount, Refused(Errno::EPERM, "see mount"), Trap::Errno, Kernel),
+    row(Sysno::Fsopen, Refused(Errno::EPERM, "see mount"), Trap::Errno, Kernel),
+    row(Sysno::Fsconfig, Refused(Errno::EPERM, "see mount"), Trap::Errno, Kernel),
+    row(Sysno::Fsmount, Refused(Errno::EPERM, "see mount"), Trap::Errno, Kernel),
+    row(Sysno::Fspick, Refused(Errno::EPERM, "see mount"), Trap::Errno, Kernel),
+    row(Sysno::Openat2, Emulated("as openat; RESOLVE_* honoured by perch's resolver"), Notify, Answer(syscall::open)),
+    row(Sysno::Faccessat2, Emulated("permission bits of the catalog; W_OK → EROFS; AT_EACCESS"), Notify, Answer(syscall::access)),
+    row(Sysno::MountSetattr, Refused(Errno::EPERM, "see mount"), Trap::Errno, Kernel),
+    row(Sysno::QuotactlFd, Passthrough, Allow, Kernel),
+    row(Sysno::LandlockAddRule, Supported("rules on shadow fds apply to the shadow tree"), Allow, Kernel),
+    row(Sysno::Fchmodat2, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Setxattrat, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::Getxattrat, Emulated(XATTR), Notify, Answer(syscall::getxattr)),
+    row(Sysno::Listxattrat, Emulated(XATTR), Notify, Answer(syscall::listxattr)),
+    row(Sysno::Removexattrat, Erofs, Notify, Answer(syscall::modify)),
+    row(Sysno::OpenTreeAttr, Refused(Errno::EPERM, "see mount"), Trap::Errno, Kernel),
+    row(Sysno::FileGetattr, Unsupported(Errno::EOPNOTSUPP, "no file-system attributes on virtual objects"), Notify, Answer(syscall::file_getattr)),
+    row(Sysno::FileSetattr, Erofs, Notify, Answer(syscall::modify)),
 ];
+
+/// Where the rows send calls in the seccomp filter.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    /// `SECCOMP_RET_USER_NOTIF`.
+    pub notify: SyscallSet,
+    /// `SECCOMP_RET_TRACE`.
+    pub trace: SyscallSet,
+    /// `SECCOMP_RET_ERRNO` with each errno.
+    pub errno: Vec<(u32, Errno)>,
+}
 
 /// The table as a value with lookups and a documentation `Display`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -188,6 +246,20 @@ impl SyscallTable {
             .map(|i| &SYSCALLS[i])
     }
 
+    /// The filter routes of the rows (syscalls without a row are allowed).
+    pub fn routes(&self) -> Routes {
+        let mut r = Routes::default();
+        for row in SYSCALLS {
+            match (row.trap, row.treatment) {
+                (Trap::Notify, _) => r.notify.insert_nr(row.nr),
+                (Trap::Trace, _) => r.trace.insert_nr(row.nr),
+                (Trap::Errno, Treatment::Refused(e, _)) => r.errno.push((row.nr, e)),
+                _ => {}
+            }
+        }
+        r
+    }
+
     /// The row of syscall `name`.
     pub fn by_name(&self, name: &str) -> Option<&'static SyscallInfo> {
         SYSCALLS.iter().find(|r| r.name == name)
@@ -202,8 +274,11 @@ impl fmt::Display for Treatment {
             Treatment::Erofs => {
                 f.write_str("EROFS on virtual paths (Linux's read-only errno order)")
             }
+            Treatment::Unsupported(e, why) => {
+                write!(f, "{e:?} on virtual objects: {why}; host paths continue")
+            }
             Treatment::Passthrough => f.write_str("passthrough (never trapped)"),
-            Treatment::Refused(e, why) => write!(f, "refused with {}: {why}", e.name()),
+            Treatment::Refused(e, why) => write!(f, "refused with {e:?}: {why}"),
         }
     }
 }
@@ -252,392 +327,29 @@ mod tests {
             match r.treatment {
                 Treatment::Refused(..) => assert_eq!(r.trap, Trap::Errno, "{}", r.name),
                 Treatment::Passthrough => assert_eq!(r.trap, Trap::Allow, "{}", r.name),
-                Treatment::Erofs | Treatment::Emulated(_) => {
+                Treatment::Erofs | Treatment::Emulated(_) | Treatment::Unsupported(..) => {
                     assert_eq!(r.trap, Trap::Notify, "{}", r.name)
                 }
                 Treatment::Supported(_) => {}
+            }
+            // The code matches the route: notified rows answer, traced rows rewrite, the
+            // others never leave the kernel.
+            match (r.trap, r.code) {
+                (Trap::Notify, Code::Answer(_))
+                | (Trap::Trace, Code::Rewrite)
+                | (Trap::Allow | Trap::Errno, Code::Kernel) => {}
+                (t, c) => panic!("{}: {t:?} with {c:?}", r.name),
             }
         }
         assert_eq!(SyscallTable.by_nr(257).map(|r| r.name), Some("openat"));
         assert_eq!(SyscallTable.by_name("statx").map(|r| r.nr), Some(332));
         assert!(SyscallTable.by_nr(0).is_none());
-    }
-
-    #[test]
-    fn numbers_match_libc() {
-        macro_rules! check {
-            ($($name:ident),* $(,)?) => {
-                $(
-                    let row = SyscallTable.by_name(stringify!($name))
-                        .unwrap_or_else(|| panic!("{} missing", stringify!($name)));
-                    let nr = paste_sys!($name);
-                    assert_eq!(i64::from(row.nr), nr as i64, "{}", stringify!($name));
-                )*
-            };
-        }
-        macro_rules! paste_sys {
-            (open) => {
-                libc::SYS_open
-            };
-            (stat) => {
-                libc::SYS_stat
-            };
-            (fstat) => {
-                libc::SYS_fstat
-            };
-            (lstat) => {
-                libc::SYS_lstat
-            };
-            (access) => {
-                libc::SYS_access
-            };
-            (execve) => {
-                libc::SYS_execve
-            };
-            (truncate) => {
-                libc::SYS_truncate
-            };
-            (ftruncate) => {
-                libc::SYS_ftruncate
-            };
-            (getdents) => {
-                libc::SYS_getdents
-            };
-            (getcwd) => {
-                libc::SYS_getcwd
-            };
-            (chdir) => {
-                libc::SYS_chdir
-            };
-            (fchdir) => {
-                libc::SYS_fchdir
-            };
-            (rename) => {
-                libc::SYS_rename
-            };
-            (mkdir) => {
-                libc::SYS_mkdir
-            };
-            (rmdir) => {
-                libc::SYS_rmdir
-            };
-            (creat) => {
-                libc::SYS_creat
-            };
-            (link) => {
-                libc::SYS_link
-            };
-            (unlink) => {
-                libc::SYS_unlink
-            };
-            (symlink) => {
-                libc::SYS_symlink
-            };
-            (readlink) => {
-                libc::SYS_readlink
-            };
-            (chmod) => {
-                libc::SYS_chmod
-            };
-            (fchmod) => {
-                libc::SYS_fchmod
-            };
-            (chown) => {
-                libc::SYS_chown
-            };
-            (fchown) => {
-                libc::SYS_fchown
-            };
-            (lchown) => {
-                libc::SYS_lchown
-            };
-            (utime) => {
-                libc::SYS_utime
-            };
-            (mknod) => {
-                libc::SYS_mknod
-            };
-            (uselib) => {
-                libc::SYS_uselib
-            };
-            (statfs) => {
-                libc::SYS_statfs
-            };
-            (fstatfs) => {
-                libc::SYS_fstatfs
-            };
-            (pivot_root) => {
-                libc::SYS_pivot_root
-            };
-            (chroot) => {
-                libc::SYS_chroot
-            };
-            (acct) => {
-                libc::SYS_acct
-            };
-            (mount) => {
-                libc::SYS_mount
-            };
-            (umount2) => {
-                libc::SYS_umount2
-            };
-            (swapon) => {
-                libc::SYS_swapon
-            };
-            (swapoff) => {
-                libc::SYS_swapoff
-            };
-            (quotactl) => {
-                libc::SYS_quotactl
-            };
-            (setxattr) => {
-                libc::SYS_setxattr
-            };
-            (lsetxattr) => {
-                libc::SYS_lsetxattr
-            };
-            (fsetxattr) => {
-                libc::SYS_fsetxattr
-            };
-            (getxattr) => {
-                libc::SYS_getxattr
-            };
-            (lgetxattr) => {
-                libc::SYS_lgetxattr
-            };
-            (fgetxattr) => {
-                libc::SYS_fgetxattr
-            };
-            (listxattr) => {
-                libc::SYS_listxattr
-            };
-            (llistxattr) => {
-                libc::SYS_llistxattr
-            };
-            (flistxattr) => {
-                libc::SYS_flistxattr
-            };
-            (removexattr) => {
-                libc::SYS_removexattr
-            };
-            (lremovexattr) => {
-                libc::SYS_lremovexattr
-            };
-            (fremovexattr) => {
-                libc::SYS_fremovexattr
-            };
-            (getdents64) => {
-                libc::SYS_getdents64
-            };
-            (utimes) => {
-                libc::SYS_utimes
-            };
-            (inotify_add_watch) => {
-                libc::SYS_inotify_add_watch
-            };
-            (openat) => {
-                libc::SYS_openat
-            };
-            (mkdirat) => {
-                libc::SYS_mkdirat
-            };
-            (mknodat) => {
-                libc::SYS_mknodat
-            };
-            (fchownat) => {
-                libc::SYS_fchownat
-            };
-            (futimesat) => {
-                libc::SYS_futimesat
-            };
-            (newfstatat) => {
-                libc::SYS_newfstatat
-            };
-            (unlinkat) => {
-                libc::SYS_unlinkat
-            };
-            (renameat) => {
-                libc::SYS_renameat
-            };
-            (linkat) => {
-                libc::SYS_linkat
-            };
-            (symlinkat) => {
-                libc::SYS_symlinkat
-            };
-            (readlinkat) => {
-                libc::SYS_readlinkat
-            };
-            (fchmodat) => {
-                libc::SYS_fchmodat
-            };
-            (faccessat) => {
-                libc::SYS_faccessat
-            };
-            (utimensat) => {
-                libc::SYS_utimensat
-            };
-            (fanotify_mark) => {
-                libc::SYS_fanotify_mark
-            };
-            (name_to_handle_at) => {
-                libc::SYS_name_to_handle_at
-            };
-            (open_by_handle_at) => {
-                libc::SYS_open_by_handle_at
-            };
-            (renameat2) => {
-                libc::SYS_renameat2
-            };
-            (execveat) => {
-                libc::SYS_execveat
-            };
-            (statx) => {
-                libc::SYS_statx
-            };
-            (io_uring_setup) => {
-                libc::SYS_io_uring_setup
-            };
-            (io_uring_enter) => {
-                libc::SYS_io_uring_enter
-            };
-            (io_uring_register) => {
-                libc::SYS_io_uring_register
-            };
-            (open_tree) => {
-                libc::SYS_open_tree
-            };
-            (move_mount) => {
-                libc::SYS_move_mount
-            };
-            (fsopen) => {
-                libc::SYS_fsopen
-            };
-            (fsconfig) => {
-                libc::SYS_fsconfig
-            };
-            (fsmount) => {
-                libc::SYS_fsmount
-            };
-            (fspick) => {
-                libc::SYS_fspick
-            };
-            (openat2) => {
-                libc::SYS_openat2
-            };
-            (faccessat2) => {
-                libc::SYS_faccessat2
-            };
-            (mount_setattr) => {
-                libc::SYS_mount_setattr
-            };
-            (quotactl_fd) => {
-                libc::SYS_quotactl_fd
-            };
-            (landlock_add_rule) => {
-                libc::SYS_landlock_add_rule
-            };
-            (fchmodat2) => {
-                libc::SYS_fchmodat2
-            };
-        }
-        check!(
-            open,
-            stat,
-            fstat,
-            lstat,
-            access,
-            execve,
-            truncate,
-            ftruncate,
-            getdents,
-            getcwd,
-            chdir,
-            fchdir,
-            rename,
-            mkdir,
-            rmdir,
-            creat,
-            link,
-            unlink,
-            symlink,
-            readlink,
-            chmod,
-            fchmod,
-            chown,
-            fchown,
-            lchown,
-            utime,
-            mknod,
-            uselib,
-            statfs,
-            fstatfs,
-            pivot_root,
-            chroot,
-            acct,
-            mount,
-            umount2,
-            swapon,
-            swapoff,
-            quotactl,
-            setxattr,
-            lsetxattr,
-            fsetxattr,
-            getxattr,
-            lgetxattr,
-            fgetxattr,
-            listxattr,
-            llistxattr,
-            flistxattr,
-            removexattr,
-            lremovexattr,
-            fremovexattr,
-            getdents64,
-            utimes,
-            inotify_add_watch,
-            openat,
-            mkdirat,
-            mknodat,
-            fchownat,
-            futimesat,
-            newfstatat,
-            unlinkat,
-            renameat,
-            linkat,
-            symlinkat,
-            readlinkat,
-            fchmodat,
-            faccessat,
-            utimensat,
-            fanotify_mark,
-            name_to_handle_at,
-            open_by_handle_at,
-            renameat2,
-            execveat,
-            statx,
-            io_uring_setup,
-            io_uring_enter,
-            io_uring_register,
-            open_tree,
-            move_mount,
-            fsopen,
-            fsconfig,
-            fsmount,
-            fspick,
-            openat2,
-            faccessat2,
-            mount_setattr,
-            quotactl_fd,
-            landlock_add_rule,
-            fchmodat2,
-        );
-        // 463..469 (Linux 6.13–6.17) are newer than libc's table: checked by hand against
-        // arch/x86/entry/syscalls/syscall_64.tbl.
-        assert_eq!(SyscallTable.by_name("setxattrat").map(|r| r.nr), Some(463));
-        assert_eq!(
-            SyscallTable.by_name("file_setattr").map(|r| r.nr),
-            Some(469)
-        );
+        let routes = SyscallTable.routes();
+        assert!(routes.notify.contains(Sysno::Openat));
+        assert!(routes.trace.contains(Sysno::Chdir));
+        assert!(routes.errno.contains(&(Sysno::Mount.nr(), Errno::EPERM)));
+        assert!(!routes.notify.contains(Sysno::Mount));
+        assert!(!routes.notify.contains(Sysno::Getdents64));
     }
 
     #[test]

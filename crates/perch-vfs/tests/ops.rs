@@ -686,3 +686,43 @@ fn exec_and_chdir_paths() {
         Some(Errno::EACCES)
     );
 }
+
+/// Issue 14: a catalog may hold a name longer than `NAME_MAX`; the shadow directory cannot.
+/// That entry alone is unreachable (`ENAMETOOLONG` when named, absent from the listing); its
+/// directory and siblings work.
+#[test]
+fn issue_14_a_name_longer_than_name_max_is_left_out() {
+    use std::sync::Arc;
+
+    use perch_vfs::mem::{MemMounter, MemRepo};
+    use perch_vfs::Namespace;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let long = format!("/d/{}", "n".repeat(256));
+    let repo = MemRepo::builder(A, &tmp.path().join("data"))
+        .dir("/d")
+        .file("/d/ok", b"ok\n", 0o644)
+        .file(&long, b"x", 0o644)
+        .build();
+    let ns = Namespace::new(Arc::new(MemMounter::new(tmp.path(), vec![repo]))).unwrap();
+    let at = |p: &str, flags: i32| {
+        let r = ns.resolve(&Lookup::for_open(p.as_bytes(), RA.as_bytes(), flags));
+        ns.open(&r, flags, None)
+    };
+    let Outcome::Value(ok) = at("d/ok", libc::O_RDONLY) else {
+        panic!("sibling of a long name")
+    };
+    assert_eq!(std::fs::read(&ok.shadow).unwrap(), b"ok\n");
+    let Outcome::Value(dir) = at("d", libc::O_RDONLY | libc::O_DIRECTORY) else {
+        panic!("directory holding a long name")
+    };
+    let names: Vec<_> = std::fs::read_dir(&dir.shadow)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["ok"]);
+    assert_eq!(
+        at(&long[1..], libc::O_RDONLY).errno(),
+        Some(Errno::ENAMETOOLONG)
+    );
+}

@@ -1,12 +1,13 @@
 //! The two adapters the binary holds: the CVMFS client seen as perch-vfs's
 //! `Repository`/`Mounter`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use perch_cvmfs::{Node, RepoError as CvmfsError, Repository};
-use perch_vfs::{Entry, Errno, Kind, RepoError};
+use perch_vfs::{Entry, Errno, Handle, Kind, RepoError};
 
 use crate::mounts::Client;
 
@@ -57,6 +58,14 @@ impl VfsRepo {
             m.clear();
         }
         m.insert(path, n);
+    }
+
+    /// The node of an entry this repository gave out (its handle), else looked up by path.
+    fn node_of<'e>(&self, path: &[u8], entry: &'e Entry) -> Result<Cow<'e, Node>, RepoError> {
+        match entry.handle.as_ref().and_then(|h| h.get::<Node>()) {
+            Some(n) => Ok(Cow::Borrowed(n)),
+            None => self.node(path).map(Cow::Owned),
+        }
     }
 
     fn node(&self, path: &[u8]) -> Result<Node, RepoError> {
@@ -113,6 +122,7 @@ fn entry(repo: &Repository, n: &Node) -> Entry {
             0
         },
         symlink,
+        handle: Some(Handle::new(n.clone())),
     }
 }
 
@@ -144,8 +154,8 @@ impl perch_vfs::Repository for VfsRepo {
         Ok(out)
     }
 
-    fn fetch(&self, path: &[u8], _entry: &Entry) -> Result<PathBuf, RepoError> {
-        let n = self.node(path)?;
+    fn fetch(&self, path: &[u8], entry: &Entry) -> Result<PathBuf, RepoError> {
+        let n = self.node_of(path, entry)?;
         self.repo
             .fetch(&n)
             .map_err(|e| io_error(&self.repo, path, &e))
@@ -154,18 +164,18 @@ impl perch_vfs::Repository for VfsRepo {
     fn getxattr(
         &self,
         path: &[u8],
-        _entry: &Entry,
+        entry: &Entry,
         name: &[u8],
     ) -> Result<Option<Vec<u8>>, RepoError> {
-        let n = self.node(path)?;
+        let n = self.node_of(path, entry)?;
         let name = String::from_utf8_lossy(name);
         self.repo
             .xattr(&n, &name)
             .map_err(|e| io_error(&self.repo, path, &e))
     }
 
-    fn listxattr(&self, path: &[u8], _entry: &Entry) -> Result<Vec<Vec<u8>>, RepoError> {
-        let n = self.node(path)?;
+    fn listxattr(&self, path: &[u8], entry: &Entry) -> Result<Vec<Vec<u8>>, RepoError> {
+        let n = self.node_of(path, entry)?;
         Ok(self
             .repo
             .list_xattrs(&n)
@@ -180,6 +190,20 @@ pub struct VfsMounter {
     client: Mutex<Client>,
     configured: Vec<String>,
     cache_root: PathBuf,
+    /// Names found not to be repositories in this run: not asked again, reported once.
+    absent: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Whether an unconfigured name under the mount point is worth a mount attempt: a repository
+/// name has at least two dots (`<name>.<domain>.<tld>`), so file names that programs probe in
+/// `/cvmfs` (`pyvenv.cfg`, `foo.py`) are plain `ENOENT` without a look at the network.
+fn looks_like_fqrn(name: &str) -> bool {
+    name.split('.').count() >= 3
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 impl VfsMounter {
@@ -194,6 +218,20 @@ impl VfsMounter {
             client: Mutex::new(client),
             configured,
             cache_root,
+            absent: Mutex::default(),
+        }
+    }
+
+    /// `fqrn` is no repository: remembered for the run, and said once on stderr (the program
+    /// only sees `ENOENT`), with what to set.
+    fn absent(&self, fqrn: &str, why: String) {
+        let new = self
+            .absent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fqrn.to_string());
+        if new {
+            tracing::warn!(target: "cvmfs", "{why}");
         }
     }
 }
@@ -204,16 +242,44 @@ impl perch_vfs::Mounter for VfsMounter {
     }
 
     fn mount(&self, fqrn: &str) -> Result<Option<Arc<dyn perch_vfs::Repository>>, RepoError> {
-        if fqrn.is_empty() || fqrn.starts_with('.') || !fqrn.contains('.') {
+        let configured = self
+            .configured
+            .binary_search_by(|c| c.as_str().cmp(fqrn))
+            .is_ok();
+        if !configured && !looks_like_fqrn(fqrn) {
+            return Ok(None);
+        }
+        if self
+            .absent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(fqrn)
+        {
             return Ok(None);
         }
         let mut c = self.client.lock().unwrap_or_else(|p| p.into_inner());
         if !c.has_server(fqrn) {
+            self.absent(
+                fqrn,
+                format!(
+                    "{fqrn}: no such repository: no server configured for it (set \
+                     CVMFS_SERVER_URL, e.g. with --config FILE, or check the name)"
+                ),
+            );
             return Ok(None);
         }
         match c.mount_or_absent(fqrn) {
             Ok(Some(r)) => Ok(Some(Arc::new(VfsRepo::new(r)))),
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                self.absent(
+                    fqrn,
+                    format!(
+                        "{fqrn}: no such repository on its servers (check the name and \
+                         CVMFS_SERVER_URL)"
+                    ),
+                );
+                Ok(None)
+            }
             Err(f) => {
                 let msg = format!("{:#}", f.error);
                 tracing::warn!(target: "cvmfs", "{msg}");

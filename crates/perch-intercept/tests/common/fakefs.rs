@@ -6,13 +6,13 @@
 use std::fs::{Metadata, OpenOptions};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use perch_intercept::{Call, Errno, Handler, Notification, TraceAction, TracedCall};
 use perch_syscalls::stat::STATX_BASIC_STATS;
-use perch_syscalls::{Family, OpenFlags, StatBuf, Timespec};
+use perch_syscalls::{Family, OpenFlags, Stat, Statx};
 
 /// The fake namespace.
 #[derive(Debug)]
@@ -94,7 +94,7 @@ impl FakeFs {
         };
         let st = to_stat(&md);
         let written = match statx_mask {
-            Some(_) => n.write_memory(buf, &st.to_statx_bytes(STATX_BASIC_STATS)),
+            Some(_) => n.write_memory(buf, &Statx::from_stat(&st, STATX_BASIC_STATS).to_bytes()),
             None => n.write_memory(buf, &st.to_bytes()),
         };
         match written {
@@ -107,30 +107,9 @@ impl FakeFs {
     }
 }
 
-fn ts(sec: i64, nsec: i64) -> Timespec {
-    Timespec {
-        sec,
-        nsec: u32::try_from(nsec).unwrap_or(0),
-    }
-}
-
-/// A `StatBuf` from std's metadata.
-pub fn to_stat(md: &Metadata) -> StatBuf {
-    StatBuf {
-        dev: md.dev(),
-        ino: md.ino(),
-        nlink: md.nlink(),
-        mode: md.mode(),
-        uid: md.uid(),
-        gid: md.gid(),
-        rdev: md.rdev(),
-        size: i64::try_from(md.size()).unwrap_or(i64::MAX),
-        blksize: i64::try_from(md.blksize()).unwrap_or(4096),
-        blocks: i64::try_from(md.blocks()).unwrap_or(0),
-        atime: ts(md.atime(), md.atime_nsec()),
-        mtime: ts(md.mtime(), md.mtime_nsec()),
-        ctime: ts(md.ctime(), md.ctime_nsec()),
-    }
+/// A `Stat` from std's metadata.
+pub fn to_stat(md: &Metadata) -> Stat {
+    Stat::from(md)
 }
 
 impl Handler for FakeFs {

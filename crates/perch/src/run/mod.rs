@@ -3,9 +3,10 @@
 //!
 //! The wiring: configuration → [`crate::mounts::Client`] → [`crate::adapter::VfsMounter`]
 //! (repositories mounted lazily) → [`perch_vfs::Namespace`] → [`handler::PerchHandler`] →
-//! [`perch_intercept::Interceptor`], whose filter is derived from [`perch_vfs::SYSCALLS`]: rows
-//! routed `Notify` (and the refused ones, answered with their errno) are notified, rows routed
-//! `Trace` (execve, execveat, chdir) are traced, the rest never leaves the kernel.
+//! [`perch_intercept::Interceptor`], whose filter is generated from [`perch_vfs::SYSCALLS`]
+//! ([`interceptor`]): rows routed `Notify` are notified and answered by their row's code, rows
+//! routed `Trace` (execve, execveat, chdir) are traced and rewritten, rows routed `Errno` are
+//! refused by the filter itself, the rest never leaves the kernel.
 //!
 //! Exit status: the program's (128+N when killed by signal N); perch's own failures are the
 //! codes of [`crate::exit::Failure`] (206 when the kernel or a container policy forbids seccomp
@@ -27,9 +28,14 @@
 //! - Host symlinks into `/cvmfs` (`/opt/sw -> /cvmfs/sw.example.org`) are not followed into
 //!   the repository (perch never stats host paths, see perch-vfs `resolve`).
 //! - `inotify_add_watch`/`fanotify_mark` on virtual objects fail with `ENOSPC` (content never
-//!   changes; `tail -f` falls back to polling); `getxattrat`/`listxattrat` on virtual objects
-//!   fail with `EOPNOTSUPP`; chmod/chown/utimes/truncate/xattr writes reached through a
-//!   repository symlink leading to a host file fail with `EXDEV`.
+//!   changes; `tail -f` falls back to polling); chmod/chown/utimes/truncate/xattr writes
+//!   reached through a repository symlink leading to a host file fail with `EXDEV`.
+//! - `open(O_PATH)` of a virtual file or directory gives a read-only fd of its shadow object
+//!   (seccomp's ADDFD cannot pass `O_PATH` files): `F_GETFL` shows `O_RDONLY` and `read` works;
+//!   `O_PATH|O_NOFOLLOW` of a symlink itself fails with `ELOOP`.
+//! - Names in `/cvmfs` with fewer than two dots that are not configured repositories
+//!   (`/cvmfs/pyvenv.cfg`) are `ENOENT` without a mount attempt; an unconfigured or unknown
+//!   repository is `ENOENT` with one warning per run naming it and what to set.
 //! - `-M /virtual=/real`: calls are done by perch on the real path; `getcwd` inside a remapped
 //!   directory shows the real path.
 //! - `ptrace` fails with `EPERM`, `io_uring_*` with `ENOSYS` (perch-intercept).
@@ -38,9 +44,7 @@
 //! - perch does not forward signals sent to itself: a `SIGTERM` to perch kills the program
 //!   (`PTRACE_O_EXITKILL`); send signals to the program's process group instead.
 
-pub mod exec;
 pub mod handler;
-pub mod host;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -49,8 +53,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use perch_intercept::{Interceptor, SyscallSet};
-use perch_vfs::{Namespace, SyscallTable, Trap, SYSCALLS};
+use perch_intercept::Interceptor;
+use perch_vfs::{Namespace, SyscallTable};
 
 use crate::adapter::VfsMounter;
 use crate::exit::{Classify, Fail, Failure};
@@ -90,18 +94,16 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
-/// The syscalls the filter sends to the supervisor, and the ones it traces.
-pub fn filter_sets() -> (SyscallSet, SyscallSet) {
-    let mut notify = SyscallSet::default();
-    let mut trace = SyscallSet::default();
-    for row in SYSCALLS {
-        match row.trap {
-            Trap::Notify | Trap::Errno => notify.insert_nr(row.nr),
-            Trap::Trace => trace.insert_nr(row.nr),
-            Trap::Allow => {}
-        }
+/// The interceptor with the filter generated from perch-vfs's table: rows routed `Notify` are
+/// notified, `Trace` traced, `Errno` refused by the filter itself (`SECCOMP_RET_ERRNO`, no round
+/// trip), the rest never leaves the kernel.
+pub fn interceptor() -> Interceptor {
+    let routes = SyscallTable.routes();
+    let mut i = Interceptor::new().notify(routes.notify).trace(routes.trace);
+    for (nr, errno) in routes.errno {
+        i = i.refuse(nr, errno);
     }
-    (notify, trace)
+    i
 }
 
 fn parse_remap(s: &str) -> Result<Remap, Fail> {
@@ -143,12 +145,8 @@ fn setup(args: &RunArgs) -> Result<(PerchHandler, Interceptor), Fail> {
         .or_fail(Failure::Io)?;
     let mounter = Arc::new(VfsMounter::new(client, cache_root));
     let ns = Namespace::with_mountpoint(mounter, &mount_dir).or_fail(Failure::Config)?;
-    let mut handler = PerchHandler::new(ns, handler::own_cred(), remaps);
-    if args.record.is_some() {
-        handler = handler.with_record();
-    }
-    let (notify, trace) = filter_sets();
-    let mut interceptor = Interceptor::new().notify(notify).trace(trace);
+    let handler = PerchHandler::new(ns, handler::own_cred(), remaps, args.record.is_some());
+    let mut interceptor = interceptor();
     if let Some(n) = args.workers {
         interceptor = interceptor.workers(n);
     }
@@ -181,7 +179,7 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
     if let Some(file) = &args.record {
         write_record(file, &handler.recorded())?;
     }
-    let c = &handler.counts;
+    let c = handler.counts();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(
         target: "perch::stats",
@@ -243,4 +241,37 @@ pub fn syscalls() -> ExitCode {
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use perch_bpf::{Action, SeccompData, AUDIT_ARCH_X86_64};
+    use perch_vfs::{SyscallTable, Trap, Treatment};
+
+    /// The BPF program `perch run` loads routes every syscall number as the table says (swept
+    /// through the user-space interpreter): notified and traced rows, rows refused by the
+    /// filter itself with their errno, everything else allowed; ptrace is perch-intercept's own
+    /// refusal.
+    #[test]
+    fn the_filter_is_generated_from_the_table() {
+        let prog = super::interceptor().policy().compile().unwrap();
+        let ptrace = u32::try_from(libc::SYS_ptrace).unwrap();
+        for nr in 0..perch_syscalls::MAX_NR {
+            let got = prog
+                .action(&SeccompData::new(nr, AUDIT_ARCH_X86_64))
+                .unwrap();
+            let want = match SyscallTable.by_nr(nr).map(|r| (r.trap, r.treatment)) {
+                Some((Trap::Notify, _)) => Action::Notify,
+                Some((Trap::Trace, _)) => Action::Trace(0),
+                Some((Trap::Errno, Treatment::Refused(e, _))) => {
+                    Action::Errno(u16::try_from(e.raw()).unwrap())
+                }
+                Some((Trap::Allow, _)) => Action::Allow,
+                Some(other) => panic!("{nr}: {other:?}"),
+                None if nr == ptrace => Action::Errno(1),
+                None => Action::Allow,
+            };
+            assert_eq!(got, want, "syscall {nr}");
+        }
+    }
 }

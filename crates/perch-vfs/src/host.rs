@@ -6,11 +6,10 @@
 //! permission checks come out the same.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use perch_intercept::Errno;
-use perch_syscalls::{StatBuf, Timespec};
+use crate::Errno;
+use perch_syscalls::Stat;
 use rustix::fs::{Mode, OFlags};
 
 fn rerr(e: rustix::io::Errno) -> Errno {
@@ -18,13 +17,13 @@ fn rerr(e: rustix::io::Errno) -> Errno {
 }
 
 /// `Ok(())` or the errno of an I/O error.
-pub fn res(r: std::io::Result<()>) -> Result<(), Errno> {
+pub(crate) fn res(r: std::io::Result<()>) -> Result<(), Errno> {
     r.map_err(|e| Errno::from_io(&e))
 }
 
 /// `open(path, flags, mode)`; the fd is perch's with `O_CLOEXEC` (the program's own
 /// `O_CLOEXEC` is given to `ADDFD`).
-pub fn open(path: &Path, flags: i32, mode: u32) -> Result<OwnedFd, Errno> {
+pub(crate) fn open(path: &Path, flags: i32, mode: u32) -> Result<OwnedFd, Errno> {
     let flags = u32::from_ne_bytes((flags | libc::O_CLOEXEC).to_ne_bytes());
     rustix::fs::open(
         path,
@@ -34,46 +33,25 @@ pub fn open(path: &Path, flags: i32, mode: u32) -> Result<OwnedFd, Errno> {
     .map_err(rerr)
 }
 
-fn ts(sec: i64, nsec: i64) -> Timespec {
-    Timespec {
-        sec,
-        nsec: u32::try_from(nsec).unwrap_or(0),
-    }
-}
-
 /// `stat`/`lstat` of a host path.
-pub fn stat(path: &Path, follow: bool) -> Result<StatBuf, Errno> {
+pub(crate) fn stat(path: &Path, follow: bool) -> Result<Stat, Errno> {
     let md = if follow {
         std::fs::metadata(path)
     } else {
         std::fs::symlink_metadata(path)
     }
     .map_err(|e| Errno::from_io(&e))?;
-    Ok(StatBuf {
-        dev: md.dev(),
-        ino: md.ino(),
-        nlink: md.nlink(),
-        mode: md.mode(),
-        uid: md.uid(),
-        gid: md.gid(),
-        rdev: md.rdev(),
-        size: i64::try_from(md.size()).unwrap_or(i64::MAX),
-        blksize: i64::try_from(md.blksize()).unwrap_or(4096),
-        blocks: i64::try_from(md.blocks()).unwrap_or(0),
-        atime: ts(md.atime(), md.atime_nsec()),
-        mtime: ts(md.mtime(), md.mtime_nsec()),
-        ctime: ts(md.ctime(), md.ctime_nsec()),
-    })
+    Ok(Stat::from(&md))
 }
 
 /// `access(path, mode)`.
-pub fn access(path: &Path, mode: i32) -> Result<(), Errno> {
+pub(crate) fn access(path: &Path, mode: i32) -> Result<(), Errno> {
     let bits = rustix::fs::Access::from_bits_truncate(mode.unsigned_abs());
     rustix::fs::access(path, bits).map_err(rerr)
 }
 
 /// `symlink(target, path)`.
-pub fn symlink(target: &[u8], path: &Path) -> Result<(), Errno> {
+pub(crate) fn symlink(target: &[u8], path: &Path) -> Result<(), Errno> {
     use std::os::unix::ffi::OsStrExt;
     res(std::os::unix::fs::symlink(
         std::ffi::OsStr::from_bytes(target),
@@ -82,11 +60,11 @@ pub fn symlink(target: &[u8], path: &Path) -> Result<(), Errno> {
 }
 
 /// `statfs(path)`.
-pub fn statfs(path: &Path) -> Result<perch_vfs::StatFs, Errno> {
+pub(crate) fn statfs(path: &Path) -> Result<crate::StatFs, Errno> {
     let v = rustix::fs::statfs(path).map_err(rerr)?;
     let i = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
     #[allow(clippy::useless_conversion)]
-    Ok(perch_vfs::StatFs {
+    Ok(crate::StatFs {
         f_type: i64::from(v.f_type),
         f_bsize: i64::from(v.f_bsize),
         f_blocks: v.f_blocks,

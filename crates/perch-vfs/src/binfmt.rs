@@ -1,4 +1,4 @@
-//! What the kernel would do with the first bytes of an executable: `#!` interpreter lines and
+//! `binfmt`: what the kernel would do with the first bytes of an executable: `#!` interpreter lines and
 //! ELF `PT_INTERP`. Pure functions over bytes, so they are tested without processes.
 
 use std::os::unix::ffi::OsStrExt;
