@@ -19,11 +19,11 @@
 //!   `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (5.19) and `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`
 //!   (6.6) when the kernel has them.
 //! - Threads: one ptrace thread (it forks the child and alone makes ptrace calls) and a pool of
-//!   supervisor threads that receive and answer notifications concurrently, leader/follower
-//!   style (one waits for the next notification, the others answer theirs; see
+//!   supervisor threads that receive and answer notifications concurrently: a notification
+//!   wakes one idle thread (`EPOLLEXCLUSIVE`), which receives and answers it (see
 //!   [`Interceptor::workers`]). So a handler runs on any of them, several at once: handlers
 //!   share state through `&self` and must not assume an order between calls of different
-//!   threads of the program.
+//!   threads of the program. Needs `EPOLLEXCLUSIVE` (Linux 4.5).
 //! - perch cannot run under perch: a filter chain has one listener, the inner run fails with
 //!   [`Error::Seccomp`] (`EBUSY`).
 //! - Without `CAP_SYS_PTRACE`, the memory and fds of a non-dumpable tracee cannot be read:
