@@ -2,11 +2,19 @@
 # perch run vs native vs Debian's proot, from one run: median wall time of each workload and
 # its ratio to native, on native paths and with the inputs in /cvmfs (warm cache).
 # Reproduce with:  bash bench/run.sh            (REPS=5 by default; BIG=1 adds cat of a 1 GiB file)
+# Options (environment):
+#   ROWS=REGEX      only the workloads whose name matches (grep -E), e.g. ROWS=threads
+#   PERCH=path      measure this build instead of building target/release/perch
+#   PERCH_OLD=path  add a column for another build (e.g. main's), run alternately with PERCH
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
-cargo build --quiet --release -p perch
-PERCH=$PWD/target/release/perch
+ROWS=${ROWS:-}
+if [ -z "${PERCH:-}" ]; then
+  cargo build --quiet --release -p perch
+  PERCH=$PWD/target/release/perch
+fi
+PERCH_OLD=${PERCH_OLD:-}
 W=$(mktemp -d /tmp/perch-bench-XXXXXX)
 trap 'rm -rf "$W"' EXIT
 FQRN=bench.example.org
@@ -36,8 +44,9 @@ if [ "${BIG:-0}" = 1 ]; then head -c 1073741824 /dev/urandom > "$SRC/big"; fi
 "$PERCH" keygen $FQRN "$W/keys" >/dev/null
 "$PERCH" publish "$SRC" --fqrn $FQRN --keys "$W/keys" --stratum "$W/stratum" --chunk-sizes off >/dev/null
 printf 'CVMFS_SERVER_URL=file://%s/stratum\nCVMFS_HTTP_PROXY=DIRECT\nCVMFS_PUBLIC_KEY=%s/keys/%s.pub\n' "$W" "$W" $FQRN > "$W/client.conf"
-mkdir -p "$W/etc" "$W/cache" "$W/out"
+mkdir -p "$W/etc" "$W/cache" "$W/cache-old" "$W/out"
 RUN=("$PERCH" run --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
+OLD=("${PERCH_OLD:-false}" run --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache-old" -r $FQRN --)
 CV=/cvmfs/$FQRN
 
 cat > "$W/threads.py" <<'EOF'
@@ -63,6 +72,19 @@ median_ms() { # command... ; prints the median of REPS runs in ms
   done
   printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'
 }
+# perch and PERCH_OLD alternately, REPS runs each: "new old" medians in ms.
+median_pair_ms() { # script-for-sh
+  local new=() old=() s e
+  for _ in $(seq "$REPS"); do
+    s=$(date +%s%N); "${OLD[@]}" sh -c "$1" >/dev/null 2>&1 || echo "FAILED (old): $1" >&2; e=$(date +%s%N)
+    old+=($(( (e - s) / 1000000 )))
+    s=$(date +%s%N); "${RUN[@]}" sh -c "$1" >/dev/null 2>&1 || echo "FAILED: $1" >&2; e=$(date +%s%N)
+    new+=($(( (e - s) / 1000000 )))
+  done
+  echo "$(printf '%s\n' "${new[@]}" | med) $(printf '%s\n' "${old[@]}" | med)"
+}
+med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+selected() { [ -z "$ROWS" ] || grep -Eq -- "$ROWS" <<<"$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b == 0) b = 1; printf "%.2fx", a / b }'; }
 
 # name @ script on native paths @ script with the inputs in /cvmfs ($D = the tree's location)
@@ -82,28 +104,49 @@ fi
 # Warm the cache: every file of the tree fetched once through perch.
 # (through a pipe: GNU tar does not read the files when its archive is /dev/null)
 "${RUN[@]}" sh -c "tar cf - $CV 2>/dev/null | cat >/dev/null; true"
+[ -z "$PERCH_OLD" ] || "${OLD[@]}" sh -c "tar cf - $CV 2>/dev/null | cat >/dev/null; true"
 
-echo "# bash bench/run.sh   REPS=$REPS, $(nproc) cores, $(uname -r), proot $(proot --version 2>&1 | grep -o '[0-9][0-9.]*$' | head -1 || true)"
-printf '%-32s %9s %9s %9s %7s %7s\n' "workload (native paths)" native perch proot perch/n proot/n
+echo "# bash bench/run.sh   REPS=$REPS${ROWS:+ ROWS=$ROWS}, $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), proot $(proot --version 2>&1 | grep -o '[0-9][0-9.]*$' | head -1 || true)"
+[ -z "$PERCH_OLD" ] || echo "# perch(old) = $PERCH_OLD, run alternately with perch = $PERCH"
+header() {
+  if [ -n "$PERCH_OLD" ]; then
+    printf '%-32s %9s %9s %9s %9s %7s %7s %7s\n' "$1" native "perch(old)" perch proot old/n perch/n proot/n
+  else
+    printf '%-32s %9s %9s %9s %7s %7s\n' "$1" native perch proot perch/n proot/n
+  fi
+}
+row() { # name native-script perch-script proot-args...
+  local name=$1 nat=$2 under=$3 n p o r; shift 3
+  n=$(median_ms sh -c "$nat")
+  if [ -n "$PERCH_OLD" ]; then
+    read -r p o <<<"$(median_pair_ms "$under")"
+  else
+    p=$(median_ms "${RUN[@]}" sh -c "$under")
+  fi
+  r=$(median_ms proot "$@" sh -c "$under")
+  if [ -n "$PERCH_OLD" ]; then
+    printf '%-32s %7sms %7sms %7sms %7sms %7s %7s %7s\n' "$name" "$n" "$o" "$p" "$r" "$(ratio "$o" "$n")" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
+  else
+    printf '%-32s %7sms %7sms %7sms %7s %7s\n' "$name" "$n" "$p" "$r" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
+  fi
+}
+header "workload (native paths)"
 for w in "${WORKLOADS[@]}"; do
   IFS='@' read -r name nat _ <<<"$w"
-  n=$(median_ms sh -c "$nat")
-  p=$(median_ms "${RUN[@]}" sh -c "$nat")
-  r=$(median_ms proot sh -c "$nat")
-  printf '%-32s %7sms %7sms %7sms %7s %7s\n' "$name" "$n" "$p" "$r" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
+  selected "$name" || continue
+  row "$name" "$nat" "$nat"
 done
 echo
-printf '%-32s %9s %9s %9s %7s %7s\n' "workload (inputs in /cvmfs)" native perch proot perch/n proot/n
+header "workload (inputs in /cvmfs)"
 for w in "${WORKLOADS[@]}"; do
   IFS='@' read -r name _ cvm <<<"$w"
   [ -n "$cvm" ] || continue
-  n=$(median_ms sh -c "D=$SRC; $cvm")
-  p=$(median_ms "${RUN[@]}" sh -c "D=$CV; $cvm")
+  selected "$name" || continue
   # proot shows the same tree at the same /cvmfs path with a bind.
-  r=$(median_ms proot -b "$SRC:$CV" sh -c "D=$CV; $cvm")
-  printf '%-32s %7sms %7sms %7sms %7s %7s\n' "$name" "$n" "$p" "$r" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
+  row "$name" "D=$SRC; $cvm" "D=$CV; $cvm" -b "$SRC:$CV"
 done
 echo
+[ -z "$ROWS" ] || exit 0
 # Where the time goes: notifications of one run of find /usr/lib, and the cost of each.
 n=$(median_ms find /usr/lib)
 stats=$("$PERCH" run -d stats --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN -- find /usr/lib 2>&1 >/dev/null | grep -o 'notifications=[0-9]*' | cut -d= -f2)

@@ -18,9 +18,12 @@
 //! - Needs Linux ≥ 5.14 on x86_64 ([`Error::KernelTooOld`]). Uses
 //!   `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (5.19) and `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`
 //!   (6.6) when the kernel has them.
-//! - Threads: one ptrace thread (it forks the child and alone makes ptrace calls), one receiver
-//!   thread that runs handlers inline, and standby threads that take over pending notifications
-//!   while the receiver is stuck in a slow handler (see `Interceptor::workers`).
+//! - Threads: one ptrace thread (it forks the child and alone makes ptrace calls) and a pool of
+//!   supervisor threads that receive and answer notifications concurrently: a notification
+//!   wakes one idle thread (`EPOLLEXCLUSIVE`), which receives and answers it (see
+//!   [`Interceptor::workers`]). So a handler runs on any of them, several at once: handlers
+//!   share state through `&self` and must not assume an order between calls of different
+//!   threads of the program. Needs `EPOLLEXCLUSIVE` (Linux 4.5).
 //! - perch cannot run under perch: a filter chain has one listener, the inner run fails with
 //!   [`Error::Seccomp`] (`EBUSY`).
 //! - Without `CAP_SYS_PTRACE`, the memory and fds of a non-dumpable tracee cannot be read:
@@ -156,6 +159,15 @@ impl Stats {
     }
 }
 
+/// How often this process tried `process_vm_readv` and `process_vm_writev` and found them
+/// refused for every target (a container's seccomp profile without `CAP_SYS_PTRACE`, or a
+/// kernel without them). After the first refusal perch reads and writes tracee memory through
+/// `/proc/<pid>/mem` directly, so each count stays at 1 (a few more only if several threads
+/// met the refusal at the same moment).
+pub fn memory_call_refusals() -> (u64, u64) {
+    perch_sys::mem::refused_attempts()
+}
+
 /// Why a run could not start. Once the program runs, its own failures are its exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -249,13 +261,12 @@ impl Default for Interceptor {
 
 impl Interceptor {
     /// Notifies every file-system syscall of perch-syscalls' table, traces execve, execveat and
-    /// chdir, refuses io_uring (`ENOSYS`) and ptrace (`EPERM`); 2–4 supervisor threads.
+    /// chdir, refuses io_uring (`ENOSYS`) and ptrace (`EPERM`); one supervisor thread per CPU
+    /// the job may use, 4 to 16 (see [`workers`](Self::workers)).
     pub fn new() -> Self {
         let trace = SyscallSet::of(&[Sysno::Execve, Sysno::Execveat, Sysno::Chdir]);
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(2, 4);
+        let workers =
+            supervisor::default_workers(std::thread::available_parallelism().ok().map(|n| n.get()));
         Interceptor {
             notify: perch_syscalls::filesystem(),
             trace,
@@ -292,7 +303,10 @@ impl Interceptor {
         self
     }
 
-    /// Number of supervisor threads (at least 1).
+    /// Number of supervisor threads (at least 1), all receiving and answering notifications:
+    /// at most this many notified calls are answered at once. The default is one per CPU this
+    /// process may run on (its `sched_getaffinity` mask, lowered by a cgroup CPU quota), at
+    /// least 4 and at most 16. Threads beyond the first cost nothing while idle.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n.max(1);
         self

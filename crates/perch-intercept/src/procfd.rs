@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use perch_syscalls::Errno;
 use rustix::fs::{Mode, OFlags, CWD};
@@ -18,10 +18,11 @@ use rustix::fs::{Mode, OFlags, CWD};
 /// At most this many directories are kept open (perch's own fd limit is often 1024).
 const KEEP: usize = 64;
 
-/// Open `/proc/<tid>/fd` directories of recently seen threads.
+/// Open `/proc/<tid>/fd` directories of recently seen threads. Looked up by every supervisor
+/// thread on most notifications, added to once per thread of the program: a read-write lock.
 #[derive(Default)]
 pub(crate) struct ProcFds {
-    dirs: Mutex<HashMap<i32, Arc<OwnedFd>>>,
+    dirs: RwLock<HashMap<i32, Arc<OwnedFd>>>,
 }
 
 impl ProcFds {
@@ -49,7 +50,7 @@ impl ProcFds {
     }
 
     fn cached(&self, tid: i32) -> Option<Arc<OwnedFd>> {
-        let dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
+        let dirs = self.dirs.read().unwrap_or_else(PoisonError::into_inner);
         dirs.get(&tid).cloned()
     }
 
@@ -64,7 +65,7 @@ impl ProcFds {
         )
         .map_err(|e| Errno::new(e.raw_os_error()))?;
         let fd = Arc::new(fd);
-        let mut dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut dirs = self.dirs.write().unwrap_or_else(PoisonError::into_inner);
         if dirs.len() >= KEEP && !dirs.contains_key(&tid) {
             // Threads come and go in bursts (make, shells): forgetting all is as good as LRU.
             dirs.clear();
@@ -135,9 +136,9 @@ mod tests {
         for _ in 0..3 {
             assert!(p.readlink(me, None).is_ok());
         }
-        assert_eq!(p.dirs.lock().unwrap().len(), 1);
+        assert_eq!(p.dirs.read().unwrap().len(), 1);
         // Unknown tids are not kept.
         let _ = p.readlink(i32::MAX, None);
-        assert!(p.dirs.lock().unwrap().len() <= KEEP);
+        assert!(p.dirs.read().unwrap().len() <= KEEP);
     }
 }

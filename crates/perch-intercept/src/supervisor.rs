@@ -1,18 +1,33 @@
-//! The supervisor threads: receive notifications and run the handler on each.
+//! The supervisor threads: a pool receiving notifications concurrently and running the handler
+//! on each.
 //!
-//! Thread 0, the receiver, polls the listener and the wake-up eventfd, receives a notification
-//! and runs the handler inline: the common case costs no thread hand-off at all. The other
-//! threads stand by: while the receiver is busy in a handler (waiting for a download, say) they
-//! look every [`STANDBY_MIN_MS`] whether a notification is pending and, if so, receive and handle
-//! notifications until none is pending; while the receiver is idle they back off to one look
-//! every [`STANDBY_MAX_MS`], so an idle run costs a few wake-ups per second. A receive lock makes sure `NOTIF_RECV` is only entered
-//! after `poll` saw a pending notification, by one thread at a time, so it never blocks (a
-//! blocked `NOTIF_RECV` could not be woken at shutdown before Linux 6.6).
+//! Every thread waits in its own epoll instance on the listener (with `EPOLLEXCLUSIVE`) and on
+//! the wake-up eventfd. A pending notification wakes one thread that is waiting (the kernel
+//! skips instances whose thread is busy in a handler), which receives it and runs the handler;
+//! two pending notifications wake two threads, and so on up to the pool size. So every thread
+//! of the pool can be answering a notification at once: the threads of a program no longer
+//! queue behind each other, and a slow handler (a download) never holds up the rest. A thread
+//! done with its handler goes back to waiting.
+//!
+//! Why this shape:
+//! - Idle threads cost nothing (blocked in `epoll_wait`), and a notification costs one thread
+//!   wake-up, as with a single receiver: no hand-off between threads (a leader/follower pool,
+//!   tried first, paid a futex wake and a second context switch on every notification, which
+//!   on a 2-CPU machine cost more than the concurrency gained; see bench/stat_threads.sh).
+//! - `NOTIF_RECV` is entered by one thread at a time (the receive lock), and only after a
+//!   zero-timeout `poll` under that lock saw a pending notification, so it never blocks: before
+//!   Linux 6.6 a blocked `NOTIF_RECV` could not be woken at shutdown (and `O_NONBLOCK` does not
+//!   apply to it). A pending notification whose caller was killed meanwhile makes `NOTIF_RECV`
+//!   fail with `ENOENT` rather than block, because the kernel's count of pending requests is
+//!   not lowered for it. The section under the lock never blocks, so waiting for it is short.
+//! - Shutdown is one eventfd write that is never read: every thread's epoll reports it.
+//! - Answers (`SEND`, `ADDFD` with `SECCOMP_ADDFD_FLAG_SEND`) need no lock: the kernel matches
+//!   them to the notification by id, and one handler owns each notification.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use perch_sys::misc;
 use perch_sys::notify::Notif;
@@ -22,34 +37,21 @@ use crate::kernel::Kernel;
 use crate::procfd::ProcFds;
 use crate::{Handler, Notification, Stats};
 
-/// How often a standby thread checks for pending notifications while the receiver is busy.
-pub(crate) const STANDBY_MIN_MS: i32 = 2;
-/// The longest a standby thread sleeps while everything is idle.
-pub(crate) const STANDBY_MAX_MS: i32 = 128;
-
 pub(crate) struct Shared {
     pub listener: OwnedFd,
     pub wake: OwnedFd,
     pub handler: Arc<dyn Handler>,
     pub stats: Arc<Stats>,
     pub kernel: Arc<dyn Kernel>,
+    /// Held around the zero-timeout `poll` and `NOTIF_RECV`.
     pub recv_lock: Mutex<()>,
     /// Kept-open `/proc/<tid>/fd` directories for [`Notification::fd_path`].
     pub procfs: ProcFds,
-    /// The receiver is running a handler.
-    pub receiver_busy: AtomicBool,
 }
 
-/// The body of supervisor thread `index`. A panic outside the handler aborts the process.
-pub(crate) fn worker(shared: &Shared, index: usize) {
-    let body = || {
-        if index == 0 {
-            receiver(shared)
-        } else {
-            standby(shared)
-        }
-    };
-    if catch_unwind(AssertUnwindSafe(body)).is_err() {
+/// The body of every supervisor thread. A panic outside the handler aborts the process.
+pub(crate) fn worker(shared: &Shared) {
+    if catch_unwind(AssertUnwindSafe(|| serve(shared))).is_err() {
         tracing::error!("perch supervisor loop panicked; aborting");
         std::process::abort();
     }
@@ -57,7 +59,7 @@ pub(crate) fn worker(shared: &Shared, index: usize) {
 
 enum Next {
     Notif(Notif),
-    Idle,
+    Nothing,
     Shutdown,
 }
 
@@ -68,89 +70,72 @@ fn lock(shared: &Shared) -> MutexGuard<'_, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn receiver(shared: &Shared) {
-    loop {
-        let next = {
-            let _guard = lock(shared);
-            next(shared, -1)
-        };
-        match next {
-            Next::Notif(n) => {
-                shared.receiver_busy.store(true, Ordering::Relaxed);
-                handle(shared, n);
-                shared.receiver_busy.store(false, Ordering::Relaxed);
-            }
-            Next::Idle => continue,
-            Next::Shutdown => return,
-        }
-    }
+/// Makes every other thread leave too (the eventfd is never read, so it stays readable).
+fn stop_all(shared: &Shared) {
+    let _ = misc::eventfd_signal(shared.wake.as_fd());
 }
 
-fn standby(shared: &Shared) {
-    let mut interval = STANDBY_MIN_MS;
-    loop {
-        match misc::poll_in(shared.wake.as_fd(), interval) {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) if e == Errno::EINTR => {}
-            Err(_) => return,
+fn serve(shared: &Shared) {
+    let ep = match misc::epoll_pair(shared.listener.as_fd(), shared.wake.as_fd()) {
+        Ok(ep) => ep,
+        Err(e) => {
+            tracing::error!(errno = ?e, "cannot wait on the seccomp listener (epoll)");
+            stop_all(shared);
+            return;
         }
-        let busy = shared.receiver_busy.load(Ordering::Relaxed);
-        let mut worked = false;
-        // Help while there is work nobody is taking.
-        loop {
-            let guard = match shared.recv_lock.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(TryLockError::WouldBlock) => break, // someone is receiving
-            };
-            let next = next(shared, 0);
-            drop(guard);
-            match next {
-                Next::Notif(n) => {
-                    worked = true;
-                    handle(shared, n);
-                }
-                Next::Idle => break,
-                Next::Shutdown => return,
-            }
-        }
-        interval = if busy || worked {
-            STANDBY_MIN_MS
-        } else {
-            (interval * 2).min(STANDBY_MAX_MS)
-        };
-    }
-}
-
-/// With the receive lock held: waits up to `timeout_ms` for a notification and receives it.
-fn next(shared: &Shared, timeout_ms: i32) -> Next {
+    };
     loop {
-        match misc::poll2(shared.listener.as_fd(), shared.wake.as_fd(), timeout_ms) {
-            Ok(r) if r.b => return Next::Shutdown,
+        match misc::epoll_wait_pair(ep.as_fd(), -1) {
+            Ok(r) if r.b => return,
             Ok(r) if r.a_in => {}
             // Every task using the filter is gone: nothing can be notified any more.
-            Ok(r) if r.a_hup => return Next::Shutdown,
-            Ok(_) if timeout_ms >= 0 => return Next::Idle,
+            Ok(r) if r.a_hup => {
+                stop_all(shared);
+                return;
+            }
             Ok(_) => continue,
             Err(e) if e == Errno::EINTR => continue,
             Err(e) => {
-                tracing::error!(errno = ?e, "poll on the seccomp listener failed");
-                return Next::Shutdown;
+                tracing::error!(errno = ?e, "waiting on the seccomp listener failed");
+                stop_all(shared);
+                return;
             }
         }
-        match shared.kernel.recv(shared.listener.as_fd()) {
-            Ok(n) => return Next::Notif(n),
-            // The caller was killed between poll and receive, or a signal came.
-            Err(e) if e == Errno::ENOENT || e == Errno::EINTR => {
-                if timeout_ms >= 0 {
-                    return Next::Idle;
-                }
+        let next = {
+            let _guard = lock(shared);
+            take(shared)
+        };
+        match next {
+            Next::Notif(n) => handle(shared, n),
+            Next::Nothing => {}
+            Next::Shutdown => {
+                stop_all(shared);
+                return;
             }
-            Err(e) => {
-                tracing::error!(errno = ?e, "receiving a seccomp notification failed");
-                return Next::Shutdown;
-            }
+        }
+    }
+}
+
+/// With the receive lock held: receives a notification if one is pending, without blocking.
+fn take(shared: &Shared) -> Next {
+    match misc::poll2(shared.listener.as_fd(), shared.wake.as_fd(), 0) {
+        Ok(r) if r.b => return Next::Shutdown,
+        Ok(r) if r.a_in => {}
+        Ok(r) if r.a_hup => return Next::Shutdown,
+        Ok(_) => return Next::Nothing,
+        Err(e) if e == Errno::EINTR => return Next::Nothing,
+        Err(e) => {
+            tracing::error!(errno = ?e, "poll on the seccomp listener failed");
+            return Next::Shutdown;
+        }
+    }
+    match shared.kernel.recv(shared.listener.as_fd()) {
+        Ok(n) => Next::Notif(n),
+        // The caller was killed between poll and receive, or a signal came.
+        Err(e) if e == Errno::ENOENT || e == Errno::EINTR => Next::Nothing,
+        Err(e) => {
+            tracing::error!(errno = ?e, "receiving a seccomp notification failed");
+            Next::Shutdown
         }
     }
 }
@@ -170,5 +155,32 @@ fn handle(shared: &Shared, notif: Notif) {
     let handler = &shared.handler;
     if catch_unwind(AssertUnwindSafe(move || handler.on_syscall(n))).is_err() {
         shared.stats.panics.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The default pool size: one thread per CPU the job may use (`sched_getaffinity`, lowered by
+/// a cgroup CPU quota: what `available_parallelism` reports), at least [`MIN_WORKERS`] so that
+/// a few handlers blocked on downloads do not stop quick answers on a small machine, at most
+/// [`MAX_WORKERS`] (the kernel hands notifications out one at a time under its own lock, so
+/// more threads than that only cost stacks).
+pub(crate) fn default_workers(cpus: Option<usize>) -> usize {
+    cpus.unwrap_or(MIN_WORKERS).clamp(MIN_WORKERS, MAX_WORKERS)
+}
+
+/// Fewest threads of the default pool.
+pub(crate) const MIN_WORKERS: usize = 4;
+/// Most threads of the default pool.
+pub(crate) const MAX_WORKERS: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_size_follows_the_cpus_within_bounds() {
+        assert_eq!(default_workers(Some(1)), MIN_WORKERS);
+        assert_eq!(default_workers(None), MIN_WORKERS);
+        assert_eq!(default_workers(Some(8)), 8);
+        assert_eq!(default_workers(Some(256)), MAX_WORKERS);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use perch_sys::misc;
@@ -153,14 +153,13 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
         kernel: Arc::clone(&kernel),
         recv_lock: Mutex::new(()),
         procfs: Default::default(),
-        receiver_busy: AtomicBool::new(false),
     };
     let status = std::thread::scope(|s| {
         for i in 0..job.workers {
             let shared = &shared;
             let spawned = std::thread::Builder::new()
                 .name(format!("perch-notify-{i}"))
-                .spawn_scoped(s, move || supervisor::worker(shared, i));
+                .spawn_scoped(s, move || supervisor::worker(shared));
             if let Err(e) = spawned {
                 child.kill_and_reap();
                 let _ = misc::eventfd_signal(shared.wake.as_fd());
@@ -185,6 +184,12 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
         let _ = misc::eventfd_signal(shared.wake.as_fd());
         Ok(status)
     })?;
+    if let (true, _) | (_, true) = perch_sys::mem::refused() {
+        tracing::debug!(
+            "process_vm_readv/writev are refused here (a container's seccomp profile?): \
+             tracee memory went through /proc/<pid>/mem"
+        );
+    }
     if status == ExitStatus::Exited(127) {
         if let Some(errno) = child.exec_error() {
             return Err(Error::Exec {

@@ -421,6 +421,72 @@ fn a_blocked_handler_does_not_stop_other_calls() {
 }
 
 #[test]
+fn calls_are_answered_concurrently_by_the_pool() {
+    use perch_intercept::{Handler, Notification};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    const AT_ONCE: usize = 4;
+    /// An open of `/fakefs/a.txt` is answered only once AT_ONCE of them are being handled at
+    /// the same time (EIO after 20 s): passes only if AT_ONCE supervisor threads answer at once.
+    struct Together {
+        inner: Arc<common::FakeFs>,
+        waiting: Mutex<usize>,
+        cv: Condvar,
+    }
+    impl Handler for Together {
+        fn on_syscall(&self, n: Notification<'_>) {
+            let path = n.call().path().and_then(|(_, p)| n.read_path(p).ok());
+            if path.as_deref() == Some(b"/fakefs/a.txt") {
+                let mut waiting = self.waiting.lock().unwrap();
+                *waiting += 1;
+                self.cv.notify_all();
+                let (waiting, _) = self
+                    .cv
+                    .wait_timeout_while(waiting, Duration::from_secs(20), |w| *w < AT_ONCE)
+                    .unwrap();
+                if *waiting < AT_ONCE {
+                    drop(waiting);
+                    return n.error(perch_intercept::Errno::EIO);
+                }
+            }
+            self.inner.on_syscall(n)
+        }
+        fn on_trace_path(
+            &self,
+            call: &perch_intercept::TracedCall,
+        ) -> perch_intercept::TraceAction {
+            self.inner.on_trace_path(call)
+        }
+    }
+
+    let f = Fixture::new();
+    let together = Arc::new(Together {
+        inner: f.fs.clone(),
+        waiting: Mutex::new(0),
+        cv: Condvar::new(),
+    });
+    let out = tempfile::tempdir().unwrap();
+    let script = format!(
+        "for i in 1 2 3 4; do cat /fakefs/a.txt > {o}/$i & done; wait; cat {o}/1 {o}/2 {o}/3 {o}/4",
+        o = out.path().display()
+    );
+    let status = Interceptor::new()
+        .workers(AT_ONCE + 1)
+        .run(
+            &["/bin/sh".into(), "-c".into(), script.into()],
+            &common::env(),
+            together,
+        )
+        .unwrap();
+    assert_eq!(status, ExitStatus::Exited(0));
+    for i in 1..=4 {
+        let got = std::fs::read_to_string(out.path().join(i.to_string())).unwrap();
+        assert_eq!(got, "hello\n", "cat {i}");
+    }
+}
+
+#[test]
 fn posix_spawn_vfork_of_a_virtual_binary() {
     let f = Fixture::new();
     // CPython uses vfork/posix_spawn (CLONE_VM|CLONE_VFORK) here: the exec path is rewritten in

@@ -4,7 +4,7 @@
 //! ([`spawn`], the one small async-signal-safe fork-to-exec child), the notify ioctls
 //! (`SECCOMP_IOCTL_NOTIF_RECV/SEND/ID_VALID/ADDFD`, [`notify`]), ptrace and `waitpid`
 //! ([`ptrace`]), tracee memory through `process_vm_readv/writev` with a `/proc/<pid>/mem`
-//! fallback ([`mem`]), pidfds, `poll` and `eventfd` ([`misc`]). Every call takes typed values
+//! fallback ([`mem`]), `poll` and `eventfd` ([`misc`]). Every call takes typed values
 //! (`BorrowedFd`, [`notify::NotifId`], [`Pid`]) and returns `Result<_, Errno>`. It knows no
 //! policy and does no logging; each `unsafe` block states the invariant it relies on.
 //!

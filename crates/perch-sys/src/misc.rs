@@ -1,6 +1,9 @@
-//! Small kernel helpers: kernel version, signals, pidfds, eventfd, poll.
+//! Small kernel helpers: kernel version, signals, eventfd, poll and epoll, a thread's seccomp
+//! filter.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use crate::spawn::SockFilter;
 
 use crate::{check, check_int, Errno, Pid};
 
@@ -39,22 +42,30 @@ pub fn kill(pid: Pid, sig: i32) -> Result<(), Errno> {
     check_int(unsafe { libc::kill(pid.0, sig) }).map(drop)
 }
 
-/// `pidfd_open(pid, 0)`.
-pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open takes no pointers.
-    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid.0, 0) })?;
-    let fd = RawFd::try_from(fd).map_err(|_| Errno::EBADF)?;
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `pidfd_getfd(pidfd, targetfd, 0)`: a duplicate of another process's fd.
-pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, target: RawFd) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_getfd takes no pointers; `pidfd` is a valid borrowed fd.
-    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) })?;
-    let fd = RawFd::try_from(fd).map_err(|_| Errno::EBADF)?;
-    // SAFETY: the kernel just returned this fd (with O_CLOEXEC) to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// Installs `filter` on the calling thread (and the threads and processes it creates later),
+/// after `PR_SET_NO_NEW_PRIVS`, without a listener. For tests that run perch under a container's
+/// seccomp profile; perch's own filter is installed by the spawned child ([`crate::spawn`]).
+pub fn install_thread_filter(filter: &[SockFilter]) -> Result<(), Errno> {
+    if filter.is_empty() {
+        return Err(Errno::EINVAL);
+    }
+    let prog = libc::sock_fprog {
+        len: u16::try_from(filter.len()).map_err(|_| Errno::EINVAL)?,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prctl with integer arguments only.
+    check_int(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+    // SAFETY: `prog` points at `filter`, alive for the whole call, which the kernel copies;
+    // `SockFilter` has the layout of `struct sock_filter`.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            1, // SECCOMP_SET_MODE_FILTER
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    })
+    .map(drop)
 }
 
 /// A close-on-exec, non-blocking `eventfd` used to wake pollers.
@@ -122,6 +133,56 @@ pub fn poll_in(fd: BorrowedFd<'_>, timeout_ms: i32) -> Result<bool, Errno> {
     Ok(pfd.revents != 0)
 }
 
+/// epoll data of the first fd given to [`epoll_pair`].
+const EP_A: u64 = 0;
+/// epoll data of the second fd.
+const EP_B: u64 = 1;
+
+/// A new epoll instance (close-on-exec) watching `a` for input with `EPOLLEXCLUSIVE` and `b`
+/// for input. When several instances watch `a` exclusively, an event on `a` wakes one of the
+/// threads waiting in [`epoll_wait_pair`] on them (another if the first instance has no waiter)
+/// instead of all; an event on `b` wakes every waiter. `EPOLLEXCLUSIVE` is Linux 4.5.
+pub fn epoll_pair(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    // SAFETY: epoll_create1 takes no pointers.
+    let ep = check_int(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    let add = |fd: BorrowedFd<'_>, events: u32, data: u64| {
+        let mut ev = libc::epoll_event { events, u64: data };
+        // SAFETY: `ev` is a valid epoll_event that outlives the call; both fds are valid.
+        check_int(unsafe {
+            libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev)
+        })
+    };
+    let exclusive = u32::try_from(libc::EPOLLIN | libc::EPOLLEXCLUSIVE).unwrap_or(0);
+    let input = u32::try_from(libc::EPOLLIN).unwrap_or(0);
+    add(a, exclusive, EP_A)?;
+    add(b, input, EP_B)?;
+    Ok(ep)
+}
+
+/// Waits on an instance made by [`epoll_pair`] (`timeout_ms < 0`: forever). `EINTR` is
+/// returned to the caller.
+pub fn epoll_wait_pair(ep: BorrowedFd<'_>, timeout_ms: i32) -> Result<Ready, Errno> {
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
+    // SAFETY: `evs` is an array of 2 writable epoll_event structs that outlives the call.
+    let n =
+        check_int(unsafe { libc::epoll_wait(ep.as_raw_fd(), evs.as_mut_ptr(), 2, timeout_ms) })?;
+    let bad = u32::try_from(libc::EPOLLHUP | libc::EPOLLERR).unwrap_or(0);
+    let input = u32::try_from(libc::EPOLLIN).unwrap_or(0);
+    let mut r = Ready::default();
+    for ev in evs.iter().take(usize::try_from(n).unwrap_or(0)) {
+        let (events, data) = (ev.events, ev.u64);
+        if data == EP_A {
+            r.a_in |= events & input != 0;
+            r.a_hup |= events & bad != 0;
+        } else if data == EP_B {
+            r.b = true;
+        }
+    }
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +205,19 @@ mod tests {
         eventfd_signal(b.as_fd()).unwrap();
         let r = poll2(a.as_fd(), b.as_fd(), 1000).unwrap();
         assert!(r.b && !r.a_in);
+    }
+
+    #[test]
+    fn epoll_pair_reports_each_fd() {
+        let a = eventfd().unwrap();
+        let b = eventfd().unwrap();
+        let ep = epoll_pair(a.as_fd(), b.as_fd()).unwrap();
+        assert_eq!(epoll_wait_pair(ep.as_fd(), 0).unwrap(), Ready::default());
+        eventfd_signal(a.as_fd()).unwrap();
+        let r = epoll_wait_pair(ep.as_fd(), 1000).unwrap();
+        assert!(r.a_in && !r.b && !r.a_hup, "{r:?}");
+        eventfd_signal(b.as_fd()).unwrap();
+        let r = epoll_wait_pair(ep.as_fd(), 1000).unwrap();
+        assert!(r.a_in && r.b, "{r:?}");
     }
 }

@@ -1,6 +1,10 @@
 //! The fork-to-exec child: `PR_SET_NO_NEW_PRIVS`, install the seccomp filter with a listener,
-//! hand the listener's number to the parent, wait for the parent's go (it seizes us with ptrace
-//! meanwhile), then exec.
+//! hand the listener to the parent over the socket pair (`SCM_RIGHTS`), wait for the parent's
+//! go (it seizes us with ptrace meanwhile), then exec.
+//!
+//! The listener travels as ancillary data rather than being taken with `pidfd_getfd`, which
+//! container seccomp profiles (Docker's and containerd's defaults) allow only with
+//! `CAP_SYS_PTRACE`; `sendmsg`/`recvmsg` on a socket pair are allowed everywhere.
 //!
 //! Everything the child needs is prepared before `fork` ([`SpawnPlan`]); between `fork` and
 //! `execve` the child only makes async-signal-safe calls and never allocates, so spawning from a
@@ -8,11 +12,14 @@
 
 use std::ffi::{CString, OsStr};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 
 use crate::{misc, Errno, Pid};
+
+/// The fixed-size messages of the handshake: kind and two integers.
+const MSG_LEN: usize = 12;
 
 /// One BPF instruction, laid out like `struct sock_filter`.
 #[repr(C)]
@@ -165,14 +172,54 @@ fn errno_now() -> i32 {
     unsafe { *libc::__errno_location() }
 }
 
-fn report(sock: RawFd, kind: u32, a: i32, b: i32) {
-    let mut msg = [0u8; 12];
+fn encode(kind: u32, a: i32, b: i32) -> [u8; MSG_LEN] {
+    let mut msg = [0u8; MSG_LEN];
     msg[0..4].copy_from_slice(&kind.to_ne_bytes());
     msg[4..8].copy_from_slice(&a.to_ne_bytes());
     msg[8..12].copy_from_slice(&b.to_ne_bytes());
+    msg
+}
+
+fn report(sock: RawFd, kind: u32, a: i32, b: i32) {
+    let msg = encode(kind, a, b);
     // SAFETY: `msg` is 12 readable bytes that outlive the call. A failed write only means the
     // parent is gone; the child exits next anyway.
     unsafe { libc::write(sock, msg.as_ptr().cast(), msg.len()) };
+}
+
+/// Room for one `cmsghdr` carrying one fd, 8-aligned like `struct cmsghdr`.
+type CmsgBuf = [u64; 4];
+
+/// Sends the listener message with `fd` attached (`SCM_RIGHTS`): the parent receives its own
+/// duplicate. Async-signal-safe, no allocation. Whether all 12 bytes went out.
+fn send_listener(sock: RawFd, fd: RawFd, killable: i32) -> bool {
+    let mut msg = encode(MSG_LISTENER, fd, killable);
+    let mut control: CmsgBuf = [0; 4];
+    let mut iov = libc::iovec {
+        iov_base: msg.as_mut_ptr().cast(),
+        iov_len: msg.len(),
+    };
+    // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    let space = unsafe { libc::CMSG_SPACE(4) };
+    hdr.msg_controllen = space as usize;
+    // SAFETY: `hdr.msg_control` points at `control`, 32 bytes ≥ CMSG_SPACE(4) = 24 and
+    // 8-aligned, so the first header and its 4 data bytes lie inside it; CMSG_FIRSTHDR is not
+    // null because msg_controllen ≥ sizeof(cmsghdr). `msg`, `iov` and `control` outlive the
+    // sendmsg, which only reads them.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL)
+    };
+    usize::try_from(sent) == Ok(MSG_LEN)
 }
 
 fn child_exit(code: i32) -> ! {
@@ -235,7 +282,10 @@ fn child_main(plan: &SpawnPlan, sock: RawFd, parent_end: RawFd) -> ! {
         report(sock, MSG_SETUP_ERROR, Stage::Seccomp.code(), errno_now());
         child_exit(126);
     }
-    report(sock, MSG_LISTENER, fd, killable);
+    if !send_listener(sock, fd, killable) {
+        report(sock, MSG_SETUP_ERROR, Stage::Handshake.code(), errno_now());
+        child_exit(126);
+    }
     let mut go = 0u8;
     // SAFETY: `go` is one writable byte that outlives the call.
     let n = unsafe { libc::read(sock, (&mut go as *mut u8).cast(), 1) };
@@ -277,8 +327,16 @@ impl Child {
     }
 
     fn read_msg(&self) -> Result<Option<(u32, i32, i32)>, Errno> {
-        let mut buf = [0u8; 12];
-        let mut got = 0;
+        let mut buf = [0u8; MSG_LEN];
+        self.read_rest(&mut buf, 0)
+    }
+
+    /// Fills `buf[got..]` from the socket; `None` at end of stream.
+    fn read_rest(
+        &self,
+        buf: &mut [u8; MSG_LEN],
+        mut got: usize,
+    ) -> Result<Option<(u32, i32, i32)>, Errno> {
         while got < buf.len() {
             match (&self.sock).read(&mut buf[got..]) {
                 Ok(0) => return Ok(None),
@@ -295,22 +353,64 @@ impl Child {
         )))
     }
 
-    /// Waits for the child to install its filter and takes a duplicate of the listener with
-    /// `pidfd_getfd`.
+    /// Reads one message and the fd sent with it, if any (received close-on-exec).
+    fn read_msg_with_fd(&self) -> Result<(Option<(u32, i32, i32)>, Option<OwnedFd>), Errno> {
+        let mut buf = [0u8; MSG_LEN];
+        let mut control: CmsgBuf = [0; 4];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_controllen = std::mem::size_of::<CmsgBuf>();
+        let n = loop {
+            // SAFETY: `hdr` points at `iov` (describing `buf`) and `control`, all writable,
+            // alive across the call and of the lengths given.
+            let n =
+                unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut hdr, libc::MSG_CMSG_CLOEXEC) };
+            match crate::check(n as libc::c_long) {
+                Err(e) if e == Errno::EINTR => continue,
+                r => break usize::try_from(r?).map_err(|_| Errno::EIO)?,
+            }
+        };
+        let mut fd = None;
+        // SAFETY: the kernel filled `control` up to `hdr.msg_controllen` bytes; the CMSG
+        // macros stay within that length, and an SCM_RIGHTS header of CMSG_LEN(4) carries
+        // one fd that now belongs to this process (and nothing else owns).
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+            if !cmsg.is_null()
+                && (*cmsg).cmsg_level == libc::SOL_SOCKET
+                && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+                && (*cmsg).cmsg_len >= libc::CMSG_LEN(4) as usize
+            {
+                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+                fd = Some(OwnedFd::from_raw_fd(raw));
+            }
+        }
+        if n == 0 {
+            return Ok((None, fd));
+        }
+        Ok((self.read_rest(&mut buf, n)?, fd))
+    }
+
+    /// Waits for the child to install its filter and receives the listener it sends along
+    /// (`SCM_RIGHTS`).
     pub fn listener(&self) -> Result<Listener, SetupError> {
         let handshake = |errno| SetupError {
             stage: Stage::Handshake,
             errno,
         };
-        match self.read_msg().map_err(handshake)? {
-            Some((MSG_LISTENER, fd, killable)) => {
-                let pidfd = misc::pidfd_open(self.pid).map_err(handshake)?;
-                let fd = misc::pidfd_getfd(pidfd.as_fd(), fd).map_err(handshake)?;
-                Ok(Listener {
-                    fd,
-                    wait_killable: killable != 0,
-                })
-            }
+        let (msg, fd) = self.read_msg_with_fd().map_err(handshake)?;
+        match msg {
+            Some((MSG_LISTENER, _, killable)) => Ok(Listener {
+                fd: fd.ok_or(handshake(Errno::new(libc::EPROTO)))?,
+                wait_killable: killable != 0,
+            }),
             Some((MSG_SETUP_ERROR, stage, errno)) => Err(SetupError {
                 stage: Stage::from_code(stage),
                 errno: Errno::new(errno),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::shadow::{fnv64, ShadowTree};
 use crate::{Entry, Errno, Mounter, RepoError, Repository, Resolved, VfsError};
@@ -17,7 +17,11 @@ pub struct Namespace {
     mounter: Arc<dyn Mounter>,
     mountpoint: Vec<u8>,
     pub(crate) mp_components: Vec<Vec<u8>>,
+    /// One slot per name being or once mounted: serialises the mounts of one name.
     mounts: Mutex<HashMap<String, Slot>>,
+    /// The mounted repositories: what every call after the first looks at, so it is read
+    /// under a shared lock (a mounted revision is immutable; entries are only added).
+    mounted: RwLock<HashMap<String, Arc<dyn Repository>>>,
     shadow: ShadowTree,
 }
 
@@ -66,6 +70,7 @@ impl Namespace {
             mountpoint: mp,
             mp_components: comps,
             mounts: Mutex::new(HashMap::new()),
+            mounted: RwLock::new(HashMap::new()),
             shadow,
         })
     }
@@ -89,6 +94,14 @@ impl Namespace {
     /// repository wait for a single mount; other repositories are not blocked. A failed mount
     /// is retried on the next access; an unknown name (`Ok(None)`) is not remembered.
     pub fn mount(&self, fqrn: &str) -> Result<Option<Arc<dyn Repository>>, RepoError> {
+        if let Some(repo) = self
+            .mounted
+            .read()
+            .map_err(|_| RepoError::io("mount table poisoned"))?
+            .get(fqrn)
+        {
+            return Ok(Some(repo.clone()));
+        }
         let slot = {
             let mut mounts = self
                 .mounts
@@ -106,20 +119,19 @@ impl Namespace {
         if let Some(repo) = &repo {
             tracing::debug!(target: "vfs", fqrn, revision = %repo.revision_id(), "mounted");
             *guard = Some(repo.clone());
+            if let Ok(mut mounted) = self.mounted.write() {
+                mounted.insert(fqrn.to_owned(), repo.clone());
+            }
         }
         Ok(repo)
     }
 
     /// The already mounted repositories.
     pub fn mounted(&self) -> Vec<Arc<dyn Repository>> {
-        let slots: Vec<Slot> = match self.mounts.lock() {
+        match self.mounted.read() {
             Ok(m) => m.values().cloned().collect(),
-            Err(_) => return Vec::new(),
-        };
-        slots
-            .iter()
-            .filter_map(|s| s.lock().ok().and_then(|g| g.clone()))
-            .collect()
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The metadata of the mount point: a root-owned read-only directory (mode 0755, link count

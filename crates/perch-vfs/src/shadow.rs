@@ -45,7 +45,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use crate::{Entry, Kind, RepoError, Repository, VfsError};
 
@@ -57,7 +57,9 @@ const ROOT_PREFIX: &str = ".root-";
 pub struct ShadowTree {
     root: PathBuf,
     staging: PathBuf,
-    complete: Mutex<HashSet<(PathBuf, Vec<u8>)>>,
+    /// Directories known complete in this process: checked on every open by every supervisor
+    /// thread, added to once per directory, so a read-write lock.
+    complete: RwLock<HashSet<(PathBuf, Vec<u8>)>>,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -112,7 +114,7 @@ impl ShadowTree {
         Ok(ShadowTree {
             staging: root.join(STAGING),
             root,
-            complete: Mutex::new(HashSet::new()),
+            complete: RwLock::new(HashSet::new()),
         })
     }
 
@@ -158,13 +160,13 @@ impl ShadowTree {
 
     fn is_complete(&self, key: &(PathBuf, Vec<u8>)) -> bool {
         self.complete
-            .lock()
+            .read()
             .map(|s| s.contains(key))
             .unwrap_or(false)
     }
 
     fn mark_complete(&self, key: (PathBuf, Vec<u8>)) {
-        if let Ok(mut s) = self.complete.lock() {
+        if let Ok(mut s) = self.complete.write() {
             s.insert(key);
         }
     }

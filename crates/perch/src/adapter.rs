@@ -1,10 +1,16 @@
 //! The two adapters the binary holds: the CVMFS client seen as perch-vfs's
 //! `Repository`/`Mounter`.
+//!
+//! Both are called from every supervisor thread at once. A mounted revision never changes,
+//! so the lookup cache only grows (until its bound) and is read far more often than written:
+//! it is split in shards, each behind a read-write lock, so threads looking up different
+//! paths touch different locks and threads looking up the same path share a read lock.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use perch_cvmfs::{Node, RepoError as CvmfsError, Repository};
 use perch_vfs::{Entry, Errno, Handle, Kind, RepoError};
@@ -15,13 +21,50 @@ use crate::mounts::Client;
 /// cached lookups never go stale; the bound only limits memory).
 const LOOKUP_CACHE_MAX: usize = 200_000;
 
+/// Shards of the lookup cache: more than the supervisor threads that can use it at once.
+const SHARDS: usize = 32;
+
+/// path -> node (None = ENOENT), sharded by path; nodes are shared, not copied, on a hit.
+struct LookupCache {
+    hasher: RandomState,
+    shards: Vec<RwLock<HashMap<Vec<u8>, Option<Arc<Node>>>>>,
+}
+
+impl LookupCache {
+    fn new() -> LookupCache {
+        LookupCache {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+
+    fn shard(&self, path: &[u8]) -> &RwLock<HashMap<Vec<u8>, Option<Arc<Node>>>> {
+        let h = self.hasher.hash_one(path);
+        // The remainder is below SHARDS, so it fits any usize.
+        &self.shards[usize::try_from(h % SHARDS as u64).unwrap_or(0)]
+    }
+
+    fn get(&self, path: &[u8]) -> Option<Option<Arc<Node>>> {
+        let shard = self.shard(path).read().unwrap_or_else(|p| p.into_inner());
+        shard.get(path).cloned()
+    }
+
+    fn insert(&self, path: Vec<u8>, n: Option<Arc<Node>>) {
+        let mut shard = self.shard(&path).write().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= LOOKUP_CACHE_MAX / SHARDS {
+            shard.clear();
+        }
+        shard.insert(path, n);
+    }
+}
+
 /// A mounted CVMFS repository as perch-vfs sees it.
 pub struct VfsRepo {
     repo: Arc<Repository>,
     id: String,
     /// path -> node (None = ENOENT). perch-vfs resolves component by
     /// component, so every prefix of every path is looked up again and again.
-    lookups: Mutex<HashMap<Vec<u8>, Option<Node>>>,
+    lookups: LookupCache,
 }
 
 impl VfsRepo {
@@ -31,44 +74,36 @@ impl VfsRepo {
         VfsRepo {
             repo,
             id,
-            lookups: Mutex::new(HashMap::new()),
+            lookups: LookupCache::new(),
         }
     }
 
-    fn cached_lookup(&self, path: &[u8]) -> Result<Option<Node>, RepoError> {
-        if let Some(n) = self
-            .lookups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-        {
-            return Ok(n.clone());
+    fn cached_lookup(&self, path: &[u8]) -> Result<Option<Arc<Node>>, RepoError> {
+        if let Some(n) = self.lookups.get(path) {
+            return Ok(n);
         }
         let n = self
             .repo
             .lookup(path)
-            .map_err(|e| io_error(&self.repo, path, &e))?;
+            .map_err(|e| io_error(&self.repo, path, &e))?
+            .map(Arc::new);
         self.remember(path.to_vec(), n.clone());
         Ok(n)
     }
 
-    fn remember(&self, path: Vec<u8>, n: Option<Node>) {
-        let mut m = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= LOOKUP_CACHE_MAX {
-            m.clear();
-        }
-        m.insert(path, n);
+    fn remember(&self, path: Vec<u8>, n: Option<Arc<Node>>) {
+        self.lookups.insert(path, n);
     }
 
     /// The node of an entry this repository gave out (its handle), else looked up by path.
     fn node_of<'e>(&self, path: &[u8], entry: &'e Entry) -> Result<Cow<'e, Node>, RepoError> {
         match entry.handle.as_ref().and_then(|h| h.get::<Node>()) {
             Some(n) => Ok(Cow::Borrowed(n)),
-            None => self.node(path).map(Cow::Owned),
+            None => self.node(path).map(|n| Cow::Owned(Node::clone(&n))),
         }
     }
 
-    fn node(&self, path: &[u8]) -> Result<Node, RepoError> {
+    fn node(&self, path: &[u8]) -> Result<Arc<Node>, RepoError> {
         self.cached_lookup(path)?.ok_or_else(|| {
             RepoError::new(
                 Errno::ENOENT,
@@ -149,7 +184,7 @@ impl perch_vfs::Repository for VfsRepo {
             .map(|n| (n.entry.name.clone(), entry(&self.repo, n)))
             .collect();
         for n in nodes {
-            self.remember(n.path.clone(), Some(n));
+            self.remember(n.path.clone(), Some(Arc::new(n)));
         }
         Ok(out)
     }
@@ -185,9 +220,10 @@ impl perch_vfs::Repository for VfsRepo {
     }
 }
 
-/// Mounts repositories lazily from the configuration.
+/// Mounts repositories lazily from the configuration. perch-vfs serialises the mounts of one
+/// name; different names mount in parallel (the client takes `&self`).
 pub struct VfsMounter {
-    client: Mutex<Client>,
+    client: Client,
     configured: Vec<String>,
     cache_root: PathBuf,
     /// Names found not to be repositories in this run: not asked again, reported once.
@@ -209,13 +245,13 @@ fn looks_like_fqrn(name: &str) -> bool {
 impl VfsMounter {
     /// A mounter over `client`; `cache_root` holds the shadow tree and must be
     /// on the file system of the cache objects (hard links).
-    pub fn new(mut client: Client, cache_root: PathBuf) -> VfsMounter {
+    pub fn new(client: Client, cache_root: PathBuf) -> VfsMounter {
         let mut configured = client.configured();
         configured.extend(client.extra_repositories());
         configured.sort();
         configured.dedup();
         VfsMounter {
-            client: Mutex::new(client),
+            client,
             configured,
             cache_root,
             absent: Mutex::default(),
@@ -257,7 +293,7 @@ impl perch_vfs::Mounter for VfsMounter {
         {
             return Ok(None);
         }
-        let mut c = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let c = &self.client;
         if !c.has_server(fqrn) {
             self.absent(
                 fqrn,

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -67,11 +67,13 @@ pub struct ClientArgs {
     pub mount_dir: PathBuf,
 }
 
-/// Configuration and mounted repositories of one perch process.
+/// Configuration and mounted repositories of one perch process. Shared by the supervisor
+/// threads of `perch run` through `&self`: nothing is locked while a repository mounts.
 pub struct Client {
     args: ClientArgs,
     env: BTreeMap<String, String>,
-    keys_root: Option<PathBuf>,
+    /// Where the built-in keys were written, once the first built-in domain needs them.
+    keys_root: OnceLock<Option<PathBuf>>,
     extra: Vec<String>,
     mounted: Mutex<HashMap<String, Arc<Repository>>>,
 }
@@ -83,7 +85,7 @@ impl Client {
         Client {
             args,
             env,
-            keys_root: None,
+            keys_root: OnceLock::new(),
             extra: Vec::new(),
             mounted: Mutex::new(HashMap::new()),
         }
@@ -94,7 +96,7 @@ impl Client {
         &self.args.mount_dir
     }
 
-    fn sources(&mut self, fqrn: &str) -> ConfigSources {
+    fn sources(&self, fqrn: &str) -> ConfigSources {
         let mut s = ConfigSources::new(
             self.args
                 .config_dir
@@ -108,10 +110,10 @@ impl Client {
         let builtin = BUILTIN_KEYS
             .iter()
             .any(|(d, _, _)| fqrn.ends_with(&format!(".{d}")));
-        if builtin && self.keys_root.is_none() {
-            self.keys_root = self.install_builtin_keys();
+        if builtin {
+            self.keys_root.get_or_init(|| self.install_builtin_keys());
         }
-        if let Some(k) = &self.keys_root {
+        if let Some(Some(k)) = self.keys_root.get() {
             s = s.with_builtin_keys_root(k.clone());
         }
         s
@@ -136,14 +138,14 @@ impl Client {
     }
 
     /// The effective configuration of `fqrn`.
-    pub fn config(&mut self, fqrn: &str) -> Result<Config> {
+    pub fn config(&self, fqrn: &str) -> Result<Config> {
         let sources = self.sources(fqrn);
         Config::resolve(fqrn, &sources, &self.env)
             .with_context(|| format!("configuration of {fqrn}"))
     }
 
     /// Repositories to show in `/cvmfs` (CVMFS_REPOSITORIES).
-    pub fn configured(&mut self) -> Vec<String> {
+    pub fn configured(&self) -> Vec<String> {
         self.config("")
             .map(|c| c.repositories())
             .unwrap_or_default()
@@ -160,7 +162,7 @@ impl Client {
     }
 
     /// Whether `fqrn` has a server configured (else it does not exist for us).
-    pub fn has_server(&mut self, fqrn: &str) -> bool {
+    pub fn has_server(&self, fqrn: &str) -> bool {
         self.config(fqrn)
             .map(|c| !c.server_urls().is_empty())
             .unwrap_or(false)
@@ -168,7 +170,7 @@ impl Client {
 
     /// The directory that holds the caches (and the shadow tree): the alien
     /// cache, `--cache`, or the configured cache base.
-    pub fn cache_root(&mut self) -> Result<PathBuf> {
+    pub fn cache_root(&self) -> Result<PathBuf> {
         if let Some(a) = &self.args.alien_cache {
             return Ok(a.clone());
         }
@@ -180,7 +182,7 @@ impl Client {
     }
 
     /// Mount options for `fqrn` from the configuration and command line.
-    pub fn mount_options(&mut self, fqrn: &str) -> Result<MountOptions> {
+    pub fn mount_options(&self, fqrn: &str) -> Result<MountOptions> {
         let cfg = self.config(fqrn)?;
         let servers = cfg.server_urls();
         if servers.is_empty() {
@@ -239,7 +241,7 @@ impl Client {
     }
 
     /// Mount `fqrn` (once per process).
-    pub fn mount(&mut self, fqrn: &str) -> Result<Arc<Repository>, Fail> {
+    pub fn mount(&self, fqrn: &str) -> Result<Arc<Repository>, Fail> {
         self.try_mount(fqrn)?.map_err(|e| {
             Fail::new(
                 Failure::Mount,
@@ -251,7 +253,7 @@ impl Client {
     /// Mount `fqrn`, or `None` when no server has a manifest for it (every
     /// server answered "not found"): for programs that is ENOENT, as with the
     /// real client's autofs mount point, not an I/O error.
-    pub fn mount_or_absent(&mut self, fqrn: &str) -> Result<Option<Arc<Repository>>, Fail> {
+    pub fn mount_or_absent(&self, fqrn: &str) -> Result<Option<Arc<Repository>>, Fail> {
         match self.try_mount(fqrn)? {
             Ok(r) => Ok(Some(r)),
             Err(perch_cvmfs::RepoError::ManifestFetch(e)) if e.is_not_found() => Ok(None),
@@ -264,7 +266,7 @@ impl Client {
 
     /// Mount once per process; the outer error is the configuration's.
     fn try_mount(
-        &mut self,
+        &self,
         fqrn: &str,
     ) -> Result<Result<Arc<Repository>, perch_cvmfs::RepoError>, Fail> {
         if let Some(r) = self
@@ -280,11 +282,9 @@ impl Client {
             Ok(r) => Arc::new(r),
             Err(e) => return Ok(Err(e)),
         };
-        self.mounted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fqrn.to_string(), repo.clone());
-        Ok(Ok(repo))
+        // Callers mounting one name at once (perch-vfs serialises them) keep the first.
+        let mut mounted = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Ok(mounted.entry(fqrn.to_string()).or_insert(repo).clone()))
     }
 
     /// Split `/cvmfs/<fqrn>/rest` into `(fqrn, "/rest")`.

@@ -81,7 +81,8 @@ pub struct RunArgs {
     /// is preloaded with everything below it).
     #[arg(long = "record", value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// Supervisor threads answering notifications (default: 2–4 by CPU count).
+    /// Supervisor threads answering notifications at once (default: one per CPU the job may
+    /// use, 4 to 16).
     #[arg(long = "workers", value_name = "N")]
     pub workers: Option<usize>,
     /// The program and its arguments.
