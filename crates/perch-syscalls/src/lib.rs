@@ -4,9 +4,11 @@
 //! that takes a path or an fd used for path resolution, plus the few that are refused or are plain
 //! fd I/O), the typed decode of `(nr, [u64; 6])` into [`Call`] (total: unknown numbers become
 //! [`Call::Other`], unknown flag bits print in hex), strace-like display, [`TraceeView`] (read a
-//! tracee's memory), [`Errno`], [`Pid`], [`SyscallSet`] and the byte layouts of `struct stat` /
-//! `struct statx`. It does no I/O and knows no policy: what perch does with a call is decided
-//! above.
+//! tracee's memory), [`Errno`], [`Pid`], [`SyscallSet`], `PATH_MAX`, the one encoder of each of
+//! `struct stat`, `struct statx` and `struct statfs` ([`stat`]), and the vocabulary a backend and
+//! the syscall table share: [`Answer`] (what to do with a call), [`OpenHow`], [`ResolveFlags`].
+//! It does no I/O and knows no policy: what perch does with a call is decided above (perch-vfs's
+//! table).
 //!
 //! ```
 //! use perch_syscalls::{Call, FakeMemory, Sysno};

@@ -104,13 +104,15 @@ pub struct Entry {
 /// A repository's own reference to one of its entries (say, its catalog row): opaque to
 /// perch-vfs, which only carries it from a lookup to the calls on the same entry. It is no
 /// metadata: entries compare equal whatever their handles.
+/// One thin pointer, so that an [`Entry`] (and the resolver's results holding one) stays small.
 #[derive(Clone)]
-pub struct Handle(Arc<dyn std::any::Any + Send + Sync>);
+#[allow(clippy::redundant_allocation)]
+pub struct Handle(Arc<Box<dyn std::any::Any + Send + Sync>>);
 
 impl Handle {
     /// Wraps the repository's value.
     pub fn new<T: std::any::Any + Send + Sync>(value: T) -> Handle {
-        Handle(Arc::new(value))
+        Handle(Arc::new(Box::new(value)))
     }
 
     /// The value, if it is a `T`.

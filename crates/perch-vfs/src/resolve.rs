@@ -382,6 +382,9 @@ struct Walk<'n, 'a> {
     last_slash: bool,
 }
 
+// The walk's error is its final answer (a `Resolved`), moved out once per lookup; boxing it
+// would cost an allocation on every miss.
+#[allow(clippy::result_large_err)]
 impl<'n, 'a> Walk<'n, 'a> {
     fn mp(&self) -> &[Vec<u8>] {
         &self.ns.mp_components
