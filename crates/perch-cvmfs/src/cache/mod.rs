@@ -320,7 +320,7 @@ impl Cache {
     /// object's hash when it is stored as downloaded (uncompressed), so that its name verifies it.
     pub fn verify_file(&self, dest: &Path, file: &fs::File, by_name: Option<&ContentHash>) -> Look {
         let name = self.name_of(dest);
-        let Ok(stamp) = Stamp::of(&file) else {
+        let Ok(stamp) = Stamp::of(file) else {
             return Look::Unknown;
         };
         if self.trust.verified(&name, &stamp) {

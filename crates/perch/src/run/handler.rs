@@ -291,6 +291,20 @@ impl PerchHandler {
             .map(|p| p.into_os_string().into_vec())
     }
 
+    /// `/proc/<pid>/maps` (`smaps`, `numa_maps`) opened for reading: a translated copy (guard.rs).
+    fn proc_maps(&self, n: &Notification, call: &Call, path: &[u8]) -> Option<Reply> {
+        let flags = match call {
+            Call::Open { flags, .. } | Call::Openat { flags, .. } => *flags,
+            _ => return None,
+        };
+        let real = super::guard::maps_file(&proc_path(path, n.pid().0)?)?;
+        if flags.writes() {
+            return None;
+        }
+        let fd = super::guard::translated(&real, &self.shadow_root, &|p| self.to_virtual(p));
+        Some(fd.map_or_else(Reply::Err, |fd| Reply::Fd(fd, flags.cloexec())))
+    }
+
     /// True if an absolute path can be left to the kernel without looking at it further.
     fn plainly_host(&self, path: &[u8]) -> bool {
         !contains(path, &self.mp_name)
@@ -518,6 +532,9 @@ impl PerchHandler {
             if let Some(real) = proc_path(&path, n.pid().0) {
                 return Ok(self.readlink_proc(&real, buf.0, size.0));
             }
+        }
+        if let Some(r) = self.proc_maps(n, &call, &path) {
+            return Ok(r);
         }
         let Some(t) = self.target(n, dirfd, path)? else {
             return Ok(Reply::Continue);

@@ -39,6 +39,7 @@
 //!   (`PTRACE_O_EXITKILL`); send signals to the program's process group instead.
 
 pub mod exec;
+pub mod guard;
 pub mod handler;
 pub mod host;
 
