@@ -263,7 +263,14 @@ impl Namespace {
         let oflags = rustix::fs::OFlags::from_bits_retain(u32::from_ne_bytes(real.to_ne_bytes()));
         match rustix::fs::open(&shadow, oflags, rustix::fs::Mode::empty()) {
             Ok(fd) if !o_path && entry.kind == Kind::File => {
-                match crate::shadow::verified(repo, path, entry, fd) {
+                let reopen = || {
+                    rustix::fs::open(&shadow, oflags, rustix::fs::Mode::empty())
+                        .map_err(Errno::from)
+                };
+                match self
+                    .shadow()
+                    .verified(repo, path, entry, fd, &shadow, reopen)
+                {
                     Ok(fd) => Outcome::Value(OpenedFd {
                         fd,
                         cloexec: flags & libc::O_CLOEXEC != 0,

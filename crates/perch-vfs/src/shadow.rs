@@ -1,10 +1,13 @@
 //! The shadow tree: real directories mirroring each mounted revision, filled lazily.
 //!
 //! ```text
-//! <cache_root>/shadow/
-//!   <fqrn>@<revision_id>/...   one tree per mounted revision (immutable content)
-//!   .root-<hash>/<fqrn>/       what opening /cvmfs gives: one empty dir per configured repo
-//!   .tmp/                      staging area: everything is built here and renamed into place
+//! <cache_root>/shadow/               sticky: no user may rename another user's tree
+//!   <uid>/                           one tree per user (0700): only its owner can change it
+//!     <fqrn>@<revision_id>/...       one tree per mounted revision (immutable content)
+//!     .root-<hash>/<fqrn>/           what opening /cvmfs gives: one empty dir per configured repo
+//!     .tmp/                          staging: built here and renamed into place; entries are
+//!                                    named `<pid>@<host>.…`, those of dead processes of this
+//!                                    host are removed when a tree is opened
 //! ```
 //!
 //! # Invariants (what makes it safe for many processes at once)
@@ -28,14 +31,13 @@
 //!   lost its last name): we fetch again and retry (found by the 8-thread test). A placeholder is recognised by its size: the
 //!   catalog size is never 0 for a file that still needs its object, and a complete object
 //!   always has the catalog size.
-//! * A file about to be `execve`d needs an exec bit on the real inode: we add `+x` (chmod of
-//!   the cache object, harmless since the catalog stays the authority for `stat`/`access` and
-//!   perch checks exec permission from the catalog before rewriting) or, if that is not allowed,
-//!   replace the link by a private copy with mode 0555.
-//! * Leftovers of crashed processes stay in `.tmp/`; the whole `shadow/` may be deleted when no
-//!   perch process runs (gc) and is rebuilt lazily. Directories are created with the umask of the
-//!   supervisor: a shadow tree is shared by the processes of one user (a multi-user alien cache
-//!   should give each user its own cache root).
+//! * Trust on use (DESIGN.md §4a): the link is made to exactly the inode that was verified
+//!   (`linkat` of `/proc/self/fd/N`), and every opened file is checked with
+//!   [`Repository::verify`] before it is served ([`ShadowTree::verified`], from
+//!   `Namespace::open`): a file changed since is linked again from a verified object, or refused.
+//! * A file about to be `execve`d needs an exec bit on the real inode: cache objects are 0555;
+//!   an older object without it gets `+x` or, if that is not allowed, a private copy (0555).
+//! * The whole `shadow/` may be deleted when no perch process runs (gc) and is rebuilt lazily.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -370,15 +372,22 @@ impl ShadowTree {
             return Ok(target);
         }
         match fs::symlink_metadata(&target) {
-            Ok(m) if m.is_file() && m.len() == entry.size => {
-                let fine =
-                    open_nofollow(&target).is_ok_and(|f| repo.verify(path, entry, &f).is_ok());
-                if fine {
-                    return Ok(target);
-                }
-            }
+            // Checked when opened ([`ShadowTree::verified`]), which links it again if need be.
+            Ok(m) if m.is_file() && m.len() == entry.size => return Ok(target),
             _ => {}
         }
+        self.link_verified(repo, path, entry, &target)?;
+        Ok(target)
+    }
+
+    /// Link (or copy) the verified cache object of `path` over its shadow file `target`.
+    fn link_verified(
+        &self,
+        repo: &dyn Repository,
+        path: &[u8],
+        entry: &Entry,
+        target: &Path,
+    ) -> Result<(), VfsError> {
         let tmp = self.temp_name();
         // link(2) of an inode whose last name was just replaced (another process renamed a
         // fresh copy of the same object over it) fails with ENOENT: fetch again and retry.
@@ -413,11 +422,42 @@ impl ShadowTree {
                 Err(e) => return Err(io_err("link", &object)(e.into())),
             }
         };
-        self.rename_over(&tmp, &target)?;
+        self.rename_over(&tmp, target)?;
         if linked {
             repo.relinked(&object, &file);
         }
-        Ok(target)
+        Ok(())
+    }
+
+    /// The check before an opened shadow file is handed to a program: it must hold what this
+    /// user verified (DESIGN.md §4a; the file could have been changed after it was linked).
+    /// A file that fails it is linked again from a verified object and `reopen`ed once.
+    pub fn verified(
+        &self,
+        repo: Option<&dyn Repository>,
+        path: &[u8],
+        entry: &Entry,
+        fd: std::os::fd::OwnedFd,
+        shadow: &Path,
+        reopen: impl FnOnce() -> Result<std::os::fd::OwnedFd, crate::Errno>,
+    ) -> Result<std::os::fd::OwnedFd, crate::Errno> {
+        let Some(repo) = repo else { return Ok(fd) };
+        if entry.size == 0 {
+            return Ok(fd);
+        }
+        let file = fs::File::from(fd);
+        if repo.verify(path, entry, &file).is_ok() {
+            return Ok(file.into());
+        }
+        drop(file);
+        tracing::debug!(target: "vfs", shadow = %shadow.display(), "shadow file changed: linking it again");
+        self.link_verified(repo, path, entry, shadow)
+            .map_err(VfsError::log_errno)?;
+        let file = fs::File::from(reopen()?);
+        match repo.verify(path, entry, &file) {
+            Ok(()) => Ok(file.into()),
+            Err(e) => Err(e.errno()),
+        }
     }
 
     /// Copy an open file to `tmp` with `mode` (a private copy: checked when opened).
@@ -552,25 +592,6 @@ fn open_nofollow(p: &Path) -> io::Result<fs::File> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(p)
-}
-
-/// The check before an opened shadow file is handed to a program: it must hold what this user
-/// verified (DESIGN.md §4a; the file could have been changed after it was linked).
-pub(crate) fn verified(
-    repo: Option<&dyn Repository>,
-    path: &[u8],
-    entry: &Entry,
-    fd: std::os::fd::OwnedFd,
-) -> Result<std::os::fd::OwnedFd, crate::Errno> {
-    let Some(repo) = repo else { return Ok(fd) };
-    if entry.size == 0 {
-        return Ok(fd);
-    }
-    let file = fs::File::from(fd);
-    match repo.verify(path, entry, &file) {
-        Ok(()) => Ok(file.into()),
-        Err(e) => Err(e.errno()),
-    }
 }
 
 /// `"/a/b/c"` → (`"/a/b"`, `"c"`); `"/c"` → (`""`, `"c"`).
