@@ -14,8 +14,8 @@ SIZE_MB=${SIZE_MB:-256}
 N=${N:-5}
 OPENS=${OPENS:-20000}
 FQRN=trust-bench.example.org
-cargo build --quiet --release -p perch
-PERCH=${PERCH:-$PWD/target/release/perch}
+if [ -z "${PERCH:-}" ]; then cargo build --quiet --release -p perch; fi
+PERCH=${PERCH:-$PWD/target/release/perch}   # PERCH=path measures another build (no build)
 W=$(mktemp -d /tmp/perch-trustbench-XXXXXX)
 trap 'rm -rf "$W"' EXIT
 
