@@ -790,6 +790,39 @@ impl Repository {
         )
     }
 
+    /// Check that `file`, opened to serve `node` (a link to or copy of its cache object),
+    /// holds what this user verified (DESIGN.md §4a): `Err` (EIO) if not. An object not yet
+    /// verified is fetched or compared with a fresh download first.
+    pub fn verify_open(&self, node: &Node, file: &std::fs::File) -> Result<(), RepoError> {
+        let e = &node.entry;
+        let by_name = match (e.is_chunked(), e.compression(), e.hash) {
+            (false, Some(Compression::None), Some(h)) => Some(h),
+            _ => None,
+        };
+        let place = match (e.is_chunked(), e.hash) {
+            (false, Some(h)) => self.cache.object_path(&h),
+            _ => self.fetch(node)?,
+        };
+        let look = match self.cache.verify_file(&place, file, by_name.as_ref()) {
+            crate::cache::Look::Unknown => {
+                self.fetch(node)?;
+                self.cache.verify_file(&place, file, by_name.as_ref())
+            }
+            l => l,
+        };
+        match look {
+            crate::cache::Look::Trusted => Ok(()),
+            crate::cache::Look::Bad(why) => Err(CacheError::Untrusted { path: place, why }.into()),
+            crate::cache::Look::Absent | crate::cache::Look::Unknown => {
+                Err(CacheError::Untrusted {
+                    path: place,
+                    why: "it cannot be verified".into(),
+                }
+                .into())
+            }
+        }
+    }
+
     /// Runs `op`, which downloads object `h` unless `cached()`. While offline, a download
     /// before the retry time fails at once (no failover, no timeouts); the first one after
     /// it retries the network (the manifest, verified as at mount) and, if that works, the

@@ -2,6 +2,7 @@
 //! catalogs of the mounted revision stay, objects above limit/2 are refused with ENOSPC,
 //! and a damaged object is found and removed by `check`.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use perch_cvmfs::cache::{Cache, CacheOptions};
@@ -148,20 +149,53 @@ fn check_finds_and_removes_a_damaged_object_and_reading_fetches_it_again() {
         paths.push(repo.fetch(&node(&repo, name)).unwrap());
     }
     let cache = Cache::open_with(&cache_dir, CacheOptions::default()).unwrap();
-    let clean = cache.check(true, |_| {}).unwrap();
+    let clean = cache.check(Some(repo.fetcher()), true, |_| {}).unwrap();
     assert!(
-        clean.bad.is_empty() && clean.unverifiable.is_empty(),
+        clean.bad.is_empty() && clean.unchecked.is_empty(),
         "{clean:?}"
     );
-    assert_eq!(clean.good, 4 + 2, "files, catalog, certificate");
-    // Damage one object in place.
+    assert_eq!(clean.good(), 4 + 2, "files, catalog, certificate");
+    // Damage one object in place (its owner can: chmod, then write).
     let mut b = std::fs::read(&paths[1]).unwrap();
     b[500] ^= 1;
+    std::fs::set_permissions(&paths[1], std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&paths[1], b).unwrap();
-    let report = cache.check(false, |_| {}).unwrap();
+    let report = cache.check(Some(repo.fetcher()), false, |_| {}).unwrap();
     assert_eq!(report.bad, vec![paths[1].clone()]);
     assert!(!paths[1].exists(), "removed");
     let again = repo.read(&node(&repo, &r.files[1].0)).unwrap();
     assert!(again == r.files[1].1);
-    assert!(cache.check(true, |_| {}).unwrap().bad.is_empty());
+    assert!(cache
+        .check(Some(repo.fetcher()), true, |_| {})
+        .unwrap()
+        .bad
+        .is_empty());
+}
+
+#[test]
+fn a_forged_checksum_record_does_not_make_a_damaged_object_good() {
+    let r = published(2, 50_000);
+    let cache_dir = r.tmp.path().join("cache");
+    let repo = Repository::mount(r.options(&cache_dir, None)).unwrap();
+    let p = repo.fetch(&node(&repo, &r.files[0].0)).unwrap();
+    // What a program did to the cache (issue 9): new content, and a matching line in every
+    // record the cache keeps.
+    let forged = vec![b'X'; 50_000];
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&p, &forged).unwrap();
+    let rel = p.strip_prefix(&cache_dir).unwrap().display().to_string();
+    let sha1 = perch_format::hash::Algorithm::Sha1.digest(&forged).hex();
+    let line = format!("{rel} {sha1} 50000\n");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cache_dir.join("checksums"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+    let cache = Cache::open_with(&cache_dir, CacheOptions::default()).unwrap();
+    let report = cache.check(Some(repo.fetcher()), true, |_| {}).unwrap();
+    assert_eq!(report.bad, vec![p.clone()], "{report:?}");
+    // And it is not served: reading fetches a good copy.
+    let again = repo.read(&node(&repo, &r.files[0].0)).unwrap();
+    assert!(again == r.files[0].1);
 }

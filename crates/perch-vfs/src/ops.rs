@@ -262,6 +262,23 @@ impl Namespace {
         }
         let oflags = rustix::fs::OFlags::from_bits_retain(u32::from_ne_bytes(real.to_ne_bytes()));
         match rustix::fs::open(&shadow, oflags, rustix::fs::Mode::empty()) {
+            Ok(fd) if !o_path && entry.kind == Kind::File => {
+                let reopen = || {
+                    rustix::fs::open(&shadow, oflags, rustix::fs::Mode::empty())
+                        .map_err(|e| Errno::new(e.raw_os_error()))
+                };
+                match self
+                    .shadow()
+                    .verified(repo, path, entry, fd, &shadow, reopen)
+                {
+                    Ok(fd) => Outcome::Value(OpenedFd {
+                        fd,
+                        cloexec: flags & libc::O_CLOEXEC != 0,
+                        shadow,
+                    }),
+                    Err(e) => Outcome::Err(e),
+                }
+            }
             Ok(fd) => Outcome::Value(OpenedFd {
                 fd,
                 cloexec: flags & libc::O_CLOEXEC != 0,

@@ -222,6 +222,19 @@ pub trait Repository: Send + Sync {
     /// Make sure the whole decompressed file is in the cache and return its path, on the same
     /// file system as [`Mounter::cache_root`]. The file must not be modified afterwards.
     fn fetch(&self, path: &[u8], entry: &Entry) -> Result<PathBuf, RepoError>;
+    /// Check that `file`, opened from the shadow tree to serve `path`, holds the content this
+    /// user verified (DESIGN.md §4a); an `Err` is answered to the program (EIO) and the file is
+    /// not served. The default trusts every file (repositories without a shared cache).
+    fn verify(&self, path: &[u8], entry: &Entry, file: &std::fs::File) -> Result<(), RepoError> {
+        let _ = (path, entry, file);
+        Ok(())
+    }
+    /// `file`, the cache object at `object` (as [`Repository::fetch`] returned it), was just
+    /// verified and then linked into the shadow tree, which changed its ctime: remember it
+    /// as verified. The default does nothing.
+    fn relinked(&self, object: &std::path::Path, file: &std::fs::File) {
+        let _ = (object, file);
+    }
     /// An extended attribute: stored ones plus the cvmfs magic ones (spec §13). `Ok(None)`
     /// means ENODATA.
     fn getxattr(

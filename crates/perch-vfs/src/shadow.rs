@@ -1,10 +1,13 @@
 //! The shadow tree: real directories mirroring each mounted revision, filled lazily.
 //!
 //! ```text
-//! <cache_root>/shadow/
-//!   <fqrn>@<revision_id>/...   one tree per mounted revision (immutable content)
-//!   .root-<hash>/<fqrn>/       what opening /cvmfs gives: one empty dir per configured repo
-//!   .tmp/                      staging area: everything is built here and renamed into place
+//! <cache_root>/shadow/               sticky: no user may rename another user's tree
+//!   <uid>/                           one tree per user (0700): only its owner can change it
+//!     <fqrn>@<revision_id>/...       one tree per mounted revision (immutable content)
+//!     .root-<hash>/<fqrn>/           what opening /cvmfs gives: one empty dir per configured repo
+//!     .tmp/                          staging: built here and renamed into place; entries are
+//!                                    named `<pid>@<host>.…`, those of dead processes of this
+//!                                    host are removed when a tree is opened
 //! ```
 //!
 //! # Invariants (what makes it safe for many processes at once)
@@ -28,19 +31,19 @@
 //!   lost its last name): we fetch again and retry (found by the 8-thread test). A placeholder is recognised by its size: the
 //!   catalog size is never 0 for a file that still needs its object, and a complete object
 //!   always has the catalog size.
-//! * A file about to be `execve`d needs an exec bit on the real inode: we add `+x` (chmod of
-//!   the cache object, harmless since the catalog stays the authority for `stat`/`access` and
-//!   perch checks exec permission from the catalog before rewriting) or, if that is not allowed,
-//!   replace the link by a private copy with mode 0555.
-//! * Leftovers of crashed processes stay in `.tmp/`; the whole `shadow/` may be deleted when no
-//!   perch process runs (gc) and is rebuilt lazily. Directories are created with the umask of the
-//!   supervisor: a shadow tree is shared by the processes of one user (a multi-user alien cache
-//!   should give each user its own cache root).
+//! * Trust on use (DESIGN.md §4a): the link is made to exactly the inode that was verified
+//!   (`linkat` of `/proc/self/fd/N`), and every opened file is checked with
+//!   [`Repository::verify`] before it is served ([`ShadowTree::verified`], from
+//!   `Namespace::open`): a file changed since is linked again from a verified object, or refused.
+//! * A file about to be `execve`d needs an exec bit on the real inode: cache objects are 0555;
+//!   an older object without it gets `+x` or, if that is not allowed, a private copy (0555).
+//! * The whole `shadow/` may be deleted when no perch process runs (gc) and is rebuilt lazily.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -57,6 +60,8 @@ const ROOT_PREFIX: &str = ".root-";
 pub struct ShadowTree {
     root: PathBuf,
     staging: PathBuf,
+    /// `<pid>@<host>`: names this process's staging entries.
+    owner: String,
     /// Directories known complete in this process: checked on every open by every supervisor
     /// thread, added to once per directory, so a read-write lock.
     complete: RwLock<HashSet<(PathBuf, Vec<u8>)>>,
@@ -105,17 +110,75 @@ fn is_race_loss(e: &io::Error) -> bool {
 }
 
 impl ShadowTree {
-    /// Open (creating if needed) the shadow tree under `cache_root`.
+    /// Open (creating if needed) this user's shadow tree under `cache_root`, and remove what
+    /// dead processes of this host left in its staging area.
     pub fn new(cache_root: &Path) -> Result<ShadowTree, VfsError> {
-        let root = cache_root.join("shadow");
-        let staging = root.join(STAGING);
+        let base = cache_root.join("shadow");
+        if !base.is_dir() {
+            fs::create_dir_all(&base).map_err(io_err("create", &base))?;
+            // As open as the cache it lives in (a group-shared alien cache), plus the sticky
+            // bit: no user may rename or remove another user's tree.
+            let mode = fs::metadata(cache_root).map_or(0o700, |m| m.mode() & 0o2777) | 0o1000;
+            let _ = fs::set_permissions(&base, fs::Permissions::from_mode(mode));
+        }
+        // One tree per user: a tree is trusted by the processes that serve from it, and only
+        // its owner can change it.
+        let uid = rustix::process::getuid().as_raw();
+        let mine = base.join(uid.to_string());
+        match fs::DirBuilder::new().mode(0o700).create(&mine) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("create", &mine)(e)),
+        }
+        let m = fs::symlink_metadata(&mine).map_err(io_err("stat", &mine))?;
+        if !m.is_dir() || m.uid() != uid || m.mode() & 0o022 != 0 {
+            return Err(io_err("use", &mine)(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the shadow tree is not a directory owned by this user and closed to others",
+            )));
+        }
+        let staging = mine.join(STAGING);
         fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
-        let root = fs::canonicalize(&root).map_err(io_err("canonicalize", &root))?;
-        Ok(ShadowTree {
+        let root = fs::canonicalize(&mine).map_err(io_err("canonicalize", &mine))?;
+        let tree = ShadowTree {
             staging: root.join(STAGING),
             root,
+            owner: format!("{}@{}", std::process::id(), hostname()),
             complete: RwLock::new(HashSet::new()),
-        })
+        };
+        tree.clean_staging();
+        Ok(tree)
+    }
+
+    /// Remove staging entries of processes of this host that are gone, and any older than an
+    /// hour (another host's, or a reused pid).
+    fn clean_staging(&self) {
+        let Ok(rd) = fs::read_dir(&self.staging) else {
+            return;
+        };
+        let host = hostname();
+        let now = std::time::SystemTime::now();
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let owner = name.split('.').next().unwrap_or("");
+            let (pid, on) = owner.split_once('@').unwrap_or((owner, host.as_str()));
+            let dead = on == host
+                && pid
+                    .parse::<u32>()
+                    .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default().as_secs() > 3600);
+            if dead || old {
+                tracing::debug!(target: "vfs", entry = %name, "removing staging leftover");
+                let p = e.path();
+                if fs::remove_dir_all(&p).is_err() {
+                    let _ = fs::remove_file(&p);
+                }
+            }
+        }
     }
 
     /// `<cache_root>/shadow`, canonical (as `/proc/<pid>/fd/N` shows it).
@@ -155,7 +218,7 @@ impl ShadowTree {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         self.staging
-            .join(format!("{}.{}.{:08x}", std::process::id(), n, nanos))
+            .join(format!("{}.{}.{:08x}", self.owner, n, nanos))
     }
 
     fn is_complete(&self, key: &(PathBuf, Vec<u8>)) -> bool {
@@ -311,7 +374,8 @@ impl ShadowTree {
     }
 
     /// Make the shadow file of regular file `path` a hard link to (or copy of) its cache object
-    /// and return its path.
+    /// and return its path. A shadow file already there is kept only while it holds what this
+    /// user verified ([`Repository::verify`]); otherwise it is linked again.
     pub fn materialize(
         &self,
         repo: &dyn Repository,
@@ -323,35 +387,108 @@ impl ShadowTree {
             return Ok(target);
         }
         match fs::symlink_metadata(&target) {
+            // Checked when opened ([`ShadowTree::verified`]), which links it again if need be.
             Ok(m) if m.is_file() && m.len() == entry.size => return Ok(target),
             _ => {}
         }
+        self.link_verified(repo, path, entry, &target)?;
+        Ok(target)
+    }
+
+    /// Link (or copy) the verified cache object of `path` over its shadow file `target`.
+    fn link_verified(
+        &self,
+        repo: &dyn Repository,
+        path: &[u8],
+        entry: &Entry,
+        target: &Path,
+    ) -> Result<(), VfsError> {
         let tmp = self.temp_name();
         // link(2) of an inode whose last name was just replaced (another process renamed a
         // fresh copy of the same object over it) fails with ENOENT: fetch again and retry.
         let mut attempt = 0;
-        loop {
+        let (object, file, linked) = loop {
             attempt += 1;
             let object = repo.fetch(path, entry).map_err(repo_err(repo, path))?;
-            match fs::hard_link(&object, &tmp) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 5 => continue,
+            let file = open_nofollow(&object).map_err(io_err("open", &object))?;
+            // Link exactly the inode that was verified, not whatever has its name by now.
+            repo.verify(path, entry, &file)
+                .map_err(repo_err(repo, path))?;
+            let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+            match rustix::fs::linkat(
+                rustix::fs::CWD,
+                &by_fd,
+                rustix::fs::CWD,
+                &tmp,
+                rustix::fs::AtFlags::SYMLINK_FOLLOW,
+            ) {
+                Ok(()) => break (object, file, true),
+                Err(e) if e == rustix::io::Errno::NOENT && attempt < 5 => continue,
                 Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EXDEV) | Some(libc::EPERM) | Some(libc::EMLINK)
-                    ) =>
+                    if e == rustix::io::Errno::XDEV
+                        || e == rustix::io::Errno::PERM
+                        || e == rustix::io::Errno::MLINK =>
                 {
                     tracing::debug!(target: "vfs", object = %object.display(), error = %e,
                         "hard link impossible, copying");
-                    self.copy_to(&object, &tmp, 0o444 | (entry.mode & 0o111))?;
-                    break;
+                    self.copy_fd_to(&file, &tmp, 0o444 | (entry.mode & 0o111))?;
+                    break (object, file, false);
                 }
-                Err(e) => return Err(io_err("link", &object)(e)),
+                Err(e) => return Err(io_err("link", &object)(e.into())),
             }
+        };
+        self.rename_over(&tmp, target)?;
+        if linked {
+            repo.relinked(&object, &file);
         }
-        self.rename_over(&tmp, &target)?;
-        Ok(target)
+        Ok(())
+    }
+
+    /// The check before an opened shadow file is handed to a program: it must hold what this
+    /// user verified (DESIGN.md §4a; the file could have been changed after it was linked).
+    /// A file that fails it is linked again from a verified object and `reopen`ed once.
+    pub fn verified(
+        &self,
+        repo: Option<&dyn Repository>,
+        path: &[u8],
+        entry: &Entry,
+        fd: std::os::fd::OwnedFd,
+        shadow: &Path,
+        reopen: impl FnOnce() -> Result<std::os::fd::OwnedFd, crate::Errno>,
+    ) -> Result<std::os::fd::OwnedFd, crate::Errno> {
+        let Some(repo) = repo else { return Ok(fd) };
+        if entry.size == 0 {
+            return Ok(fd);
+        }
+        let file = fs::File::from(fd);
+        if repo.verify(path, entry, &file).is_ok() {
+            return Ok(file.into());
+        }
+        drop(file);
+        tracing::debug!(target: "vfs", shadow = %shadow.display(), "shadow file changed: linking it again");
+        self.link_verified(repo, path, entry, shadow)
+            .map_err(VfsError::log_errno)?;
+        let file = fs::File::from(reopen()?);
+        match repo.verify(path, entry, &file) {
+            Ok(()) => Ok(file.into()),
+            Err(e) => Err(e.errno()),
+        }
+    }
+
+    /// Copy an open file to `tmp` with `mode` (a private copy: checked when opened).
+    fn copy_fd_to(&self, from: &fs::File, tmp: &Path, mode: u32) -> Result<(), VfsError> {
+        let r = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(tmp)
+            .and_then(|mut out| io::copy(&mut &*from, &mut out))
+            .map(drop)
+            .map_err(io_err("copy to", tmp));
+        if r.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        r
     }
 
     fn copy_to(&self, from: &Path, tmp: &Path, mode: u32) -> Result<(), VfsError> {
@@ -456,6 +593,20 @@ impl ShadowTree {
         out.extend_from_slice(tail);
         Some(out)
     }
+}
+
+/// This host's name, with `.` replaced (it ends the owner part of a staging name).
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().replace('.', "_"))
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn open_nofollow(p: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(p)
 }
 
 /// `"/a/b/c"` → (`"/a/b"`, `"c"`); `"/c"` → (`""`, `"c"`).

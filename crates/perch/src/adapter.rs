@@ -196,6 +196,17 @@ impl perch_vfs::Repository for VfsRepo {
             .map_err(|e| io_error(&self.repo, path, &e))
     }
 
+    fn verify(&self, path: &[u8], _entry: &Entry, file: &std::fs::File) -> Result<(), RepoError> {
+        let n = self.node(path)?;
+        self.repo
+            .verify_open(&n, file)
+            .map_err(|e| io_error(&self.repo, path, &e))
+    }
+
+    fn relinked(&self, object: &std::path::Path, file: &std::fs::File) {
+        self.repo.cache().relinked(object, file);
+    }
+
     fn getxattr(
         &self,
         path: &[u8],

@@ -32,7 +32,8 @@ pub enum CacheCmd {
         /// Repository name.
         fqrn: String,
     },
-    /// Re-hash every object against the digest recorded when it was stored; remove bad ones.
+    /// Verify every object against its name (its hash), downloading a fresh copy to compare
+    /// with where the name is the hash of the compressed form; remove bad ones.
     Check {
         #[command(flatten)]
         client: ClientArgs,
@@ -177,22 +178,89 @@ fn gc(client: &mut Client, fqrn: &str, all: bool) -> Result<(), Fail> {
 }
 
 fn check(client: &mut Client, fqrn: &str, dry_run: bool) -> Result<(), Fail> {
-    let cache = open_cache(client, fqrn)?;
-    let (_, total) = walk_objects(&cache);
+    // The mounted repository gives the fetcher that downloads objects to compare with.
+    let repo = match client.mount(fqrn) {
+        Ok(r) => Some(r),
+        Err(f) => {
+            tracing::warn!(
+                "cannot reach {fqrn} ({:#}): objects that need a download to be checked are not checked",
+                f.error
+            );
+            None
+        }
+    };
+    let cache = match &repo {
+        Some(r) => r.cache().clone(),
+        None => std::sync::Arc::new(open_cache(client, fqrn)?),
+    };
+    let (objects, total) = walk_objects(&cache);
     let bar = bytes_bar(total);
     let r = cache
-        .check(dry_run, |n| bar.inc(n))
+        .check(repo.as_ref().map(|r| r.fetcher()), dry_run, |n| bar.inc(n))
         .map_err(|e| Fail::new(Failure::Io, anyhow!("{}", perch_cvmfs::error_chain(&e))))?;
     bar.finish_and_clear();
-    for p in r.bad.iter() {
-        tracing::warn!(object = %p.display(), removed = !dry_run, "bad object");
+    for p in &r.bad {
+        let removed = !dry_run && !r.not_removed.contains(p);
+        tracing::warn!(object = %p.display(), removed, "bad object: its content is not what its name says");
     }
-    let verb = if dry_run { "found" } else { "removed" };
-    print(&[
-        ("good", r.good.to_string()),
-        ("bad", format!("{} ({verb})", r.bad.len())),
-        ("unverified", format!("{} ({verb})", r.unverifiable.len())),
-    ])
+    for (p, why) in &r.unchecked {
+        tracing::info!(object = %p.display(), %why, "not checked");
+    }
+    let bad = if dry_run {
+        format!("{} (found; --dry-run removed nothing)", r.bad.len())
+    } else {
+        format!(
+            "{} (removed {})",
+            r.bad.len(),
+            r.bad.len() - r.not_removed.len()
+        )
+    };
+    let mut lines = vec![
+        ("directory", cache.root().display().to_string()),
+        ("checked", format!("{objects} objects")),
+        (
+            "good",
+            format!(
+                "{} ({} hash to their name, {} equal to a fresh download)",
+                r.good(),
+                r.by_name,
+                r.by_download
+            ),
+        ),
+        ("bad", bad),
+    ];
+    if !r.not_removed.is_empty() {
+        lines.push((
+            "not removed",
+            format!(
+                "{} (another user's, in a sticky directory: the owner or the administrator must remove them)",
+                r.not_removed.len()
+            ),
+        ));
+    }
+    let mut why: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (_, w) in &r.unchecked {
+        let short = w.split(':').next().unwrap_or(w);
+        *why.entry(short).or_default() += 1;
+    }
+    let reasons: Vec<String> = why.iter().map(|(w, n)| format!("{n} {w}")).collect();
+    lines.push((
+        "not checked",
+        if reasons.is_empty() {
+            "0".into()
+        } else {
+            format!("{} ({}; kept)", r.unchecked.len(), reasons.join(", "))
+        },
+    ));
+    print(&lines)?;
+    // Non-zero while bad objects stay in the cache (a dry run, or ones perch may not remove).
+    if (dry_run && !r.bad.is_empty()) || !r.not_removed.is_empty() {
+        return Err(Fail::new(
+            Failure::Io,
+            anyhow!("the cache of {fqrn} holds bad objects"),
+        ));
+    }
+    Ok(())
 }
 
 fn bytes_bar(total: u64) -> indicatif::ProgressBar {

@@ -172,7 +172,7 @@ fn sixteen_processes_fill_one_alien_cache_each_object_fetched_once() {
     assert!(repeated.is_empty(), "fetched more than once: {repeated:?}");
     // Files (some are empty and identical, so count distinct hashes) + catalog + certificate.
     assert!(per_object.len() > FILES / 2, "{} objects", per_object.len());
-    // Group-shared modes, nothing left in txn/.
+    // Group-shared sticky directories, objects with no write bit, nothing left in txn/.
     let leftovers: Vec<_> = std::fs::read_dir(s.alien.join("txn"))
         .unwrap()
         .flatten()
@@ -181,18 +181,19 @@ fn sixteen_processes_fill_one_alien_cache_each_object_fetched_once() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     for d in std::fs::read_dir(&s.alien).unwrap().flatten() {
         let m = d.metadata().unwrap();
-        if m.is_dir() {
+        let name = d.file_name().to_string_lossy().into_owned();
+        if m.is_dir() && name.len() == 2 {
             assert_eq!(
-                m.permissions().mode() & 0o777,
-                0o770,
+                m.permissions().mode() & 0o7777,
+                0o3770,
                 "{}",
                 d.path().display()
             );
             for f in std::fs::read_dir(d.path()).unwrap().flatten() {
                 let fm = f.metadata().unwrap();
                 assert_eq!(
-                    fm.permissions().mode() & 0o660,
-                    0o660,
+                    fm.permissions().mode() & 0o777,
+                    0o555,
                     "{}",
                     f.path().display()
                 );

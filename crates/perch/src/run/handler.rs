@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use perch_intercept::{Errno, Handler, Notification, TraceAction, TracedCall};
-use perch_syscalls::{Answer, DirFd, TraceeView};
+use perch_syscalls::{Answer, Call, DirFd, TraceeView, PATH_MAX};
 use perch_vfs::syscall::rewrite::Rewrite;
+use super::guard;
 use perch_vfs::{Caller, Calls, Cred, Hooks, Kind, Namespace, Resolved};
 
 /// `-M /virtual=/real`: paths under `from` are looked up under `to` instead.
@@ -267,6 +268,36 @@ impl PerchHandler {
         })
     }
 
+    /// `open`/`openat` of `/proc/<pid>/maps` (`smaps`, `numa_maps`) for reading: a translated
+    /// copy that names `/cvmfs` paths where the kernel's names the shadow tree (guard.rs), as
+    /// readlink of `/proc/<pid>/fd/N` already does. Absolute paths only; a relative open of
+    /// `maps` from a `/proc/<pid>` directory fd sees the kernel's file.
+    fn proc_maps(&self, n: &Notification<'_>) -> Option<Answer> {
+        let (ptr, flags) = match *n.call() {
+            Call::Open { path, flags, .. } | Call::Openat { path, flags, .. } => (path, flags),
+            _ => return None,
+        };
+        let path = NotifiedCaller(n).read_cstr(ptr.0, PATH_MAX).ok()?;
+        if flags.writes() || !(path.starts_with(b"/proc/") || path.starts_with(b"/dev/fd/")) {
+            return None;
+        }
+        let real = guard::maps_file(&proc_path(&path, n.pid().0)?)?;
+        n.verify().ok()?;
+        let ns = self.calls.namespace();
+        let shadow_root = ns.shadow().root().as_os_str().as_bytes();
+        let to_virtual = |p: &[u8]| {
+            ns.virtual_path(std::path::Path::new(OsStr::from_bytes(p)))
+                .map(|v| v.into_os_string().into_vec())
+        };
+        Some(match guard::translated(&real, shadow_root, &to_virtual) {
+            Ok(fd) => Answer::Fd {
+                fd,
+                cloexec: flags.cloexec(),
+            },
+            Err(e) => Answer::Err(e),
+        })
+    }
+
     fn reply(&self, n: Notification<'_>, answer: Answer) {
         let counts = &self.wiring.counts;
         let counter = match answer {
@@ -289,7 +320,10 @@ impl PerchHandler {
 
 impl Handler for PerchHandler {
     fn on_syscall(&self, n: Notification<'_>) {
-        let answer = self.calls.answer(&NotifiedCaller(&n), n.call());
+        let answer = match self.proc_maps(&n) {
+            Some(a) => a,
+            None => self.calls.answer(&NotifiedCaller(&n), n.call()),
+        };
         if self.log {
             tracing::debug!(target: "perch::syscall", pid = n.pid().0, "{} = {answer}", n.display());
         }

@@ -44,6 +44,7 @@
 //! - perch does not forward signals sent to itself: a `SIGTERM` to perch kills the program
 //!   (`PTRACE_O_EXITKILL`); send signals to the program's process group instead.
 
+pub mod guard;
 pub mod handler;
 
 use std::ffi::OsString;

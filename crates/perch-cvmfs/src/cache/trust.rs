@@ -1,0 +1,344 @@
+//! Trust on use (DESIGN.md §4a): which cache files this user has verified.
+//!
+//! A cache is written by processes perch does not trust: other users of an alien cache, and
+//! programs under `perch run` (same uid). An object is therefore served only when this user
+//! verified it: hashed while downloading it, or hashed again and found equal to the digest
+//! this user recorded when it downloaded it. The index remembers, per verified file, what any
+//! change of the file changes: (device, inode) → (size, ctime). A write, truncate, chmod,
+//! chown, rename or link changes ctime, so a mismatch means "hash again" — never "trust".
+//!
+//! Two maps, one append-only file:
+//! * `digests`: object name (`ab/cdef…`, `chunked/ab/…`) → SHA-1 and size of the decompressed
+//!   content, learnt only from a download this user verified against the object's name;
+//! * `stamps`: (device, inode) → (size, ctime, object name) of a file hashed equal to that digest.
+//!
+//! The file is `<cache>/trust/<uid>@<host>` (device numbers are per host), mode 0600 in a
+//! directory whose sticky bit stops other users from replacing it; a file there not owned by
+//! this user, or writable by others, is ignored (and the index kept in memory only). Programs
+//! under `perch run` run with the user's uid, so they could append forged lines: the run side
+//! must refuse their write access to cache directories, this file included (issue 9, Build 2:
+//! not done yet; until then the index stops other users, and changes made without also
+//! forging the index, which is what a job that finds the cache path in /proc does). Lines are appended with one `write` each
+//! (`O_APPEND`), so a killed process leaves at most one torn line, which does not parse or
+//! does not match any file. Another process of the same user may have verified a file since
+//! this one loaded the index: a miss first reads what was appended since.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use perch_format::hash::{Algorithm, ContentHash};
+
+/// What any change of a file changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// ctime seconds.
+    pub ctime: i64,
+    /// ctime nanoseconds.
+    pub ctime_ns: i64,
+}
+
+impl Stamp {
+    /// The stamp of an open file (`fstat`).
+    pub fn of(file: &fs::File) -> std::io::Result<Stamp> {
+        Ok(Stamp::from_meta(&file.metadata()?))
+    }
+
+    /// The stamp from metadata.
+    pub fn from_meta(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            ctime: m.ctime(),
+            ctime_ns: m.ctime_nsec(),
+        }
+    }
+}
+
+/// The content digest of an object as this user's verified download found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    /// SHA-1 of the decompressed content.
+    pub sha1: ContentHash,
+    /// Decompressed size.
+    pub size: u64,
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    digests: HashMap<String, Digest>,
+    stamps: HashMap<(u64, u64), (Stamp, String)>,
+    /// Bytes of the file read so far.
+    read: u64,
+}
+
+/// This user's index of verified cache files (see the module docs).
+#[derive(Debug)]
+pub struct TrustIndex {
+    /// The append-only file, `None` when the index is kept in memory only.
+    file: Option<Mutex<fs::File>>,
+    path: PathBuf,
+    maps: Mutex<Maps>,
+}
+
+fn uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+fn parse_line(line: &str) -> Option<(String, Digest, Stamp)> {
+    let f: Vec<&str> = line.split(' ').collect();
+    let [name, sha1, size, dev, ino, ctime, ctime_ns, "."] = f.as_slice() else {
+        return None;
+    };
+    let sha1: ContentHash = sha1.parse().ok()?;
+    if sha1.algo != Algorithm::Sha1 {
+        return None;
+    }
+    let size = size.parse().ok()?;
+    Some((
+        (*name).to_string(),
+        Digest { sha1, size },
+        Stamp {
+            dev: dev.parse().ok()?,
+            ino: ino.parse().ok()?,
+            size,
+            ctime: ctime.parse().ok()?,
+            ctime_ns: ctime_ns.parse().ok()?,
+        },
+    ))
+}
+
+impl TrustIndex {
+    /// Open (create) the index of this user and host in `<cache_root>/trust/`.
+    pub fn open(cache_root: &Path, dir_mode: u32) -> TrustIndex {
+        let dir = cache_root.join("trust");
+        if !dir.is_dir() && fs::create_dir(&dir).is_ok() {
+            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(dir_mode));
+        }
+        let path = dir.join(format!("{}@{}", uid(), super::claim::hostname()));
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        let file = match file {
+            Ok(f) => match f.metadata() {
+                Ok(m) if m.uid() == uid() && m.mode() & 0o022 == 0 && m.is_file() => Some(f),
+                Ok(m) => {
+                    tracing::warn!(target: "cache", index = %path.display(), owner = m.uid(),
+                        mode = format_args!("{:o}", m.mode() & 0o7777),
+                        "trust index not owned by this user or writable by others: ignored (objects are hashed on every first use)");
+                    None
+                }
+                Err(_) => None,
+            },
+            Err(e) => {
+                tracing::debug!(target: "cache", index = %path.display(), error = %e,
+                    "no trust index file: kept in memory");
+                None
+            }
+        };
+        let idx = TrustIndex {
+            file: file.map(Mutex::new),
+            path,
+            maps: Mutex::new(Maps::default()),
+        };
+        idx.read_new();
+        idx
+    }
+
+    /// An index kept in memory only (tests, caches where no file can be written).
+    pub fn in_memory() -> TrustIndex {
+        TrustIndex {
+            file: None,
+            path: PathBuf::new(),
+            maps: Mutex::new(Maps::default()),
+        }
+    }
+
+    /// Where the index lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read what other processes of this user appended since the last read.
+    fn read_new(&self) {
+        let Some(file) = &self.file else { return };
+        let mut maps = lock(&self.maps);
+        let mut f = lock(file);
+        let mut text = Vec::new();
+        if f.seek(SeekFrom::Start(maps.read)).is_err() || f.read_to_end(&mut text).is_err() {
+            return;
+        }
+        // Only whole lines; a torn tail is read again once completed (or never, if its writer died).
+        let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        maps.read += end as u64;
+        for line in String::from_utf8_lossy(&text[..end]).lines() {
+            if let Some((name, digest, stamp)) = parse_line(line) {
+                maps.digests.insert(name.clone(), digest);
+                maps.stamps.insert((stamp.dev, stamp.ino), (stamp, name));
+            }
+        }
+    }
+
+    fn matches(&self, name: &str, stamp: &Stamp) -> bool {
+        lock(&self.maps)
+            .stamps
+            .get(&(stamp.dev, stamp.ino))
+            .is_some_and(|(s, n)| s == stamp && n == name)
+    }
+
+    /// Is the file with `stamp` object `name` as this user verified it? (No hashing.)
+    pub fn verified(&self, name: &str, stamp: &Stamp) -> bool {
+        if self.matches(name, stamp) {
+            return true;
+        }
+        self.read_new();
+        self.matches(name, stamp)
+    }
+
+    /// The digest this user's verified download of `name` found, if any.
+    pub fn digest(&self, name: &str) -> Option<Digest> {
+        if let Some(d) = lock(&self.maps).digests.get(name) {
+            return Some(d.clone());
+        }
+        self.read_new();
+        lock(&self.maps).digests.get(name).cloned()
+    }
+
+    /// Remember that the file with `stamp` holds `digest`, the verified content of `name`.
+    pub fn record(&self, name: &str, digest: &Digest, stamp: &Stamp) {
+        {
+            let mut maps = lock(&self.maps);
+            maps.digests.insert(name.to_string(), digest.clone());
+            maps.stamps
+                .insert((stamp.dev, stamp.ino), (*stamp, name.to_string()));
+        }
+        let Some(file) = &self.file else { return };
+        let line = format!(
+            "{name} {} {} {} {} {} {} .\n",
+            digest.sha1.hex(),
+            digest.size,
+            stamp.dev,
+            stamp.ino,
+            stamp.ctime,
+            stamp.ctime_ns
+        );
+        // One write on an O_APPEND file: whole or not at all, even if this process is killed.
+        if let Err(e) = lock(file).write_all(line.as_bytes()) {
+            tracing::debug!(target: "cache", index = %self.path.display(), error = %e,
+                "cannot append to the trust index");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hash an open file from offset 0 with `algo` (the fd's position is not moved), returning the
+/// digest and the stamps before and after: equal stamps mean nothing changed while hashing.
+pub fn hash_fd(file: &fs::File, algo: Algorithm) -> std::io::Result<(ContentHash, Stamp, Stamp)> {
+    let before = Stamp::of(file)?;
+    let mut hasher = algo.hasher();
+    let mut buf = vec![0u8; 1 << 18];
+    let mut off = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, off)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        off += n as u64;
+    }
+    let after = Stamp::of(file)?;
+    Ok((hasher.finish(), before, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(b: &[u8]) -> Digest {
+        Digest {
+            sha1: Algorithm::Sha1.digest(b),
+            size: b.len() as u64,
+        }
+    }
+
+    #[test]
+    fn a_change_of_the_file_is_a_miss_and_other_processes_records_are_seen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let obj = tmp.path().join("obj");
+        fs::write(&obj, b"hello").unwrap();
+        let f = fs::File::open(&obj).unwrap();
+        let a = TrustIndex::open(tmp.path(), 0o700);
+        let b = TrustIndex::open(tmp.path(), 0o700);
+        let s = Stamp::of(&f).unwrap();
+        assert!(!a.verified("ab/cd", &s));
+        a.record("ab/cd", &digest(b"hello"), &s);
+        assert!(a.verified("ab/cd", &s));
+        assert!(
+            !a.verified("ab/other", &s),
+            "the stamp belongs to another name"
+        );
+        assert!(
+            b.verified("ab/cd", &s),
+            "appended by another index on the same file"
+        );
+        assert_eq!(b.digest("ab/cd"), Some(digest(b"hello")));
+        // chmod changes ctime: no longer verified.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        fs::set_permissions(&obj, fs::Permissions::from_mode(0o444)).unwrap();
+        assert!(!a.verified("ab/cd", &Stamp::of(&f).unwrap()));
+    }
+
+    #[test]
+    fn a_torn_or_forged_line_does_not_verify_anything() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("trust")).unwrap();
+        let idx = TrustIndex::open(tmp.path(), 0o700);
+        let obj = tmp.path().join("obj");
+        fs::write(&obj, b"x").unwrap();
+        let s = Stamp::of(&fs::File::open(&obj).unwrap()).unwrap();
+        let torn = format!(
+            "ab/cd {} 1 {} {} {}",
+            Algorithm::Sha1.digest(b"x").hex(),
+            s.dev,
+            s.ino,
+            s.ctime
+        );
+        fs::OpenOptions::new()
+            .append(true)
+            .open(idx.path())
+            .unwrap()
+            .write_all(torn.as_bytes())
+            .unwrap();
+        assert!(!idx.verified("ab/cd", &s));
+    }
+
+    #[test]
+    fn an_index_file_writable_by_others_is_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let idx = TrustIndex::open(tmp.path(), 0o700);
+        let obj = tmp.path().join("obj");
+        fs::write(&obj, b"x").unwrap();
+        let s = Stamp::of(&fs::File::open(&obj).unwrap()).unwrap();
+        idx.record("ab/cd", &digest(b"x"), &s);
+        fs::set_permissions(idx.path(), fs::Permissions::from_mode(0o666)).unwrap();
+        let again = TrustIndex::open(tmp.path(), 0o700);
+        assert!(!again.verified("ab/cd", &s));
+    }
+}

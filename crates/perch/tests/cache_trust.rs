@@ -1,0 +1,480 @@
+//! Issue 9: a shared cache that no job and no other user can poison, and that survives killed
+//! jobs. Jobs run as uid 65534 (and two users of one group) when the tests run as root.
+
+mod run_common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use run_common::{is_root, Out, Repo, PERCH};
+
+const FQRN: &str = "trust.example.org";
+
+/// `hello.txt`, a text `data.txt` of 64 kB, and 40 files of 8–200 kB for the kill storm.
+fn repo() -> Repo {
+    Repo::publish(FQRN, |src| {
+        std::fs::write(src.join("hello.txt"), "hello\n").unwrap();
+        let line = "0123456789abcdef data line of trust.example.org\n";
+        std::fs::write(src.join("data.txt"), line.repeat(65536 / line.len())).unwrap();
+        let dir = src.join("many");
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..40u32 {
+            let size = 8_000 + (i as usize * 48_611) % 192_000;
+            let mut x = 0x2545_f491u32 ^ i;
+            let body: Vec<u8> = (0..size)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    b'a' + u8::try_from(x % 26).unwrap()
+                })
+                .collect();
+            std::fs::write(dir.join(format!("f{i:02}")), body).unwrap();
+        }
+    })
+}
+
+/// `setpriv` to `uid`/`gid` with no supplementary groups and no capabilities.
+fn as_user(uid: u32, gid: u32, program: &str) -> Command {
+    let mut c = Command::new("/usr/bin/setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--inh-caps=-all", program]);
+    c
+}
+
+fn env(c: &mut Command, r: &Repo, home: &Path) {
+    c.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", home)
+        .env("LC_ALL", "C")
+        .env("ROOT", r.mount())
+        .env("WORK", r.work())
+        .current_dir(r.work());
+}
+
+/// Arguments of `perch SUB` with this repository's configuration and a cache option.
+fn client(r: &Repo, sub: &str, cache: &[&str]) -> Vec<String> {
+    let d = r.dir.path().display();
+    let mut a = vec![
+        sub.to_string(),
+        "--config-dir".into(),
+        format!("{d}/etc"),
+        "--config".into(),
+        format!("{d}/client.conf"),
+    ];
+    a.extend(cache.iter().map(|s| s.to_string()));
+    a
+}
+
+fn cache_opt(r: &Repo) -> Vec<String> {
+    vec![
+        "--cache".into(),
+        r.dir.path().join("cache").display().to_string(),
+    ]
+}
+
+/// Every regular file below `dir` whose content is `bytes`.
+fn files_holding(dir: &Path, bytes: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file()
+                && m.len() == bytes.len() as u64
+                && std::fs::read(e.path()).unwrap() == bytes
+            {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// What a program that wants to hurt the next job tries (issue 9), every error ignored: the
+/// object's real path from /proc/self/maps, a symlink to it, /proc/self/fd reopened for
+/// writing, chmod then write, futimens, a rename over it, and sqlite3 on the cached catalog
+/// (hello.txt becomes a symlink to /etc/passwd).
+const ATTACK: &str = r#"
+cat "$ROOT/hello.txt" >/dev/null
+P=$(python3 -c '
+import mmap, sys
+f = open(sys.argv[1], "rb"); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+for l in open("/proc/self/maps"):
+    if l.rstrip().endswith("hello.txt"):
+        print(l.split(None, 5)[5].strip())
+' "$ROOT/hello.txt")
+HELLO=$(grep -rlx --exclude-dir=trust hello "$CACHE")
+for f in $P $HELLO; do
+    printf 'PWNED\n' 1<>"$f"
+    ln -sf "$f" "$WORK/link" && printf 'PWNED\n' 1<>"$WORK/link"
+done
+python3 -c '
+import os
+fd = os.open(os.environ["ROOT"] + "/hello.txt", os.O_RDONLY)
+try:
+    w = os.open("/proc/self/fd/%d" % fd, os.O_RDWR); os.write(w, b"PWNED\n")
+except OSError: pass
+try: os.utime(fd, (0, 0))
+except OSError: pass
+'
+for f in $P $HELLO; do chmod u+w "$f"; printf 'PWNED\n' >"$f"; touch -d 2001-01-01 "$f"; done
+cat "$ROOT/data.txt" >/dev/null
+for f in $(grep -rl --exclude-dir=trust 'data line of trust' "$CACHE"); do
+    head -c 65536 /dev/zero | tr '\0' 'X' >"$WORK/forged"
+    mv -f "$WORK/forged" "$f"
+done
+for f in $(grep -rl --exclude-dir=trust 'SQLite format 3' "$CACHE"); do
+    chmod u+w "$f"
+    python3 -c '
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+c.execute("UPDATE catalog SET flags = 8, mode = 41471, symlink = ?, size = 11 WHERE name = ?", ("/etc/passwd", "hello.txt"))
+c.commit()
+' "$f"
+done
+true
+"#;
+
+#[test]
+fn issue_9_no_write_route_to_a_served_object_reaches_the_next_job() {
+    let mut r = repo();
+    r.drop_privileges();
+    let cache = r.dir.path().join("cache");
+    let script = format!("CACHE={}; {ATTACK}", cache.display());
+    let o = r.perch(&script);
+    assert_eq!(o.code, Some(0), "{o}");
+    // The attack did change files in the cache (as the user's own files, it can chmod them):
+    // the next job must notice and serve the original bytes.
+    let o = r.perch(
+        "cat \"$ROOT/hello.txt\"; sha1sum <\"$ROOT/data.txt\"; ls -l \"$ROOT/hello.txt\" | cut -c1",
+    );
+    let n = r.native(
+        "cat \"$ROOT/hello.txt\"; sha1sum <\"$ROOT/data.txt\"; ls -l \"$ROOT/hello.txt\" | cut -c1",
+    );
+    assert_eq!(o.stdout, n.stdout, "perch run after the attack:\n{o}");
+    assert_eq!(o.code, Some(0), "{o}");
+    // And the cache holds the original bytes again (a good copy replaced each changed one).
+    let mut c = Command::new(PERCH);
+    c.args(client(&r, "cat", &[]))
+        .args(cache_opt(&r))
+        .arg(format!("/cvmfs/{FQRN}/hello.txt"));
+    let o: Out = c.output().unwrap().into();
+    assert_eq!(o.stdout, "hello\n", "{o}");
+    assert!(files_holding(&cache, b"PWNED\n").is_empty());
+}
+
+#[test]
+fn issue_9_proc_maps_names_cvmfs_paths() {
+    let r = repo();
+    let script = r#"python3 -c '
+import mmap, os, sys
+f = open(os.environ["ROOT"] + "/data.txt", "rb")
+m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+for name in ("maps", "smaps", "numa_maps"):
+    lines = [l for l in open("/proc/self/" + name) if "data.txt" in l]
+    print(name, len(lines), all(os.environ["ROOT"] + "/data.txt" in l for l in lines))
+'"#;
+    let o = r.perch(script);
+    assert_eq!(
+        o.stdout, "maps 1 True\nsmaps 1 True\nnuma_maps 1 True\n",
+        "{o}"
+    );
+}
+
+#[test]
+fn issue_9_an_object_changed_by_its_owner_is_not_served_to_another_user() {
+    assert!(
+        is_root(),
+        "this test switches between two uids: run it as root (CI does)"
+    );
+    let r = repo();
+    let (a, b, group) = (64001u32, 64002u32, 64000u32);
+    let alien = r.dir.path().join("alien");
+    std::fs::create_dir(&alien).unwrap();
+    std::os::unix::fs::chown(&alien, Some(0), Some(group)).unwrap();
+    std::fs::set_permissions(&alien, std::fs::Permissions::from_mode(0o3770)).unwrap();
+    let home = |uid: u32| {
+        let h = r.dir.path().join(format!("home-{uid}"));
+        std::fs::create_dir_all(&h).unwrap();
+        std::os::unix::fs::chown(&h, Some(uid), Some(group)).unwrap();
+        h
+    };
+    std::os::unix::fs::chown(r.work(), Some(0), Some(group)).unwrap();
+    std::fs::set_permissions(r.work(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = |uid: u32, path: &str| -> Out {
+        let mut c = as_user(uid, group, PERCH);
+        c.args(client(
+            &r,
+            "run",
+            &["--alien-cache", alien.to_str().unwrap()],
+        ))
+        .args(["-r", FQRN, "--", "cat", &format!("/cvmfs/{FQRN}/{path}")]);
+        env(&mut c, &r, &home(uid));
+        c.output().unwrap().into()
+    };
+    let data = std::fs::read(r.src().join("data.txt")).unwrap();
+    assert_eq!(run(a, "hello.txt").ok().stdout, "hello\n");
+    assert_eq!(run(b, "hello.txt").ok().stdout, "hello\n");
+    assert_eq!(run(a, "data.txt").ok().stdout.as_bytes(), data);
+    // User a changes its objects outside perch (chmod, then write).
+    let mut changed = Vec::new();
+    for (old, new) in [
+        (&b"hello\n"[..], &b"PWNED\n"[..]),
+        (&data[..], &vec![b'X'; data.len()][..]),
+    ] {
+        for f in files_holding(&alien, old) {
+            let m = std::fs::metadata(&f).unwrap();
+            if std::os::unix::fs::MetadataExt::uid(&m) != a {
+                continue;
+            }
+            let mut c = as_user(a, group, "/bin/sh");
+            c.arg("-c")
+                .arg("chmod u+w \"$1\" && cat >\"$1\"")
+                .arg("sh")
+                .arg(&f)
+                .stdin(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), new).unwrap();
+            assert!(child.wait().unwrap().success());
+            changed.push(f);
+        }
+    }
+    assert!(changed.len() >= 2, "{changed:?}");
+    // User b's next jobs never serve the changed bytes: hello.txt, which b verified before,
+    // and data.txt, which b never read (it is compared with a fresh download, found
+    // different, and cannot be replaced: a's object in a sticky directory).
+    let o = run(b, "hello.txt");
+    assert!(!o.stdout.contains("PWNED"), "{o}");
+    assert!(o.stdout == "hello\n" || o.code != Some(0), "{o}");
+    let o = run(b, "data.txt");
+    assert!(!o.stdout.contains('X'), "served the changed bytes:\n{o}");
+    if o.code != Some(0) {
+        assert!(o.stderr.contains("is not served"), "{o}");
+        assert!(o.stderr.contains(&format!("uid {a}")), "{o}");
+    }
+}
+
+#[test]
+fn issue_9_cache_check_is_not_fooled_by_a_forged_checksum() {
+    let r = repo();
+    let cat = |path: &str| -> Out {
+        let mut c = Command::new(PERCH);
+        c.args(client(&r, "cat", &[]))
+            .args(cache_opt(&r))
+            .arg(format!("/cvmfs/{FQRN}/{path}"));
+        c.output().unwrap().into()
+    };
+    assert_eq!(cat("hello.txt").ok().stdout, "hello\n");
+    let cache = r.dir.path().join("cache").join(FQRN);
+    let objects: Vec<PathBuf> = files_holding(&cache, b"hello\n")
+        .into_iter()
+        .filter(|p| !p.starts_with(r.dir.path().join("cache").join("shadow")))
+        .collect();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let obj = &objects[0];
+    std::fs::set_permissions(obj, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(obj, "PWNED\n").unwrap();
+    // The record the cache kept before issue 9: a line that makes the forged object good.
+    let rel = obj.strip_prefix(&cache).unwrap().display().to_string();
+    let sha1 = Command::new("sha1sum").arg(obj).output().unwrap().stdout;
+    let sha1 = String::from_utf8_lossy(&sha1[..40]).into_owned();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cache.join("checksums"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, format!("{rel} {sha1} 6\n").as_bytes()).unwrap();
+    let mut c = Command::new(PERCH);
+    c.arg("cache")
+        .args(client(&r, "check", &[]))
+        .args(cache_opt(&r))
+        .arg(FQRN);
+    let o: Out = c.output().unwrap().into();
+    assert!(o.stdout.contains("bad          1 (removed 1)"), "{o}");
+    assert!(!obj.exists());
+    assert_eq!(cat("hello.txt").ok().stdout, "hello\n");
+}
+
+#[test]
+fn issue_9_a_claim_left_empty_by_a_killed_job_delays_nobody() {
+    let r = repo();
+    let cache = r.dir.path().join("cache").join(FQRN);
+    let cat = |path: &str| -> Out {
+        let mut c = Command::new(PERCH);
+        c.args(client(&r, "cat", &[]))
+            .args(cache_opt(&r))
+            .arg(format!("/cvmfs/{FQRN}/{path}"));
+        c.output().unwrap().into()
+    };
+    assert_eq!(cat("hello.txt").ok().stdout, "hello\n");
+    // Find data.txt's object name from a first read, then start over with only its claim.
+    assert!(cat("data.txt").ok().stdout.len() > 60000);
+    let data = std::fs::read(r.src().join("data.txt")).unwrap();
+    let obj = files_holding(&cache, &data)
+        .into_iter()
+        .find(|p| !p.to_string_lossy().contains("/shadow/"))
+        .unwrap();
+    let name = obj
+        .strip_prefix(&cache)
+        .unwrap()
+        .display()
+        .to_string()
+        .replace('/', "_");
+    std::fs::remove_file(&obj).unwrap();
+    // What a job killed between creating its claim and writing to it left (issue 9: 120 s).
+    std::fs::write(cache.join("txn").join(format!("claim.{name}")), "").unwrap();
+    let t = Instant::now();
+    assert_eq!(cat("data.txt").ok().stdout.as_bytes(), data);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "waited {:?} for a dead claim",
+        t.elapsed()
+    );
+}
+
+/// 8 jobs at a time on one cache, one `kill -9` every ~80 ms until 60 kills (at most `storm`),
+/// restarting the killed ones; then: completed outputs correct, fresh jobs finish promptly, `perch cache
+/// check` clean, nothing left in `txn/` or the shadow tree's staging area.
+fn kill_storm(r: &Repo, cache: &[String], cache_dir: &Path, storm: Duration) {
+    let files: Vec<String> = (0..40)
+        .map(|i| format!("/cvmfs/{FQRN}/many/f{i:02}"))
+        .collect();
+    let mut want = Vec::new();
+    for i in 0..40 {
+        want.extend(std::fs::read(r.src().join(format!("many/f{i:02}"))).unwrap());
+    }
+    let log_path = r.dir.path().join("storm.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // A job and the thread that drains its output.
+    type Job = (Child, std::thread::JoinHandle<Vec<u8>>);
+    let spawn = || -> Job {
+        let mut c = Command::new(PERCH);
+        c.args(client(r, "run", &[]))
+            .args(cache)
+            .args(["-r", FQRN, "--", "cat"])
+            .args(&files)
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone().unwrap());
+        env(&mut c, r, &r.work());
+        let mut child = c.spawn().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut out, &mut v);
+            v
+        });
+        (child, reader)
+    };
+    let mut jobs: Vec<Job> = (0..8).map(|_| spawn()).collect();
+    let start = Instant::now();
+    let (mut kills, mut completed, mut x) = (0u32, 0u32, 0x9e37_79b9u32);
+    while kills < 60 && start.elapsed() < storm {
+        std::thread::sleep(Duration::from_millis(40 + u64::from(x % 80)));
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let n = jobs.len();
+        let first = (x as usize) % n;
+        if let Some(i) = (0..n)
+            .map(|k| (first + k) % n)
+            .find(|&i| jobs[i].0.try_wait().unwrap().is_none())
+        {
+            jobs[i].0.kill().unwrap(); // SIGKILL
+            jobs[i].0.wait().unwrap();
+            let (_, reader) = std::mem::replace(&mut jobs[i], spawn());
+            reader.join().unwrap();
+            kills += 1;
+        }
+        for j in jobs.iter_mut() {
+            if let Some(st) = j.0.try_wait().unwrap() {
+                let (_, reader) = std::mem::replace(j, spawn());
+                let out = reader.join().unwrap();
+                assert!(
+                    st.success() && out == want,
+                    "a completed job failed:\n{}",
+                    log_text()
+                );
+                completed += 1;
+            }
+        }
+    }
+    for (mut child, reader) in jobs {
+        assert!(child.wait().unwrap().success(), "{}", log_text());
+        assert!(reader.join().unwrap() == want);
+        completed += 1;
+    }
+    assert!(kills >= 50, "only {kills} kills");
+    assert!(completed > 0, "{kills} kills and no completed job");
+    // After the storm: 8 fresh jobs together, each done promptly (no dead claim to wait for).
+    let t = Instant::now();
+    let fresh: Vec<Job> = (0..8).map(|_| spawn()).collect();
+    for (mut child, reader) in fresh {
+        assert!(child.wait().unwrap().success(), "{}", log_text());
+        assert!(reader.join().unwrap() == want);
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "jobs after the storm took {:?}",
+        t.elapsed()
+    );
+    let mut c = Command::new(PERCH);
+    c.arg("cache")
+        .args(client(r, "check", &[]))
+        .args(cache)
+        .arg(FQRN);
+    let o: Out = c.output().unwrap().into();
+    assert!(o.stdout.contains("bad          0"), "{o}");
+    o.ok();
+    let left = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let txn = left(&cache_dir.join("txn"));
+    assert!(txn.is_empty(), "left in txn/: {txn:?}");
+    let shadow_root = if cache_dir.join("shadow").is_dir() {
+        cache_dir.join("shadow")
+    } else {
+        cache_dir.parent().unwrap().join("shadow")
+    };
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .unwrap();
+    let staging = left(&shadow_root.join(uid).join(".tmp"));
+    assert!(
+        staging.is_empty(),
+        "left in the shadow staging area: {staging:?}"
+    );
+}
+
+#[test]
+fn issue_9_kill_storm_on_an_alien_cache() {
+    let r = repo();
+    let alien = r.dir.path().join("alien");
+    let opt = vec!["--alien-cache".to_string(), alien.display().to_string()];
+    kill_storm(&r, &opt, &alien, Duration::from_secs(25));
+}
+
+#[test]
+fn issue_9_kill_storm_on_a_local_cache() {
+    let r = repo();
+    let opt = cache_opt(&r);
+    kill_storm(
+        &r,
+        &opt,
+        &r.dir.path().join("cache").join(FQRN),
+        Duration::from_secs(25),
+    );
+}
