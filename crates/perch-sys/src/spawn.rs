@@ -21,6 +21,9 @@ use crate::{misc, Errno, Pid};
 /// The fixed-size messages of the handshake: kind and two integers.
 const MSG_LEN: usize = 12;
 
+/// One decoded handshake message: kind and two integers.
+type Msg = (u32, i32, i32);
+
 /// One BPF instruction, laid out like `struct sock_filter`.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -326,17 +329,13 @@ impl Child {
         self.pid
     }
 
-    fn read_msg(&self) -> Result<Option<(u32, i32, i32)>, Errno> {
+    fn read_msg(&self) -> Result<Option<Msg>, Errno> {
         let mut buf = [0u8; MSG_LEN];
         self.read_rest(&mut buf, 0)
     }
 
     /// Fills `buf[got..]` from the socket; `None` at end of stream.
-    fn read_rest(
-        &self,
-        buf: &mut [u8; MSG_LEN],
-        mut got: usize,
-    ) -> Result<Option<(u32, i32, i32)>, Errno> {
+    fn read_rest(&self, buf: &mut [u8; MSG_LEN], mut got: usize) -> Result<Option<Msg>, Errno> {
         while got < buf.len() {
             match (&self.sock).read(&mut buf[got..]) {
                 Ok(0) => return Ok(None),
@@ -354,7 +353,7 @@ impl Child {
     }
 
     /// Reads one message and the fd sent with it, if any (received close-on-exec).
-    fn read_msg_with_fd(&self) -> Result<(Option<(u32, i32, i32)>, Option<OwnedFd>), Errno> {
+    fn read_msg_with_fd(&self) -> Result<(Option<Msg>, Option<OwnedFd>), Errno> {
         let mut buf = [0u8; MSG_LEN];
         let mut control: CmsgBuf = [0; 4];
         let mut iov = libc::iovec {

@@ -24,10 +24,13 @@ const LOOKUP_CACHE_MAX: usize = 200_000;
 /// Shards of the lookup cache: more than the supervisor threads that can use it at once.
 const SHARDS: usize = 32;
 
-/// path -> node (None = ENOENT), sharded by path; nodes are shared, not copied, on a hit.
+/// One shard: path -> node (None = ENOENT).
+type Shard = RwLock<HashMap<Vec<u8>, Option<Arc<Node>>>>;
+
+/// path -> node, sharded by path; nodes are shared, not copied, on a hit.
 struct LookupCache {
     hasher: RandomState,
-    shards: Vec<RwLock<HashMap<Vec<u8>, Option<Arc<Node>>>>>,
+    shards: Vec<Shard>,
 }
 
 impl LookupCache {
@@ -38,7 +41,7 @@ impl LookupCache {
         }
     }
 
-    fn shard(&self, path: &[u8]) -> &RwLock<HashMap<Vec<u8>, Option<Arc<Node>>>> {
+    fn shard(&self, path: &[u8]) -> &Shard {
         let h = self.hasher.hash_one(path);
         // The remainder is below SHARDS, so it fits any usize.
         &self.shards[usize::try_from(h % SHARDS as u64).unwrap_or(0)]
