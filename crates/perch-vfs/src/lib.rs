@@ -47,6 +47,7 @@
 mod errno;
 mod error;
 pub mod layout;
+pub mod limit;
 pub mod mem;
 mod namespace;
 mod ops;

@@ -43,10 +43,11 @@ impl VfsRepo {
         {
             return Ok(n.clone());
         }
-        let n = self
-            .repo
-            .lookup(path)
-            .map_err(|e| io_error(&self.repo, path, &e))?;
+        let n = self.repo.lookup(path).map_err(|e| {
+            let e = io_error("cannot look up", e);
+            log_lookup(&self.repo, path, &e);
+            e
+        })?;
         self.remember(path.to_vec(), n.clone());
         Ok(n)
     }
@@ -69,15 +70,25 @@ impl VfsRepo {
     }
 }
 
-fn io_error(repo: &Repository, path: &[u8], e: &CvmfsError) -> RepoError {
-    let msg = format!(
-        "{}{}: {}",
-        repo.fqrn(),
-        String::from_utf8_lossy(path),
-        perch_cvmfs::error_chain(e)
-    );
-    tracing::warn!(target: "cvmfs", "{msg}");
-    RepoError::io(msg)
+/// The cvmfs error as perch-vfs carries it: its errno (a full cache is `ENOSPC`) and the
+/// error itself as the source. Not logged here: perch-vfs logs what it passes on
+/// ([`log_lookup`] covers the calls it does not log).
+fn io_error(op: &str, e: CvmfsError) -> RepoError {
+    RepoError::new(Errno::from_raw(e.errno()), op.to_string()).with_source(e)
+}
+
+/// Log a failed lookup or attribute read once per object per interval (perch-vfs turns
+/// these into an errno without logging).
+fn log_lookup(repo: &Repository, path: &[u8], e: &RepoError) {
+    let key = format!("{}{}", repo.fqrn(), String::from_utf8_lossy(path));
+    if let Some(held) = perch_vfs::limit::allow(&key) {
+        let chain = perch_cvmfs::error_chain(e);
+        if held > 0 {
+            tracing::warn!(target: "cvmfs", "{key}: {chain} ({held} more like this held back)");
+        } else {
+            tracing::warn!(target: "cvmfs", "{key}: {chain}");
+        }
+    }
 }
 
 fn entry(repo: &Repository, n: &Node) -> Entry {
@@ -133,7 +144,7 @@ impl perch_vfs::Repository for VfsRepo {
         let nodes = self
             .repo
             .list(path)
-            .map_err(|e| io_error(&self.repo, path, &e))?;
+            .map_err(|e| io_error("cannot list", e))?;
         let out = nodes
             .iter()
             .map(|n| (n.entry.name.clone(), entry(&self.repo, n)))
@@ -146,9 +157,7 @@ impl perch_vfs::Repository for VfsRepo {
 
     fn fetch(&self, path: &[u8], _entry: &Entry) -> Result<PathBuf, RepoError> {
         let n = self.node(path)?;
-        self.repo
-            .fetch(&n)
-            .map_err(|e| io_error(&self.repo, path, &e))
+        self.repo.fetch(&n).map_err(|e| io_error("cannot fetch", e))
     }
 
     fn getxattr(
@@ -159,9 +168,11 @@ impl perch_vfs::Repository for VfsRepo {
     ) -> Result<Option<Vec<u8>>, RepoError> {
         let n = self.node(path)?;
         let name = String::from_utf8_lossy(name);
-        self.repo
-            .xattr(&n, &name)
-            .map_err(|e| io_error(&self.repo, path, &e))
+        self.repo.xattr(&n, &name).map_err(|e| {
+            let e = io_error("cannot read attribute", e);
+            log_lookup(&self.repo, path, &e);
+            e
+        })
     }
 
     fn listxattr(&self, path: &[u8], _entry: &Entry) -> Result<Vec<Vec<u8>>, RepoError> {
@@ -215,8 +226,15 @@ impl perch_vfs::Mounter for VfsMounter {
             Ok(Some(r)) => Ok(Some(Arc::new(VfsRepo::new(r)))),
             Ok(None) => Ok(None),
             Err(f) => {
+                // Retried on the next access: one line per repository per interval.
                 let msg = format!("{:#}", f.error);
-                tracing::warn!(target: "cvmfs", "{msg}");
+                if let Some(held) = perch_vfs::limit::allow(&format!("mount {fqrn}")) {
+                    if held > 0 {
+                        tracing::warn!(target: "cvmfs", "{msg} ({held} more like this held back)");
+                    } else {
+                        tracing::warn!(target: "cvmfs", "{msg}");
+                    }
+                }
                 Err(RepoError::io(msg))
             }
         }

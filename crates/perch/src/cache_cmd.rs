@@ -83,12 +83,8 @@ fn open_cache(client: &mut Client, fqrn: &str) -> Result<Cache, Fail> {
         quota_limit: o.quota_limit,
         cleanup_ratio: None,
     };
-    Cache::open_with(&o.cache_dir, opts).map_err(|e| {
-        Fail::new(
-            Failure::Io,
-            anyhow!("cache of {fqrn}: {}", perch_cvmfs::error_chain(&e)),
-        )
-    })
+    Cache::open_with(&o.cache_dir, opts)
+        .map_err(|e| Fail::cache(format!("cache of {fqrn}: {}", perch_cvmfs::error_chain(&e))))
 }
 
 fn print(lines: &[(&str, String)]) -> Result<(), Fail> {

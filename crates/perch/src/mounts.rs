@@ -65,6 +65,9 @@ pub struct ClientArgs {
     /// Where repositories appear (default /cvmfs).
     #[arg(long = "mount-dir", value_name = "DIR", default_value = "/cvmfs")]
     pub mount_dir: PathBuf,
+    /// Set by the parrot_run front end (no option of its own).
+    #[arg(skip)]
+    pub parrot: Option<crate::parrot::ParrotSetup>,
 }
 
 /// Configuration and mounted repositories of one perch process.
@@ -74,6 +77,8 @@ pub struct Client {
     keys_root: Option<PathBuf>,
     extra: Vec<String>,
     mounted: Mutex<HashMap<String, Arc<Repository>>>,
+    /// `None` until checked; then the fallback cache base, if the default cannot be created.
+    fallback_base: Option<Option<PathBuf>>,
 }
 
 impl Client {
@@ -86,6 +91,33 @@ impl Client {
             keys_root: None,
             extra: Vec::new(),
             mounted: Mutex::new(HashMap::new()),
+            fallback_base: None,
+        }
+    }
+
+    /// When the per-user default cache base (`$XDG_CACHE_HOME/perch`, `~/.cache/perch`) is
+    /// what applies and cannot be created, use `$TMPDIR/perch-<uid>` instead and say so once.
+    fn settle_cache_base(&mut self) {
+        if self.fallback_base.is_some() || self.args.cache.is_some() {
+            return;
+        }
+        self.fallback_base = Some(None);
+        let Ok(cfg) = self.config("") else { return };
+        if cfg.origin("CVMFS_CACHE_BASE") != Some(&perch_cvmfs::config::Origin::Builtin) {
+            return;
+        }
+        let base = cfg.cache_base();
+        if let Err(e) = std::fs::create_dir_all(&base) {
+            let uid = ConfigSources::new("/").uid;
+            let tmp = perch_cvmfs::config::tmp_cache_base(&self.env, uid);
+            if tmp != base {
+                tracing::warn!(
+                    "cannot create the default cache directory {}: {e}; using {} (choose one with --cache DIR or XDG_CACHE_HOME)",
+                    base.display(),
+                    tmp.display()
+                );
+                self.fallback_base = Some(Some(tmp));
+            }
         }
     }
 
@@ -114,12 +146,23 @@ impl Client {
         if let Some(k) = &self.keys_root {
             s = s.with_builtin_keys_root(k.clone());
         }
+        if let Some(Some(b)) = &self.fallback_base {
+            s = s.with_default_cache_base(b.clone());
+        }
+        if let Some(p) = &self.args.parrot {
+            // Parrot reads no /etc/cvmfs: its options are the whole configuration.
+            s.system_files = false;
+            s.overrides = p.settings(fqrn);
+        }
         s
     }
 
     /// Write the built-in keys below the default cache base (once).
     fn install_builtin_keys(&self) -> Option<PathBuf> {
-        let base = perch_cvmfs::config::default_cache_base(&self.env, None);
+        let base = match &self.fallback_base {
+            Some(Some(b)) => b.clone(),
+            _ => perch_cvmfs::config::default_cache_base(&self.env, None),
+        };
         let root = base.join("keys");
         for (domain, name, pem) in BUILTIN_KEYS {
             let dir = root.join(domain);
@@ -138,8 +181,13 @@ impl Client {
     /// The effective configuration of `fqrn`.
     pub fn config(&mut self, fqrn: &str) -> Result<Config> {
         let sources = self.sources(fqrn);
-        Config::resolve(fqrn, &sources, &self.env)
-            .with_context(|| format!("configuration of {fqrn}"))
+        Config::resolve(fqrn, &sources, &self.env).with_context(|| {
+            if fqrn.is_empty() {
+                "client configuration".to_string()
+            } else {
+                format!("configuration of {fqrn}")
+            }
+        })
     }
 
     /// Repositories to show in `/cvmfs` (CVMFS_REPOSITORIES).
@@ -161,6 +209,11 @@ impl Client {
 
     /// Whether `fqrn` has a server configured (else it does not exist for us).
     pub fn has_server(&mut self, fqrn: &str) -> bool {
+        if let Some(p) = &self.args.parrot {
+            if !p.repos.covers(fqrn) {
+                return false;
+            }
+        }
         self.config(fqrn)
             .map(|c| !c.server_urls().is_empty())
             .unwrap_or(false)
@@ -175,12 +228,14 @@ impl Client {
         if let Some(c) = &self.args.cache {
             return Ok(c.clone());
         }
+        self.settle_cache_base();
         let cfg = self.config("")?;
         Ok(cfg.alien_cache().unwrap_or_else(|| cfg.cache_base()))
     }
 
     /// Mount options for `fqrn` from the configuration and command line.
     pub fn mount_options(&mut self, fqrn: &str) -> Result<MountOptions> {
+        self.settle_cache_base();
         let cfg = self.config(fqrn)?;
         let servers = cfg.server_urls();
         if servers.is_empty() {
@@ -276,6 +331,8 @@ impl Client {
             return Ok(Ok(r.clone()));
         }
         let opts = self.mount_options(fqrn).or_fail(Failure::Config)?;
+        usable_cache(&opts.cache_dir)?;
+        tracing::debug!(target: "cvmfs", fqrn, servers = %opts.servers.join(";"), cache = %opts.cache_dir.display(), "mounting");
         let repo = match Repository::mount(opts) {
             Ok(r) => Arc::new(r),
             Err(e) => return Ok(Err(e)),
@@ -284,6 +341,7 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(fqrn.to_string(), repo.clone());
+        tracing::debug!(target: "cvmfs", fqrn, revision = repo.revision(), root_hash = %repo.root_hash(), offline = repo.is_offline(), "mounted");
         Ok(Ok(repo))
     }
 
@@ -305,6 +363,19 @@ impl Client {
         }
         Ok((fqrn, inner))
     }
+}
+
+/// Creates `dir` if needed and checks that perch can write there; else an unusable cache
+/// (exit code 208, with the hint naming `--cache` and `XDG_CACHE_HOME`).
+pub fn usable_cache(dir: &Path) -> Result<(), Fail> {
+    std::fs::create_dir_all(dir)
+        .and_then(|()| tempfile::tempfile_in(dir).map(drop))
+        .map_err(|e| {
+            Fail::cache(format!(
+                "cannot use the cache directory {}: {e}",
+                dir.display()
+            ))
+        })
 }
 
 /// Network parameters from the configuration (spec §10.3, §10.4).
