@@ -27,7 +27,6 @@ fn healthy_setup_passes_every_check() {
     let s = Served::start();
     let conf = s.config("client.conf", "");
     let o = doctor(&s, &conf, "cache");
-    println!("{o}");
     assert_eq!(o.code, Some(0), "{o}");
     for l in o.stdout.lines() {
         let tag = &l[..4];
@@ -60,7 +59,6 @@ fn server_down_fails() {
     let conf = s.config("client.conf", "");
     s.nginx.stop();
     let o = doctor(&s, &conf, "cache");
-    println!("{o}");
     assert_eq!(o.code, Some(1), "{o}");
     assert!(
         line(&o, &format!("{FQRN} server")).starts_with("FAIL"),
@@ -86,7 +84,6 @@ fn wrong_key_fails_the_signature() {
         &format!("CVMFS_PUBLIC_KEY={}/{FQRN}.pub\n", other.display()),
     );
     let o = doctor(&s, &conf, "cache");
-    println!("{o}");
     assert_eq!(o.code, Some(1), "{o}");
     let l = line(&o, &format!("{FQRN} signature"));
     assert!(l.starts_with("FAIL") && l.contains("whitelist"), "{o}");
@@ -111,7 +108,6 @@ fn expired_whitelist_fails() {
     std::fs::write(s.path(&format!("www/{FQRN}/.cvmfswhitelist")), wl).unwrap();
     let conf = s.config("client.conf", "");
     let o = doctor(&s, &conf, "cache");
-    println!("{o}");
     assert_eq!(o.code, Some(1), "{o}");
     let l = line(&o, &format!("{FQRN} whitelist"));
     assert!(l.starts_with("FAIL") && l.contains("expired"), "{o}");
@@ -127,7 +123,6 @@ fn unwritable_cache_fails() {
     std::fs::write(s.path("file"), "").unwrap();
     let conf = s.config("client.conf", "");
     let o = doctor(&s, &conf, "file/cache");
-    println!("{o}");
     assert_eq!(o.code, Some(1), "{o}");
     let l = line(&o, "cache ");
     assert!(l.starts_with("FAIL") && l.contains("--cache DIR"), "{o}");
@@ -141,7 +136,6 @@ fn proxy_down_fails() {
         &format!("CVMFS_HTTP_PROXY=http://127.0.0.1:{}\n", dead_port()),
     );
     let o = doctor(&s, &conf, "cache");
-    println!("{o}");
     assert_eq!(o.code, Some(1), "{o}");
     let l = line(&o, &format!("{FQRN} server"));
     assert!(
