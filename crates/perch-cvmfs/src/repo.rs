@@ -502,6 +502,7 @@ impl Repository {
             hash: h.to_string(),
             source,
         })?;
+        tracing::debug!(target: "cvmfs", fqrn = %self.opts.fqrn, catalog = %h, "catalog loaded");
         let cat = Arc::new(Mutex::new(cat));
         self.catalogs
             .lock()
@@ -806,9 +807,20 @@ impl Repository {
         kind: ObjectKind,
         op: impl FnOnce() -> Result<PathBuf, CacheError>,
     ) -> Result<PathBuf, RepoError> {
-        // Online (the usual case) `op` looks at the cache itself: no second stat here.
-        if self.is_offline() && !cached() {
+        // Online (the usual case) `op` looks at the cache itself: no second stat here, except
+        // for the `-d cvmfs` line.
+        let debug = tracing::enabled!(target: "cvmfs", tracing::Level::DEBUG);
+        let hit = (self.is_offline() || debug).then(cached);
+        if self.is_offline() && hit == Some(false) {
             self.network_ready(h, kind)?;
+        }
+        if debug {
+            let what = if hit == Some(true) {
+                "cache hit"
+            } else {
+                "cache miss"
+            };
+            tracing::debug!(target: "cvmfs", fqrn = %self.opts.fqrn, object = %h, kind = ?kind, "{what}");
         }
         Ok(op()?)
     }

@@ -10,6 +10,7 @@ mod demo;
 mod direct;
 mod doctor;
 mod exit;
+mod info;
 mod logging;
 mod mounts;
 mod parrot;
@@ -88,7 +89,7 @@ enum Command {
         client: ClientArgs,
         /// Directory below /cvmfs.
         path: String,
-        /// Only entries of this type: f, d, l.
+        /// Only entries of this type: f (file), d (directory), l (symbolic link), p (FIFO).
         #[arg(long = "type", value_parser = ["f", "d", "l", "p"])]
         kind: Option<String>,
         /// Only entries whose name matches this glob (* and ?).
@@ -135,6 +136,14 @@ enum Command {
     /// Check repositories (servers, proxies, keys, whitelist, signature), the cache and the
     /// kernel: one line per check, OK/WARN/FAIL; exit status 1 when a check failed.
     Doctor(doctor::DoctorArgs),
+    /// Revision, root hash, expiry, servers and proxy in use, cache use of a repository (what
+    /// `cvmfs_talk host info|proxy info|revision` and `cvmfs_config stat -v` show).
+    Info {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Repository name.
+        fqrn: String,
+    },
     /// parrot_run's command line and environment (PARROT_CVMFS_REPO, HTTP_PROXY, -M, -d, -o,
     /// -t, -p, -r): `perch parrot [OPTIONS] CMD [ARGS]`, or perch started as `parrot_run`.
     /// See docs/parrot-migration.md.
@@ -197,6 +206,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             kind.and_then(|k| k.chars().next()),
             name.as_deref(),
         ),
+        Command::Info { client, fqrn } => info::info(&mut Client::new(client), &fqrn),
         Command::Demo => demo::demo(),
         Command::Keygen { fqrn, keydir, days } => publish_cmd::keygen(&fqrn, &keydir, days),
         Command::Publish(a) => publish_cmd::publish(&a),

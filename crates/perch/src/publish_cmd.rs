@@ -119,10 +119,20 @@ pub fn keygen(fqrn: &str, keydir: &Path, days: u32) -> Result<(), Fail> {
 
 /// `perch serve DIR --listen ADDR`: serve until interrupted.
 pub fn serve(dir: &Path, listen: SocketAddr) -> Result<(), Fail> {
+    if !perch_publish::is_stratum(dir) {
+        return Err(Fail::new(
+            Failure::Usage,
+            anyhow::anyhow!(
+                "{} is not a stratum (no .cvmfspublished): serve the directory given to perch publish --stratum",
+                dir.display()
+            ),
+        ));
+    }
     let server = perch_publish::serve(dir, listen).or_fail(Failure::Publish)?;
     let text = format!(
-        "serving {} at {} (Ctrl-C to stop)\n",
+        "serving {} at {}; clients set CVMFS_SERVER_URL={} (Ctrl-C to stop)\n",
         dir.display(),
+        server.url(),
         server.url()
     );
     let _ = std::io::stdout().write_all(text.as_bytes());

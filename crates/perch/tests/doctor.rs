@@ -143,3 +143,28 @@ fn proxy_down_fails() {
         "{o}"
     );
 }
+
+#[test]
+fn info_shows_revision_servers_proxy_and_cache() {
+    let s = Served::start();
+    let conf = s.config("client.conf", "");
+    let args = s.client_args(&conf, "cache");
+    let mut v: Vec<&str> = vec!["info"];
+    v.extend(args.iter().map(String::as_str));
+    v.push(FQRN);
+    let o = s.perch(&v);
+    assert_eq!(o.code, Some(0), "{o}");
+    let field = |k: &str| {
+        o.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(k).map(str::trim))
+            .unwrap_or_else(|| panic!("no {k}\n{o}"))
+            .to_string()
+    };
+    assert_eq!(field("repository"), FQRN);
+    assert_eq!(field("revision"), "1");
+    assert_eq!(field("servers"), format!("{} (current)", s.url()));
+    assert_eq!(field("proxy "), "DIRECT");
+    assert_eq!(field("state"), "online");
+    assert!(field("cache use").contains("quota"), "{o}");
+}

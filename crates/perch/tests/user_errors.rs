@@ -215,6 +215,8 @@ fn debug_fetch_logs_every_request_unmasked_and_never_on_stdout() {
         "{o}"
     );
     assert!(!o.stderr.contains("******"), "{o}");
+    assert!(o.stderr.contains("perch[cvmfs]: catalog loaded"), "{o}");
+    assert!(o.stderr.contains("perch[cvmfs]: cache miss"), "{o}");
     assert!(
         o.stderr
             .contains(&format!("perch[cvmfs]: mounted (fqrn={FQRN}, revision=")),
@@ -275,6 +277,39 @@ fn offline_miss_is_logged_once() {
             .matches("serving the last verified revision")
             .count(),
         1,
+        "{o}"
+    );
+}
+
+#[test]
+fn config_show_without_a_server_fails_and_serve_refuses_a_non_stratum() {
+    let tmp = perch_testkit::tempdir().unwrap();
+    let etc = tmp.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    let o: served::Out = std::process::Command::new(served::PERCH)
+        .args(["config", "show", "--config-dir"])
+        .arg(&etc)
+        .arg("nothing.example.org")
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(o.code, Some(201), "{o}");
+    assert!(o.stdout.contains("CVMFS_CACHE_BASE="), "{o}");
+    assert_eq!(
+        o.stderr,
+        "perch: no server configured for nothing.example.org (set CVMFS_SERVER_URL, e.g. with --config FILE)\n"
+    );
+    let o: served::Out = std::process::Command::new(served::PERCH)
+        .arg("serve")
+        .arg(tmp.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(o.code, Some(200), "{o}");
+    assert!(
+        o.stderr.contains("is not a stratum (no .cvmfspublished)"),
         "{o}"
     );
 }
