@@ -130,7 +130,10 @@ fn repository(
             opts.servers.len(),
             proxies
                 .iter()
-                .map(ToString::to_string)
+                .map(|p| match p {
+                    Proxy::Direct => "DIRECT".to_string(),
+                    Proxy::Url(u) => u.clone(),
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             opts.cache_dir.display()

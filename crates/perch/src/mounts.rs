@@ -98,12 +98,18 @@ impl Client {
     /// When the per-user default cache base (`$XDG_CACHE_HOME/perch`, `~/.cache/perch`) is
     /// what applies and cannot be created, use `$TMPDIR/perch-<uid>` instead and say so once.
     fn settle_cache_base(&mut self) {
-        if self.fallback_base.is_some() || self.args.cache.is_some() {
+        if self.fallback_base.is_some()
+            || self.args.cache.is_some()
+            || self.args.alien_cache.is_some()
+        {
             return;
         }
         self.fallback_base = Some(None);
         let Ok(cfg) = self.config("") else { return };
-        if cfg.origin("CVMFS_CACHE_BASE") != Some(&perch_cvmfs::config::Origin::Builtin) {
+        // Only perch's own default falls back; a configured base or alien cache is the user's.
+        if cfg.origin("CVMFS_CACHE_BASE") != Some(&perch_cvmfs::config::Origin::Builtin)
+            || cfg.alien_cache().is_some()
+        {
             return;
         }
         let base = cfg.cache_base();

@@ -29,12 +29,10 @@ fn healthy_setup_passes_every_check() {
     let o = doctor(&s, &conf, "cache");
     assert_eq!(o.code, Some(0), "{o}");
     for l in o.stdout.lines() {
-        let tag = &l[..4];
-        // FUSE prerequisites may be missing on the test machine: warnings only.
-        assert!(
-            tag == "OK  " || (tag == "WARN" && l.contains("fuse")),
-            "{l}\n{o}"
-        );
+        // The repository's checks pass; the machine's may warn (FUSE prerequisites, a
+        // container's seccomp filter, a small disk) but not fail.
+        let ok = l.starts_with("OK  ") || (l.starts_with("WARN") && !l.contains(FQRN));
+        assert!(ok, "{l}\n{o}");
     }
     assert!(
         line(&o, &format!("{FQRN} server {}", s.url())).contains("HTTP 200"),
