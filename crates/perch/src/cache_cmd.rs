@@ -101,7 +101,7 @@ fn print(lines: &[(&str, String)]) -> Result<(), Fail> {
 fn mb(b: u64) -> String {
     #[allow(clippy::cast_precision_loss)]
     let v = b as f64 / 1048576.0;
-    format!("{v:.1} MB")
+    format!("{v:.1} MiB")
 }
 
 fn stats(client: &mut Client, fqrn: &str) -> Result<(), Fail> {
@@ -197,7 +197,7 @@ fn bytes_bar(total: u64) -> indicatif::ProgressBar {
         indicatif::ProgressDrawTarget::stderr(),
     );
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} eta {eta}",
+        "{bar:30} {binary_bytes}/{binary_total_bytes} {msg} {binary_bytes_per_sec} eta {eta}",
     ) {
         bar.set_style(style);
     }

@@ -313,3 +313,43 @@ fn config_show_without_a_server_fails_and_serve_refuses_a_non_stratum() {
         "{o}"
     );
 }
+
+#[test]
+fn tiny_publish_reports_binary_units_and_no_meaningless_rate() {
+    let tmp = perch_testkit::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), "tiny\n").unwrap();
+    let run = |args: &[&str]| -> served::Out {
+        std::process::Command::new(served::PERCH)
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+            .into()
+    };
+    let o = run(&["keygen", "tiny.example.org", "keys"]);
+    assert_eq!(o.code, Some(0), "{o}");
+    let o = run(&[
+        "publish",
+        "src",
+        "--fqrn",
+        "tiny.example.org",
+        "--keys",
+        "keys",
+        "--stratum",
+        "stratum",
+    ]);
+    assert_eq!(o.code, Some(0), "{o}");
+    assert!(
+        o.stdout
+            .contains("1 files, 1 directories, 0 symlinks, 5 B\n"),
+        "{o}"
+    );
+    assert!(!o.stdout.contains("MB"), "{o}");
+    // Under 0.1 s no rate is shown; above, it is in binary units.
+    assert!(
+        !o.stdout.contains("/s") || o.stdout.contains("iB/s") || o.stdout.contains(" B/s"),
+        "{o}"
+    );
+}
