@@ -181,6 +181,9 @@ pub enum Origin {
     Env,
     /// perch's built-in defaults.
     Builtin,
+    /// parrot_run's `PARROT_CVMFS_REPO`, `-r`, `-p`/`HTTP_PROXY` or `-T`
+    /// ([`ConfigSources::overrides`]).
+    Parrot,
 }
 
 impl Origin {
@@ -188,7 +191,7 @@ impl Origin {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Origin::File { path, .. } | Origin::ConfigFile { path, .. } => Some(path),
-            Origin::Env | Origin::Builtin => None,
+            Origin::Env | Origin::Builtin | Origin::Parrot => None,
         }
     }
 
@@ -196,7 +199,7 @@ impl Origin {
     pub fn line(&self) -> Option<usize> {
         match self {
             Origin::File { line, .. } | Origin::ConfigFile { line, .. } => Some(*line),
-            Origin::Env | Origin::Builtin => None,
+            Origin::Env | Origin::Builtin | Origin::Parrot => None,
         }
     }
 
@@ -209,6 +212,7 @@ impl Origin {
             }
             Origin::Env => "environment".to_string(),
             Origin::Builtin => "built-in default".to_string(),
+            Origin::Parrot => "parrot_run options".to_string(),
         }
     }
 }
@@ -220,6 +224,7 @@ impl fmt::Display for Origin {
             Origin::ConfigFile { path, line } => write!(f, "--config {}:{line}", path.display()),
             Origin::Env => f.write_str("environment"),
             Origin::Builtin => f.write_str("built-in default"),
+            Origin::Parrot => f.write_str("parrot_run options"),
         }
     }
 }
@@ -327,6 +332,12 @@ pub struct ConfigSources {
     pub builtin_keys_root: Option<PathBuf>,
     /// User id for the last-resort cache base `$TMPDIR/perch-<uid>`.
     pub uid: Option<u32>,
+    /// Replaces the per-user default of `CVMFS_CACHE_BASE` (the caller found the default
+    /// cannot be created and falls back to [`tmp_cache_base`]).
+    pub default_cache_base: Option<PathBuf>,
+    /// Parameters set last, over the environment (the parrot_run front end's translation of
+    /// its options, [`crate::parrot`]).
+    pub overrides: Vec<(String, String)>,
 }
 
 impl Default for ConfigSources {
@@ -346,7 +357,15 @@ impl ConfigSources {
             extra_files: Vec::new(),
             builtin_keys_root: None,
             uid: current_uid(),
+            default_cache_base: None,
+            overrides: Vec::new(),
         }
+    }
+
+    /// Sets [`ConfigSources::default_cache_base`].
+    pub fn with_default_cache_base(mut self, base: impl Into<PathBuf>) -> Self {
+        self.default_cache_base = Some(base.into());
+        self
     }
 
     /// Adds a `--config` file (read after those added before).
@@ -448,10 +467,11 @@ pub fn builtin_defaults(
         .iter()
         .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
         .collect();
-    out.insert(
-        "CVMFS_CACHE_BASE".to_string(),
-        default_cache_base(env, sources.uid).display().to_string(),
-    );
+    let base = match &sources.default_cache_base {
+        Some(b) => b.clone(),
+        None => default_cache_base(env, sources.uid),
+    };
+    out.insert("CVMFS_CACHE_BASE".to_string(), base.display().to_string());
     let domain = fqrn.split_once('.').map(|(_, domain)| domain);
     if let Some((domain, hosts)) = BUILTIN_DOMAINS.iter().find(|(d, _)| Some(*d) == domain) {
         let urls: Vec<String> = hosts
@@ -483,7 +503,18 @@ pub fn default_cache_base(env: &BTreeMap<String, String>, uid: Option<u32>) -> P
     if let Some(home) = absolute("HOME") {
         return home.join(".cache").join("perch");
     }
-    let tmp = absolute("TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp"));
+    tmp_cache_base(env, uid)
+}
+
+/// The last-resort cache base `$TMPDIR/perch-<uid>` (`TMPDIR` defaulting to `/tmp`), also
+/// the fallback when the per-user default cannot be created (a batch account whose `$HOME`
+/// is read-only).
+pub fn tmp_cache_base(env: &BTreeMap<String, String>, uid: Option<u32>) -> PathBuf {
+    let tmp = env
+        .get("TMPDIR")
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     match uid {
         Some(uid) => tmp.join(format!("perch-{uid}")),
         None => tmp.join("perch"),
@@ -657,6 +688,9 @@ impl Config {
             if key.starts_with("CVMFS_") && is_valid_key(key) {
                 layer.set(key.clone(), value.clone(), Origin::Env);
             }
+        }
+        for (key, value) in &sources.overrides {
+            layer.set(key.clone(), value.clone(), Origin::Parrot);
         }
         let mut values = layer.values;
         if !fqrn.is_empty() {

@@ -33,7 +33,7 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -270,6 +270,12 @@ pub struct Fetcher {
     proxy: Mutex<ProxyState>,
     /// Number of requests sent (for statistics).
     pub requests: AtomicUsize,
+    /// Body bytes received (`user.rx`).
+    pub rx_bytes: AtomicU64,
+    /// Time spent in requests, µs (`user.speed` = bytes / time).
+    pub rx_micros: AtomicU64,
+    /// Downloads that failed after every server and proxy (`user.nioerr`).
+    pub failures: AtomicU64,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -330,6 +336,9 @@ impl Fetcher {
                 since: Instant::now(),
             }),
             requests: AtomicUsize::new(0),
+            rx_bytes: AtomicU64::new(0),
+            rx_micros: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         }
     }
 
@@ -346,6 +355,9 @@ impl Fetcher {
             .timeout_per_read(Some(t))
             .timeout_per_write(Some(t))
             .http_status_as_error(false)
+            // Proxies come from CVMFS_HTTP_PROXY only, never from http_proxy/HTTP_PROXY in the
+            // environment (ureq's default), as with the CernVM-FS client.
+            .proxy(None)
             .max_redirects(if opts.follow_redirects { 4 } else { 0 })
             .user_agent(concat!(
                 "perch/",
@@ -375,6 +387,11 @@ impl Fetcher {
             },
             Resolve { dns, proxy },
         )
+    }
+
+    /// The network parameters.
+    pub fn options(&self) -> &FetchOptions {
+        &self.opts
     }
 
     /// The configured servers.
@@ -423,17 +440,17 @@ impl Fetcher {
     }
 
     /// Move the shared server index away from `from` (unless someone did already).
-    fn switch_host(&self, from: usize) {
+    fn switch_host(&self, from: usize, reason: &Reason) {
         let mut h = lock(&self.host);
         if h.idx == from && self.servers.len() > 1 {
             h.idx = (from + 1) % self.servers.len();
             h.since = Instant::now();
-            tracing::warn!(target: "fetch", from = %self.servers[from], to = %self.servers[h.idx], "switching server");
+            tracing::warn!(target: "fetch", "server {} failed ({reason}); switching to server {}", self.servers[from], self.servers[h.idx]);
         }
     }
 
     /// Mark proxy (group, member) failed and choose another one.
-    fn fail_proxy(&self, group: usize, member: usize) {
+    fn fail_proxy(&self, group: usize, member: usize, reason: &Reason) {
         let mut p = lock(&self.proxy);
         if p.group != group || p.member != member {
             return; // another request moved on already
@@ -452,7 +469,13 @@ impl Fetcher {
                 since: Instant::now(),
             };
         }
-        tracing::warn!(target: "fetch", from = %self.groups[group][member], to = %self.groups[p.group][p.member], "switching proxy");
+        let (from, to) = (&self.groups[group][member], &self.groups[p.group][p.member]);
+        if from == to {
+            // The only proxy: nothing to switch to; the caller's final error names it.
+            tracing::debug!(target: "fetch", "{from} failed ({reason}); no other proxy configured");
+        } else {
+            tracing::warn!(target: "fetch", "{from} failed ({reason}); switching to {to}");
+        }
     }
 
     fn reset_proxies(&self) {
@@ -504,7 +527,27 @@ impl Fetcher {
             let proxy = &self.groups[gi][mi];
             let url = format!("{}/{rel}", self.servers[si]);
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let err = match self.attempt(&url, gi, mi, no_cache, check) {
+            let mut seen = Seen::default();
+            let started = Instant::now();
+            let result = self.attempt(&url, gi, mi, no_cache, &mut seen, check);
+            self.rx_bytes.fetch_add(seen.bytes, Ordering::Relaxed);
+            self.rx_micros.fetch_add(
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            tracing::debug!(
+                target: "fetch",
+                %url,
+                via = %proxy,
+                status = %seen.status.map_or_else(|| "-".to_string(), |c| c.to_string()),
+                bytes = seen.bytes,
+                ms = started.elapsed().as_millis(),
+                retries,
+                no_cache,
+                result = %match &result { Ok(_) => "ok".to_string(), Err(e) => e.reason.to_string() },
+                "GET"
+            );
+            let err = match result {
                 Ok(t) => return Ok(t),
                 Err(e) => e,
             };
@@ -516,7 +559,6 @@ impl Fetcher {
                     return Err(FetchError::Aborted(d.clone()));
                 }
             }
-            tracing::debug!(target: "fetch", %url, via = %proxy, class = ?err.class, reason = %err.reason, no_cache, retries, "attempt failed");
             let mut class = err.class;
             if class == Class::BadData {
                 tracing::warn!(target: "fetch", %url, via = %proxy, reason = %err.reason, no_cache, "bad data");
@@ -530,6 +572,7 @@ impl Fetcher {
                 if retries < self.opts.max_retries && !no_cache {
                     let b = self.backoff(retries);
                     retries += 1;
+                    tracing::debug!(target: "fetch", %url, via = %proxy, backoff_ms = b.as_millis(), "retrying");
                     std::thread::sleep(b);
                     continue;
                 }
@@ -539,21 +582,24 @@ impl Fetcher {
                     Class::Proxy
                 };
             }
-            let fail = || FetchError::Failed {
-                url: url.clone(),
-                via: proxy.to_string(),
-                reason: err.reason.clone(),
+            let fail = || {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                FetchError::Failed {
+                    url: url.clone(),
+                    via: proxy.to_string(),
+                    reason: err.reason.clone(),
+                }
             };
             match class {
                 Class::Proxy => {
-                    self.fail_proxy(gi, mi);
+                    self.fail_proxy(gi, mi, &err.reason);
                     proxies_failed += 1;
                     if proxies_failed < n_proxies {
                         continue;
                     }
                     if hosts_tried < n_hosts {
                         self.reset_proxies();
-                        self.switch_host(si);
+                        self.switch_host(si, &err.reason);
                         hosts_tried += 1;
                         proxies_failed = 0;
                         no_cache = false;
@@ -563,7 +609,7 @@ impl Fetcher {
                 }
                 _ => {
                     if hosts_tried < n_hosts {
-                        self.switch_host(si);
+                        self.switch_host(si, &err.reason);
                         hosts_tried += 1;
                         no_cache = false;
                         continue;
@@ -580,6 +626,7 @@ impl Fetcher {
         group: usize,
         member: usize,
         no_cache: bool,
+        seen: &mut Seen,
         check: &mut dyn FnMut(&mut dyn Read) -> std::io::Result<Verdict<T>>,
     ) -> Result<T, AttemptError> {
         let verdict = |v: std::io::Result<Verdict<T>>, via_proxy: bool, timeout: Duration| match v {
@@ -616,7 +663,11 @@ impl Fetcher {
                     })
                 }
             };
-            return verdict(check(&mut f), false, Duration::ZERO).map_err(|e| match e.class {
+            let mut body = Counted {
+                inner: &mut f,
+                n: &mut seen.bytes,
+            };
+            return verdict(check(&mut body), false, Duration::ZERO).map_err(|e| match e.class {
                 Class::Transfer => AttemptError {
                     class: Class::Host,
                     ..e
@@ -645,13 +696,21 @@ impl Fetcher {
         if no_cache {
             req = req.header("Cache-Control", "no-cache");
         }
-        match req.call() {
+        let reply = req.call();
+        if let Ok(resp) = &reply {
+            seen.status = Some(resp.status().as_u16());
+        }
+        match reply {
             Ok(resp) if resp.status() == 200 => {
                 let mut body = LowSpeed::new(
                     resp.into_body().into_reader(),
                     self.opts.low_speed_limit,
                     timeout,
                 );
+                let mut body = Counted {
+                    inner: &mut body,
+                    n: &mut seen.bytes,
+                };
                 verdict(check(&mut body), proxied, timeout)
             }
             Ok(resp) => Err(status_error(
@@ -949,6 +1008,29 @@ impl std::error::Error for TooSlowError {}
 
 /// Aborts a body that arrives below `limit` B/s averaged over `window`
 /// (curl's low-speed limit); stalls are caught by the socket read timeout.
+/// What one attempt got, for the `-d fetch` line.
+#[derive(Default)]
+struct Seen {
+    /// HTTP status, if a reply came.
+    status: Option<u16>,
+    /// Body bytes read.
+    bytes: u64,
+}
+
+/// Counts the bytes read through it.
+struct Counted<'a, R: ?Sized> {
+    inner: &'a mut R,
+    n: &'a mut u64,
+}
+
+impl<R: Read + ?Sized> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        *self.n += n as u64;
+        Ok(n)
+    }
+}
+
 struct LowSpeed<R> {
     inner: R,
     limit: u64,
@@ -1048,7 +1130,7 @@ mod tests {
             let s = lock(&f.proxy);
             (s.group, s.member)
         };
-        f.fail_proxy(g, m);
+        f.fail_proxy(g, m, &Reason::Refused);
         let second = f.current_proxy();
         assert_ne!(second, first);
         assert!(second == p("http://p1:1") || second == p("http://p2:1"));
@@ -1056,11 +1138,11 @@ mod tests {
             let s = lock(&f.proxy);
             (s.group, s.member)
         };
-        f.fail_proxy(g, m);
+        f.fail_proxy(g, m, &Reason::Refused);
         assert_eq!(f.current_proxy(), p("http://p3:1"));
-        f.fail_proxy(1, 0);
+        f.fail_proxy(1, 0, &Reason::Refused);
         assert_eq!(f.current_proxy(), Proxy::Direct);
-        f.fail_proxy(2, 0);
+        f.fail_proxy(2, 0, &Reason::Refused);
         assert!(
             matches!(f.current_proxy(), Proxy::Url(_)),
             "wraps to group 0"

@@ -17,6 +17,9 @@ use perch_format::whitelist::{Whitelist, WhitelistError};
 use crate::cache::{Cache, CacheError, CacheOptions};
 use crate::fetch::{FetchError, FetchOptions, Fetcher, Proxy};
 
+mod magic;
+pub use magic::MAGIC_XATTRS;
+
 /// Environment lookup for `$(VAR)` in symlinks.
 pub type SymlinkEnv = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -289,6 +292,7 @@ impl Repository {
         opts: MountOptions,
         cache: Arc<Cache>,
     ) -> Result<Repository, RepoError> {
+        magic::mark_mounted();
         let keys = load_keys(&opts.public_keys)?;
         let fetcher = Fetcher::new(
             opts.servers.clone(),
@@ -498,6 +502,7 @@ impl Repository {
             hash: h.to_string(),
             source,
         })?;
+        tracing::debug!(target: "cvmfs", fqrn = %self.opts.fqrn, catalog = %h, "catalog loaded");
         let cat = Arc::new(Mutex::new(cat));
         self.catalogs
             .lock()
@@ -835,9 +840,20 @@ impl Repository {
         kind: ObjectKind,
         op: impl FnOnce() -> Result<PathBuf, CacheError>,
     ) -> Result<PathBuf, RepoError> {
-        // Online (the usual case) `op` looks at the cache itself: no second stat here.
-        if self.is_offline() && !cached() {
+        // Online (the usual case) `op` looks at the cache itself: no second stat here, except
+        // for the `-d cvmfs` line.
+        let debug = tracing::enabled!(target: "cvmfs", tracing::Level::DEBUG);
+        let hit = (self.is_offline() || debug).then(cached);
+        if self.is_offline() && hit == Some(false) {
             self.network_ready(h, kind)?;
+        }
+        if debug {
+            let what = if hit == Some(true) {
+                "cache hit"
+            } else {
+                "cache miss"
+            };
+            tracing::debug!(target: "cvmfs", fqrn = %self.opts.fqrn, object = %h, kind = ?kind, "{what}");
         }
         Ok(op()?)
     }
@@ -966,122 +982,7 @@ impl Repository {
             source,
         })
     }
-
-    /// Magic and stored extended attributes of a node, as `(name, value)`.
-    pub fn xattr(&self, node: &Node, name: &str) -> Result<Option<Vec<u8>>, RepoError> {
-        let e = &node.entry;
-        let v: Option<String> = match name {
-            "user.fqrn" => Some(self.opts.fqrn.clone()),
-            "user.revision" => Some(self.revision.to_string()),
-            "user.root_hash" => Some(self.root_hash.to_string()),
-            "user.tag" => Some(self.tag.clone().unwrap_or_default()),
-            "user.expires" => Some(if self.tag.is_some() {
-                "never (fixed root catalog)".into()
-            } else if let Some(off) = &*self.offline.lock().unwrap_or_else(|p| p.into_inner()) {
-                // Offline, the next check is the network retry.
-                (off.retry_at
-                    .saturating_duration_since(Instant::now())
-                    .as_secs()
-                    / 60)
-                    .to_string()
-            } else {
-                (self.ttl.as_secs() / 60).to_string()
-            }),
-            "user.hash" if e.is_regular() && !e.is_chunked() => e.hash.map(|h| h.to_string()),
-            "user.lhash" if e.is_regular() && !e.is_chunked() => Some(match e.hash {
-                Some(h) if self.cache.get(&h).is_some() => h.to_string(),
-                _ => "Not in cache".into(),
-            }),
-            "user.chunks" if e.is_regular() => Some(if e.is_chunked() {
-                self.chunks(node)?.len().to_string()
-            } else {
-                "1".into()
-            }),
-            "user.chunk_list" if e.is_regular() => Some(if e.is_chunked() {
-                self.chunks(node)?
-                    .iter()
-                    .map(|c| format!("{},{},{}", c.hash, c.offset, c.size))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            } else {
-                e.hash
-                    .map(|h| format!("{h},0,{}", e.size))
-                    .unwrap_or_default()
-            }),
-            "user.compression" if e.is_regular() => e.compression().map(|c| c.name().to_string()),
-            "user.direct_io" if e.is_regular() => Some(
-                if e.flags & perch_format::catalog::FLAG_DIRECT_IO != 0 {
-                    "1"
-                } else {
-                    "0"
-                }
-                .into(),
-            ),
-            "user.external_file" if e.is_regular() => Some(
-                if e.flags & perch_format::catalog::FLAG_EXTERNAL != 0 {
-                    "1"
-                } else {
-                    "0"
-                }
-                .into(),
-            ),
-            "user.rawlink" | "xfsroot.rawlink" if e.is_symlink() => {
-                Some(String::from_utf8_lossy(&e.symlink).into_owned())
-            }
-            "user.host" => self.fetcher.current_server().map(str::to_string),
-            "user.host_list" => Some(self.fetcher.servers().join(";")),
-            "user.nclg" => Some(self.loaded_catalogs().to_string()),
-            "user.ndownload" => Some(
-                self.cache
-                    .stats
-                    .downloads
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    .to_string(),
-            ),
-            "user.pid" => Some(std::process::id().to_string()),
-            "user.version" => Some(env!("CARGO_PKG_VERSION").to_string()),
-            _ => None,
-        };
-        if let Some(v) = v {
-            return Ok(Some(v.into_bytes()));
-        }
-        Ok(e.xattrs
-            .iter()
-            .find(|(k, _)| k.as_slice() == name.as_bytes())
-            .map(|(_, v)| v.clone()))
-    }
-
-    /// Names for `listxattr`: stored ones, plus the magic ones on the root.
-    pub fn list_xattrs(&self, node: &Node) -> Vec<String> {
-        let mut names: Vec<String> = node
-            .entry
-            .xattrs
-            .iter()
-            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
-            .collect();
-        if node.path.is_empty() {
-            for n in MAGIC_XATTRS {
-                names.push((*n).to_string());
-            }
-        }
-        names
-    }
 }
-
-/// Magic attribute names perch answers on every path.
-pub const MAGIC_XATTRS: &[&str] = &[
-    "user.fqrn",
-    "user.revision",
-    "user.root_hash",
-    "user.tag",
-    "user.expires",
-    "user.host",
-    "user.host_list",
-    "user.nclg",
-    "user.ndownload",
-    "user.pid",
-    "user.version",
-];
 
 /// Decompress helper for tests and tools.
 pub fn inflate(bytes: &[u8]) -> std::io::Result<Vec<u8>> {

@@ -234,9 +234,10 @@ fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        "{bar:30} {binary_bytes}/{binary_total_bytes} {msg} {binary_bytes_per_sec} eta {eta}",
     ) {
-        bar.set_style(style.progress_chars("=> "));
+        // The style of `perch cache` bars: one look, binary units everywhere.
+        bar.set_style(style);
     }
     bar
 }

@@ -54,11 +54,23 @@ impl VfsError {
         }
     }
 
-    /// Log (once, here: the program only gets the errno) and return the errno.
+    /// Log (once, here: the program only gets the errno; rate-limited per object, see
+    /// [`crate::limit`]) and return the errno.
     pub(crate) fn log_errno(self) -> Errno {
         let errno = self.errno();
-        let chain = error_chain(&self);
-        tracing::warn!(target: "vfs", errno = ?errno, "{chain}");
+        let key = match &self {
+            VfsError::Repo { fqrn, path, .. } => format!("{fqrn}{path}"),
+            VfsError::Io { path, .. } => path.display().to_string(),
+            VfsError::BadMountpoint { mountpoint } => mountpoint.clone(),
+        };
+        if let Some(held) = crate::limit::allow(&key) {
+            let chain = error_chain(&self);
+            if held > 0 {
+                tracing::warn!(target: "vfs", errno = %errno.name().unwrap_or("E?"), "{chain} ({held} more like this held back)");
+            } else {
+                tracing::warn!(target: "vfs", errno = %errno.name().unwrap_or("E?"), "{chain}");
+            }
+        }
         errno
     }
 }

@@ -49,6 +49,7 @@ pub mod binfmt;
 mod error;
 mod host;
 pub mod layout;
+pub mod limit;
 pub mod mem;
 mod namespace;
 mod ops;

@@ -88,7 +88,11 @@ impl VfsRepo {
         let n = self
             .repo
             .lookup(path)
-            .map_err(|e| io_error(&self.repo, path, &e))?
+            .map_err(|e| {
+                let e = io_error("cannot look up", e);
+                log_lookup(&self.repo, path, &e);
+                e
+            })?
             .map(Arc::new);
         self.remember(path.to_vec(), n.clone());
         Ok(n)
@@ -116,15 +120,25 @@ impl VfsRepo {
     }
 }
 
-fn io_error(repo: &Repository, path: &[u8], e: &CvmfsError) -> RepoError {
-    let msg = format!(
-        "{}{}: {}",
-        repo.fqrn(),
-        String::from_utf8_lossy(path),
-        perch_cvmfs::error_chain(e)
-    );
-    tracing::warn!(target: "cvmfs", "{msg}");
-    RepoError::io(msg)
+/// The cvmfs error as perch-vfs carries it: its errno (a full cache is `ENOSPC`) and the
+/// error itself as the source. Not logged here: perch-vfs logs what it passes on
+/// ([`log_lookup`] covers the calls it does not log).
+fn io_error(op: &str, e: CvmfsError) -> RepoError {
+    RepoError::new(Errno::new(e.errno()), op.to_string()).with_source(e)
+}
+
+/// Log a failed lookup or attribute read once per object per interval (perch-vfs turns
+/// these into an errno without logging).
+fn log_lookup(repo: &Repository, path: &[u8], e: &RepoError) {
+    let key = format!("{}{}", repo.fqrn(), String::from_utf8_lossy(path));
+    if let Some(held) = perch_vfs::limit::allow(&key) {
+        let chain = perch_cvmfs::error_chain(e);
+        if held > 0 {
+            tracing::warn!(target: "cvmfs", "{key}: {chain} ({held} more like this held back)");
+        } else {
+            tracing::warn!(target: "cvmfs", "{key}: {chain}");
+        }
+    }
 }
 
 fn entry(repo: &Repository, n: &Node) -> Entry {
@@ -181,7 +195,7 @@ impl perch_vfs::Repository for VfsRepo {
         let nodes = self
             .repo
             .list(path)
-            .map_err(|e| io_error(&self.repo, path, &e))?;
+            .map_err(|e| io_error("cannot list", e))?;
         let out = nodes
             .iter()
             .map(|n| (n.entry.name.clone(), entry(&self.repo, n)))
@@ -194,16 +208,14 @@ impl perch_vfs::Repository for VfsRepo {
 
     fn fetch(&self, path: &[u8], entry: &Entry) -> Result<PathBuf, RepoError> {
         let n = self.node_of(path, entry)?;
-        self.repo
-            .fetch(&n)
-            .map_err(|e| io_error(&self.repo, path, &e))
+        self.repo.fetch(&n).map_err(|e| io_error("cannot fetch", e))
     }
 
-    fn verify(&self, path: &[u8], _entry: &Entry, file: &std::fs::File) -> Result<(), RepoError> {
-        let n = self.node(path)?;
+    fn verify(&self, path: &[u8], entry: &Entry, file: &std::fs::File) -> Result<(), RepoError> {
+        let n = self.node_of(path, entry)?;
         self.repo
             .verify_open(&n, file)
-            .map_err(|e| io_error(&self.repo, path, &e))
+            .map_err(|e| io_error("cannot verify", e))
     }
 
     fn relinked(&self, object: &std::path::Path, file: &std::fs::File) {
@@ -218,9 +230,11 @@ impl perch_vfs::Repository for VfsRepo {
     ) -> Result<Option<Vec<u8>>, RepoError> {
         let n = self.node_of(path, entry)?;
         let name = String::from_utf8_lossy(name);
-        self.repo
-            .xattr(&n, &name)
-            .map_err(|e| io_error(&self.repo, path, &e))
+        self.repo.xattr(&n, &name).map_err(|e| {
+            let e = io_error("cannot read attribute", e);
+            log_lookup(&self.repo, path, &e);
+            e
+        })
     }
 
     fn listxattr(&self, path: &[u8], entry: &Entry) -> Result<Vec<Vec<u8>>, RepoError> {
@@ -331,8 +345,15 @@ impl perch_vfs::Mounter for VfsMounter {
                 Ok(None)
             }
             Err(f) => {
+                // Retried on the next access: one line per repository per interval.
                 let msg = format!("{:#}", f.error);
-                tracing::warn!(target: "cvmfs", "{msg}");
+                if let Some(held) = perch_vfs::limit::allow(&format!("mount {fqrn}")) {
+                    if held > 0 {
+                        tracing::warn!(target: "cvmfs", "{msg} ({held} more like this held back)");
+                    } else {
+                        tracing::warn!(target: "cvmfs", "{msg}");
+                    }
+                }
                 Err(RepoError::io(msg))
             }
         }

@@ -84,12 +84,8 @@ fn open_cache(client: &mut Client, fqrn: &str) -> Result<Cache, Fail> {
         quota_limit: o.quota_limit,
         cleanup_ratio: None,
     };
-    Cache::open_with(&o.cache_dir, opts).map_err(|e| {
-        Fail::new(
-            Failure::Io,
-            anyhow!("cache of {fqrn}: {}", perch_cvmfs::error_chain(&e)),
-        )
-    })
+    Cache::open_with(&o.cache_dir, opts)
+        .map_err(|e| Fail::cache(format!("cache of {fqrn}: {}", perch_cvmfs::error_chain(&e))))
 }
 
 fn print(lines: &[(&str, String)]) -> Result<(), Fail> {
@@ -106,7 +102,7 @@ fn print(lines: &[(&str, String)]) -> Result<(), Fail> {
 fn mb(b: u64) -> String {
     #[allow(clippy::cast_precision_loss)]
     let v = b as f64 / 1048576.0;
-    format!("{v:.1} MB")
+    format!("{v:.1} MiB")
 }
 
 fn stats(client: &mut Client, fqrn: &str) -> Result<(), Fail> {
@@ -269,7 +265,7 @@ fn bytes_bar(total: u64) -> indicatif::ProgressBar {
         indicatif::ProgressDrawTarget::stderr(),
     );
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} eta {eta}",
+        "{bar:30} {binary_bytes}/{binary_total_bytes} {msg} {binary_bytes_per_sec} eta {eta}",
     ) {
         bar.set_style(style);
     }

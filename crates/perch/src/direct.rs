@@ -334,5 +334,15 @@ pub fn find(
 /// `perch config show FQRN`: effective values and where each came from.
 pub fn config_show(client: &mut Client, fqrn: &str) -> Result<(), Fail> {
     let cfg = client.config(fqrn).or_fail(Failure::Config)?;
-    out_ok(std::io::stdout().write_all(cfg.show().as_bytes()))
+    out_ok(std::io::stdout().write_all(cfg.show().as_bytes()))?;
+    // Shown, but not usable: say so, and fail like a mount would.
+    if !fqrn.is_empty() && cfg.server_urls().is_empty() {
+        return Err(Fail::new(
+            Failure::Config,
+            anyhow!(
+                "no server configured for {fqrn} (set CVMFS_SERVER_URL, e.g. with --config FILE)"
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -26,6 +26,9 @@ pub enum Failure {
     Unsupported = 206,
     /// A bug: please report it with the message.
     Internal = 207,
+    /// The cache directory cannot be created or written (every command that needs a cache).
+    /// Choose a writable one with `--cache DIR`, or set `XDG_CACHE_HOME`.
+    Cache = 208,
 }
 
 impl Failure {
@@ -44,7 +47,16 @@ pub struct Fail {
     pub error: anyhow::Error,
 }
 
+/// What to do when the cache is unusable, appended to the message.
+pub const CACHE_HINT: &str =
+    "choose a writable cache directory with --cache DIR, or set XDG_CACHE_HOME";
+
 impl Fail {
+    /// An unusable cache: exit code 208, the message followed by [`CACHE_HINT`].
+    pub fn cache(error: impl std::fmt::Display) -> Fail {
+        Fail::new(Failure::Cache, anyhow::anyhow!("{error} ({CACHE_HINT})"))
+    }
+
     /// Build.
     pub fn new(kind: Failure, error: impl Into<anyhow::Error>) -> Fail {
         Fail {

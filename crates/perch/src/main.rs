@@ -8,8 +8,12 @@ mod adapter;
 mod cache_cmd;
 mod demo;
 mod direct;
+mod doctor;
 mod exit;
+mod info;
+mod logging;
 mod mounts;
+mod parrot;
 mod publish_cmd;
 mod run;
 
@@ -36,7 +40,8 @@ const LONG_VERSION: &str = concat!(
 #[derive(Debug, Parser)]
 #[command(name = "perch", version, long_version = LONG_VERSION, about, propagate_version = true)]
 struct Cli {
-    /// Debug output on stderr: comma-separated targets (cvmfs, fetch, all).
+    /// Debug output on stderr (or `perch run -o FILE`): comma-separated flags, cvmfs (mounts,
+    /// catalogs, cache), fetch (every HTTP request), cache, vfs, syscall, stats, all.
     #[arg(short = 'd', long = "debug", global = true, value_name = "FLAGS")]
     debug: Option<String>,
     #[command(subcommand)]
@@ -84,7 +89,7 @@ enum Command {
         client: ClientArgs,
         /// Directory below /cvmfs.
         path: String,
-        /// Only entries of this type: f, d, l.
+        /// Only entries of this type: f (file), d (directory), l (symbolic link), p (FIFO).
         #[arg(long = "type", value_parser = ["f", "d", "l", "p"])]
         kind: Option<String>,
         /// Only entries whose name matches this glob (* and ?).
@@ -128,6 +133,29 @@ enum Command {
     Run(run::RunArgs),
     /// Print what `perch run` does with each file-system syscall.
     Syscalls,
+    /// Check repositories (servers, proxies, keys, whitelist, signature), the cache and the
+    /// kernel: one line per check, OK/WARN/FAIL; exit status 1 when a check failed.
+    Doctor(doctor::DoctorArgs),
+    /// Revision, root hash, expiry, servers and proxy in use, cache use of a repository (what
+    /// `cvmfs_talk host info|proxy info|revision` and `cvmfs_config stat -v` show).
+    Info {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Repository name.
+        fqrn: String,
+    },
+    /// parrot_run's command line and environment (PARROT_CVMFS_REPO, HTTP_PROXY, -M, -d, -o,
+    /// -t, -p, -r): `perch parrot [OPTIONS] CMD [ARGS]`, or perch started as `parrot_run`.
+    /// See docs/parrot-migration.md.
+    Parrot {
+        /// parrot_run's options, then the program and its arguments.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,53 +169,20 @@ enum ConfigCmd {
     },
 }
 
-fn init_logging(debug: Option<&str>, log: Option<&std::path::Path>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match debug {
-        None => EnvFilter::new("warn"),
-        Some(flags) => {
-            let mut f = String::from("warn");
-            for flag in flags.split(',') {
-                match flag.trim() {
-                    "all" => f = "debug".into(),
-                    "" => {}
-                    t @ ("syscall" | "stats") => f.push_str(&format!(",perch::{t}=debug")),
-                    t => f.push_str(&format!(",{t}=debug")),
-                }
-            }
-            EnvFilter::new(f)
-        }
-    };
-    use tracing_subscriber::fmt::writer::BoxMakeWriter;
-    let writer = match log.map(std::fs::File::create) {
-        Some(Ok(file)) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
-        Some(Err(e)) => {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!(
-                    "perch: cannot write the log {}: {e}; logging to stderr",
-                    log.map(|p| p.display().to_string()).unwrap_or_default()
-                );
-            }
-            BoxMakeWriter::new(std::io::stderr)
-        }
-        None => BoxMakeWriter::new(std::io::stderr),
-    };
-    // Colour only on a terminal: batch systems keep stderr in files.
-    let ansi = log.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .with_target(true)
-        .without_time()
-        .try_init();
-}
-
 fn run(cli: Cli) -> Result<ExitCode, Fail> {
     let done = match cli.command {
         Command::Run(a) => return run::command(a),
         Command::Syscalls => return Ok(run::syscalls()),
+        Command::Doctor(a) => return doctor::doctor(a),
+        // Handled in main before clap.
+        Command::Parrot { .. } => {
+            return Err(Fail::new(
+                Failure::Usage,
+                anyhow::anyhow!(
+                    "parrot: give the options after `perch parrot` (perch parrot -d cvmfs CMD)"
+                ),
+            ))
+        }
         Command::Ls {
             client,
             long,
@@ -211,6 +206,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             kind.and_then(|k| k.chars().next()),
             name.as_deref(),
         ),
+        Command::Info { client, fqrn } => info::info(&mut Client::new(client), &fqrn),
         Command::Demo => demo::demo(),
         Command::Keygen { fqrn, keydir, days } => publish_cmd::keygen(&fqrn, &keydir, days),
         Command::Publish(a) => publish_cmd::publish(&a),
@@ -223,40 +219,105 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
     done.map(|()| ExitCode::SUCCESS)
 }
 
+/// Prints a failure as one line and returns its exit code.
+#[allow(clippy::print_stderr)]
+fn report(f: Fail) -> ExitCode {
+    let chain: Vec<String> = f.error.chain().map(|c| c.to_string()).collect();
+    let mut line = String::new();
+    for c in chain {
+        if !line.contains(&c) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&c);
+        }
+    }
+    eprintln!("perch: {line}");
+    f.kind.code()
+}
+
+/// The parrot_run front end: its command line becomes a `perch run` one (see `parrot`).
+fn parrot_main(args: &[std::ffi::OsString]) -> Result<(Cli, Option<String>), ExitCode> {
+    let env = |k: &str| std::env::var(k).ok();
+    match parrot::plan(args, &env) {
+        Err(f) => Err(report(f)),
+        Ok(parrot::Plan::Print { text, code }) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            Err(ExitCode::from(code))
+        }
+        Ok(parrot::Plan::Run {
+            argv,
+            setup,
+            workdir,
+            notes,
+        }) => {
+            let mut cli = Cli::try_parse_from(argv).map_err(|e| {
+                let _ = e.print();
+                Failure::Usage.code()
+            })?;
+            if let Command::Run(a) = &mut cli.command {
+                a.client.parrot = Some(setup);
+            }
+            if let Some(dir) = workdir {
+                std::env::set_current_dir(&dir).map_err(|e| {
+                    report(Fail::new(
+                        Failure::Usage,
+                        anyhow::anyhow!("parrot_run -w {}: {e}", dir.display()),
+                    ))
+                })?;
+            }
+            Ok((cli, notes))
+        }
+    }
+}
+
 #[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                Failure::Usage.code()
-            } else {
-                ExitCode::SUCCESS
-            };
-            let _ = e.print();
-            return code;
-        }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let as_parrot = args.first().is_some_and(|a| parrot::invoked_as_parrot(a));
+    let parrot_args = if as_parrot {
+        Some(&args[1..])
+    } else if args.get(1).is_some_and(|a| a == "parrot") {
+        Some(&args[2..])
+    } else {
+        None
+    };
+    let (cli, notes) = match parrot_args {
+        Some(a) => match parrot_main(a) {
+            Ok(x) => x,
+            Err(code) => return code,
+        },
+        None => match Cli::try_parse_from(&args) {
+            Ok(c) => (c, None),
+            Err(e) => {
+                let code = if e.use_stderr() {
+                    Failure::Usage.code()
+                } else {
+                    ExitCode::SUCCESS
+                };
+                let _ = e.print();
+                return code;
+            }
+        },
     };
     let log = match &cli.command {
         Command::Run(a) => a.log.clone(),
         _ => None,
     };
-    init_logging(cli.debug.as_deref(), log.as_deref());
+    let targets = match logging::targets(cli.debug.as_deref().unwrap_or("")) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("perch: -d: {e}");
+            return Failure::Usage.code();
+        }
+    };
+    logging::init(&targets, log.as_deref());
+    if let Some(n) = notes {
+        tracing::warn!("{n}");
+    }
     match run(cli) {
         Ok(code) => code,
-        Err(f) => {
-            let chain: Vec<String> = f.error.chain().map(|c| c.to_string()).collect();
-            let mut line = String::new();
-            for c in chain {
-                if !line.contains(&c) {
-                    if !line.is_empty() {
-                        line.push_str(": ");
-                    }
-                    line.push_str(&c);
-                }
-            }
-            eprintln!("perch: {line}");
-            f.kind.code()
-        }
+        Err(f) => report(f),
     }
 }

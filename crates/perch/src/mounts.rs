@@ -65,6 +65,9 @@ pub struct ClientArgs {
     /// Where repositories appear (default /cvmfs).
     #[arg(long = "mount-dir", value_name = "DIR", default_value = "/cvmfs")]
     pub mount_dir: PathBuf,
+    /// Set by the parrot_run front end (no option of its own).
+    #[arg(skip)]
+    pub parrot: Option<crate::parrot::ParrotSetup>,
 }
 
 /// Configuration and mounted repositories of one perch process. Shared by the supervisor
@@ -76,6 +79,8 @@ pub struct Client {
     keys_root: OnceLock<Option<PathBuf>>,
     extra: Vec<String>,
     mounted: Mutex<HashMap<String, Arc<Repository>>>,
+    /// Unset until checked; then the fallback cache base, if the default cannot be created.
+    fallback_base: OnceLock<Option<PathBuf>>,
 }
 
 impl Client {
@@ -88,7 +93,40 @@ impl Client {
             keys_root: OnceLock::new(),
             extra: Vec::new(),
             mounted: Mutex::new(HashMap::new()),
+            fallback_base: OnceLock::new(),
         }
+    }
+
+    /// When the per-user default cache base (`$XDG_CACHE_HOME/perch`, `~/.cache/perch`) is
+    /// what applies and cannot be created, use `$TMPDIR/perch-<uid>` instead and say so once.
+    fn settle_cache_base(&self) {
+        if self.args.cache.is_some() || self.args.alien_cache.is_some() {
+            return;
+        }
+        self.fallback_base.get_or_init(|| self.fallback_cache_base());
+    }
+
+    fn fallback_cache_base(&self) -> Option<PathBuf> {
+        let cfg = self.config("").ok()?;
+        // Only perch's own default falls back; a configured base or alien cache is the user's.
+        if cfg.origin("CVMFS_CACHE_BASE") != Some(&perch_cvmfs::config::Origin::Builtin)
+            || cfg.alien_cache().is_some()
+        {
+            return None;
+        }
+        let base = cfg.cache_base();
+        let e = std::fs::create_dir_all(&base).err()?;
+        let uid = ConfigSources::new("/").uid;
+        let tmp = perch_cvmfs::config::tmp_cache_base(&self.env, uid);
+        if tmp == base {
+            return None;
+        }
+        tracing::warn!(
+            "cannot create the default cache directory {}: {e}; using {} (choose one with --cache DIR or XDG_CACHE_HOME)",
+            base.display(),
+            tmp.display()
+        );
+        Some(tmp)
     }
 
     /// The mount directory (`/cvmfs`).
@@ -116,12 +154,23 @@ impl Client {
         if let Some(Some(k)) = self.keys_root.get() {
             s = s.with_builtin_keys_root(k.clone());
         }
+        if let Some(Some(b)) = self.fallback_base.get() {
+            s = s.with_default_cache_base(b.clone());
+        }
+        if let Some(p) = &self.args.parrot {
+            // Parrot reads no /etc/cvmfs: its options are the whole configuration.
+            s.system_files = false;
+            s.overrides = p.settings(fqrn);
+        }
         s
     }
 
     /// Write the built-in keys below the default cache base (once).
     fn install_builtin_keys(&self) -> Option<PathBuf> {
-        let base = perch_cvmfs::config::default_cache_base(&self.env, None);
+        let base = match self.fallback_base.get() {
+            Some(Some(b)) => b.clone(),
+            _ => perch_cvmfs::config::default_cache_base(&self.env, None),
+        };
         let root = base.join("keys");
         for (domain, name, pem) in BUILTIN_KEYS {
             let dir = root.join(domain);
@@ -140,8 +189,13 @@ impl Client {
     /// The effective configuration of `fqrn`.
     pub fn config(&self, fqrn: &str) -> Result<Config> {
         let sources = self.sources(fqrn);
-        Config::resolve(fqrn, &sources, &self.env)
-            .with_context(|| format!("configuration of {fqrn}"))
+        Config::resolve(fqrn, &sources, &self.env).with_context(|| {
+            if fqrn.is_empty() {
+                "client configuration".to_string()
+            } else {
+                format!("configuration of {fqrn}")
+            }
+        })
     }
 
     /// Repositories to show in `/cvmfs` (CVMFS_REPOSITORIES).
@@ -163,6 +217,11 @@ impl Client {
 
     /// Whether `fqrn` has a server configured (else it does not exist for us).
     pub fn has_server(&self, fqrn: &str) -> bool {
+        if let Some(p) = &self.args.parrot {
+            if !p.repos.covers(fqrn) {
+                return false;
+            }
+        }
         self.config(fqrn)
             .map(|c| !c.server_urls().is_empty())
             .unwrap_or(false)
@@ -177,12 +236,14 @@ impl Client {
         if let Some(c) = &self.args.cache {
             return Ok(c.clone());
         }
+        self.settle_cache_base();
         let cfg = self.config("")?;
         Ok(cfg.alien_cache().unwrap_or_else(|| cfg.cache_base()))
     }
 
     /// Mount options for `fqrn` from the configuration and command line.
     pub fn mount_options(&self, fqrn: &str) -> Result<MountOptions> {
+        self.settle_cache_base();
         let cfg = self.config(fqrn)?;
         let servers = cfg.server_urls();
         if servers.is_empty() {
@@ -278,10 +339,13 @@ impl Client {
             return Ok(Ok(r.clone()));
         }
         let opts = self.mount_options(fqrn).or_fail(Failure::Config)?;
+        usable_cache(&opts.cache_dir)?;
+        tracing::debug!(target: "cvmfs", fqrn, servers = %opts.servers.join(";"), cache = %opts.cache_dir.display(), "mounting");
         let repo = match Repository::mount(opts) {
             Ok(r) => Arc::new(r),
             Err(e) => return Ok(Err(e)),
         };
+        tracing::debug!(target: "cvmfs", fqrn, revision = repo.revision(), root_hash = %repo.root_hash(), offline = repo.is_offline(), "mounted");
         // Callers mounting one name at once (perch-vfs serialises them) keep the first.
         let mut mounted = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
         Ok(Ok(mounted.entry(fqrn.to_string()).or_insert(repo).clone()))
@@ -305,6 +369,19 @@ impl Client {
         }
         Ok((fqrn, inner))
     }
+}
+
+/// Creates `dir` if needed and checks that perch can write there; else an unusable cache
+/// (exit code 208, with the hint naming `--cache` and `XDG_CACHE_HOME`).
+pub fn usable_cache(dir: &Path) -> Result<(), Fail> {
+    std::fs::create_dir_all(dir)
+        .and_then(|()| tempfile::tempfile_in(dir).map(drop))
+        .map_err(|e| {
+            Fail::cache(format!(
+                "cannot use the cache directory {}: {e}",
+                dir.display()
+            ))
+        })
 }
 
 /// Network parameters from the configuration (spec §10.3, §10.4).

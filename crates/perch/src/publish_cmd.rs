@@ -84,26 +84,52 @@ pub fn options(a: &PublishArgs) -> Result<PublishOptions, Fail> {
 pub fn publish(a: &PublishArgs) -> Result<(), Fail> {
     let o = options(a)?;
     let r = perch_publish::publish(&o).or_fail(Failure::Publish)?;
-    let secs = r.elapsed.as_secs_f64().max(1e-6);
+    let secs = r.elapsed.as_secs_f64();
+    // A rate over a few milliseconds says nothing: shown from 0.1 s on.
+    let rate = if secs >= 0.1 {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let per_sec = (r.bytes as f64 / secs) as u64;
+        format!(
+            ", {}/s, {:.0} files/s",
+            size(per_sec),
+            r.files as f64 / secs
+        )
+    } else {
+        String::new()
+    };
     let text = format!(
-        "published {} revision {} (root catalog {})\n  {} files, {} directories, {} symlinks, {:.1} MB\n  {} new objects ({:.1} MB), {} reused, {} catalogs\n  {:.2} s, {:.1} MB/s, {:.0} files/s\n",
+        "published {} revision {} (root catalog {})\n  {} files, {} directories, {} symlinks, {}\n  {} new objects ({}), {} reused, {} catalogs\n  {:.2} s{rate}\n",
         a.fqrn,
         r.revision,
         r.root_hash,
         r.files,
         r.directories,
         r.symlinks,
-        r.bytes as f64 / 1e6,
+        size(r.bytes),
         r.new_objects,
-        r.new_bytes as f64 / 1e6,
+        size(r.new_bytes),
         r.reused_objects,
         r.catalogs.len(),
         secs,
-        r.bytes as f64 / 1e6 / secs,
-        r.files as f64 / secs,
     );
     let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(())
+}
+
+/// Bytes in binary units, as the progress bars show them (`512 B`, `1.5 KiB`, `3.2 MiB`).
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// `perch keygen FQRN KEYDIR`.
@@ -119,10 +145,20 @@ pub fn keygen(fqrn: &str, keydir: &Path, days: u32) -> Result<(), Fail> {
 
 /// `perch serve DIR --listen ADDR`: serve until interrupted.
 pub fn serve(dir: &Path, listen: SocketAddr) -> Result<(), Fail> {
+    if !perch_publish::is_stratum(dir) {
+        return Err(Fail::new(
+            Failure::Usage,
+            anyhow::anyhow!(
+                "{} is not a stratum (no .cvmfspublished): serve the directory given to perch publish --stratum",
+                dir.display()
+            ),
+        ));
+    }
     let server = perch_publish::serve(dir, listen).or_fail(Failure::Publish)?;
     let text = format!(
-        "serving {} at {} (Ctrl-C to stop)\n",
+        "serving {} at {}; clients set CVMFS_SERVER_URL={} (Ctrl-C to stop)\n",
         dir.display(),
+        server.url(),
         server.url()
     );
     let _ = std::io::stdout().write_all(text.as_bytes());

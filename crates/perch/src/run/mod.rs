@@ -86,13 +86,9 @@ pub struct RunArgs {
     /// use, 4 to 16).
     #[arg(long = "workers", value_name = "N")]
     pub workers: Option<usize>,
-    /// The program and its arguments.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// The program and its arguments (`--` before CMD when CMD starts with `-`; an unknown
+    /// option before CMD is a usage error, not the program).
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
@@ -137,14 +133,7 @@ fn setup(args: &RunArgs) -> Result<(PerchHandler, Interceptor), Fail> {
     client.add_repositories(&args.repositories);
     let mount_dir = client.mount_dir().as_os_str().as_bytes().to_vec();
     let cache_root = client.cache_root().or_fail(Failure::Config)?;
-    std::fs::create_dir_all(&cache_root)
-        .map_err(|e| {
-            anyhow!(
-                "cannot create the cache directory {}: {e}",
-                cache_root.display()
-            )
-        })
-        .or_fail(Failure::Io)?;
+    crate::mounts::usable_cache(&cache_root)?;
     let mounter = Arc::new(VfsMounter::new(client, cache_root));
     let ns = Namespace::with_mountpoint(mounter, &mount_dir).or_fail(Failure::Config)?;
     let handler = PerchHandler::new(ns, handler::own_cred(), remaps, args.record.is_some());
