@@ -39,8 +39,10 @@
 //!   (`PTRACE_O_EXITKILL`); send signals to the program's process group instead.
 
 pub mod exec;
+pub mod fuse;
 pub mod handler;
 pub mod host;
+pub mod mode;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -77,6 +79,11 @@ pub struct RunArgs {
     /// is preloaded with everything below it).
     #[arg(long = "record", value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// How /cvmfs is given to the program: notify (intercept path syscalls), fuse (perch's
+    /// FUSE server in a private user + mount namespace, nothing intercepted), or auto (fuse
+    /// where it works, else notify; `-d mode` says why).
+    #[arg(long = "mode", value_enum, default_value_t = mode::Mode::default(), value_name = "MODE")]
+    pub mode: mode::Mode,
     /// Supervisor threads answering notifications (default: 2–4 by CPU count).
     #[arg(long = "workers", value_name = "N")]
     pub workers: Option<usize>,
@@ -123,12 +130,8 @@ fn parse_remap(s: &str) -> Result<Remap, Fail> {
     })
 }
 
-fn setup(args: &RunArgs) -> Result<(PerchHandler, Interceptor), Fail> {
-    let remaps = args
-        .remap
-        .iter()
-        .map(|s| parse_remap(s))
-        .collect::<Result<Vec<_>, _>>()?;
+/// The namespace both modes serve: configuration, cache directory, lazy mounter.
+fn namespace(args: &RunArgs) -> Result<Namespace, Fail> {
     let mut client = Client::new(args.client.clone());
     client.add_repositories(&args.repositories);
     let mount_dir = client.mount_dir().as_os_str().as_bytes().to_vec();
@@ -142,7 +145,16 @@ fn setup(args: &RunArgs) -> Result<(PerchHandler, Interceptor), Fail> {
         })
         .or_fail(Failure::Io)?;
     let mounter = Arc::new(VfsMounter::new(client, cache_root));
-    let ns = Namespace::with_mountpoint(mounter, &mount_dir).or_fail(Failure::Config)?;
+    Namespace::with_mountpoint(mounter, &mount_dir).or_fail(Failure::Config)
+}
+
+fn setup(args: &RunArgs) -> Result<(PerchHandler, Interceptor), Fail> {
+    let remaps = args
+        .remap
+        .iter()
+        .map(|s| parse_remap(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ns = namespace(args)?;
     let mut handler = PerchHandler::new(ns, handler::own_cred(), remaps);
     if args.record.is_some() {
         handler = handler.with_record();
@@ -171,8 +183,32 @@ fn write_record(file: &std::path::Path, lines: &[String]) -> Result<(), Fail> {
         .or_fail(Failure::Io)
 }
 
-/// Runs `perch run`; returns the program's status.
+/// Runs `perch run` in the mode asked for; returns the program's status.
 pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
+    use fuse::FuseFailure;
+    use mode::Mode;
+    if args.mode == Mode::Notify {
+        tracing::debug!(target: "mode", "notify mode: asked for with --mode notify");
+        return notify(args);
+    }
+    // Configuration errors are the same in both modes: report them, do not fall back.
+    let ns = Arc::new(namespace(&args)?);
+    match fuse::run(&args, ns) {
+        Ok(code) => Ok(code),
+        Err(FuseFailure::Exec(code)) => Ok(code),
+        Err(FuseFailure::Unavailable(why)) if args.mode == Mode::Auto => {
+            tracing::debug!(target: "mode", "notify mode: fuse mode unavailable: {why}");
+            notify(args)
+        }
+        Err(FuseFailure::Unavailable(why)) => Err(Fail::new(
+            Failure::Unsupported,
+            anyhow!("fuse mode unavailable: {why}"),
+        )),
+    }
+}
+
+/// `perch run` in notify mode.
+fn notify(args: RunArgs) -> Result<ExitCode, Fail> {
     let (handler, interceptor) = setup(&args)?;
     let stats = interceptor.stats();
     let handler = Arc::new(handler);
