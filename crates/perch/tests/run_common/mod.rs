@@ -364,7 +364,10 @@ impl Repo {
             "native run failed (the test is wrong):\n{n}"
         );
         if n != p {
-            panic!("`{script}` differs\n=== native\n{n}\n=== perch run\n{p}");
+            panic!(
+                "`{script}` differs\n=== native\n{n}\n=== perch run (mode {:?})\n{p}",
+                self.mode
+            );
         }
         p
     }
@@ -372,6 +375,16 @@ impl Repo {
 
 /// The modes every mode-independent `perch run` test runs in.
 pub const MODES: [&str; 2] = ["notify", "fuse"];
+
+/// Runs `f` on the standard repository in every mode of [`MODES`] (published once: the modes
+/// share the repository and its cache).
+pub fn each_mode(f: impl Fn(&Repo)) {
+    let mut r = Repo::standard();
+    for m in MODES {
+        r.mode = Some(m);
+        f(&r);
+    }
+}
 
 /// The fixture repositories made by the real CernVM-FS tools, both configured.
 pub struct Fixtures {
