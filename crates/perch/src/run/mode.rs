@@ -15,11 +15,11 @@ use perch_sys::ns::{NsError, NsStage};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Mode {
     /// fuse where it works, else notify.
+    #[default]
     Auto,
     /// perch's FUSE server at /cvmfs in a private user + mount namespace (nothing intercepted).
     Fuse,
     /// seccomp user notification + ptrace (no namespaces needed).
-    #[default]
     Notify,
 }
 
