@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# perch run vs native vs Debian's proot, from one run: median wall time of each workload and
-# its ratio to native, on native paths and with the inputs in /cvmfs (warm cache).
+# perch run (fuse mode and notify mode) vs native vs Debian's proot, from one run: median wall
+# time of each workload and its ratio to native, on native paths and with the inputs in /cvmfs
+# (warm cache). The fuse column needs user namespaces and /dev/fuse (it says FAILED otherwise).
 # Reproduce with:  bash bench/run.sh            (REPS=5 by default; BIG=1 adds cat of a 1 GiB file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +38,8 @@ if [ "${BIG:-0}" = 1 ]; then head -c 1073741824 /dev/urandom > "$SRC/big"; fi
 "$PERCH" publish "$SRC" --fqrn $FQRN --keys "$W/keys" --stratum "$W/stratum" --chunk-sizes off >/dev/null
 printf 'CVMFS_SERVER_URL=file://%s/stratum\nCVMFS_HTTP_PROXY=DIRECT\nCVMFS_PUBLIC_KEY=%s/keys/%s.pub\n' "$W" "$W" $FQRN > "$W/client.conf"
 mkdir -p "$W/etc" "$W/cache" "$W/out"
-RUN=("$PERCH" run --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
+RUN=("$PERCH" run --mode notify --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
+FUSE=("$PERCH" run --mode fuse --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
 CV=/cvmfs/$FQRN
 
 cat > "$W/threads.py" <<'EOF'
@@ -84,28 +86,32 @@ fi
 "${RUN[@]}" sh -c "tar cf - $CV 2>/dev/null | cat >/dev/null; true"
 
 echo "# bash bench/run.sh   REPS=$REPS, $(nproc) cores, $(uname -r), proot $(proot --version 2>&1 | grep -o '[0-9][0-9.]*$' | head -1 || true)"
-printf '%-32s %9s %9s %9s %7s %7s\n' "workload (native paths)" native perch proot perch/n proot/n
+HEAD='%-32s %9s %9s %9s %9s %8s %8s %8s\n'
+ROW='%-32s %7sms %7sms %7sms %7sms %8s %8s %8s\n'
+printf "$HEAD" "workload (native paths)" native fuse notify proot fuse/n notify/n proot/n
 for w in "${WORKLOADS[@]}"; do
   IFS='@' read -r name nat _ <<<"$w"
   n=$(median_ms sh -c "$nat")
+  f=$(median_ms "${FUSE[@]}" sh -c "$nat")
   p=$(median_ms "${RUN[@]}" sh -c "$nat")
   r=$(median_ms proot sh -c "$nat")
-  printf '%-32s %7sms %7sms %7sms %7s %7s\n' "$name" "$n" "$p" "$r" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
+  printf "$ROW" "$name" "$n" "$f" "$p" "$r" "$(ratio "$f" "$n")" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
 done
 echo
-printf '%-32s %9s %9s %9s %7s %7s\n' "workload (inputs in /cvmfs)" native perch proot perch/n proot/n
+printf "$HEAD" "workload (inputs in /cvmfs)" native fuse notify proot fuse/n notify/n proot/n
 for w in "${WORKLOADS[@]}"; do
   IFS='@' read -r name _ cvm <<<"$w"
   [ -n "$cvm" ] || continue
   n=$(median_ms sh -c "D=$SRC; $cvm")
+  f=$(median_ms "${FUSE[@]}" sh -c "D=$CV; $cvm")
   p=$(median_ms "${RUN[@]}" sh -c "D=$CV; $cvm")
   # proot shows the same tree at the same /cvmfs path with a bind.
   r=$(median_ms proot -b "$SRC:$CV" sh -c "D=$CV; $cvm")
-  printf '%-32s %7sms %7sms %7sms %7s %7s\n' "$name" "$n" "$p" "$r" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
+  printf "$ROW" "$name" "$n" "$f" "$p" "$r" "$(ratio "$f" "$n")" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
 done
 echo
 # Where the time goes: notifications of one run of find /usr/lib, and the cost of each.
 n=$(median_ms find /usr/lib)
-stats=$("$PERCH" run -d stats --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN -- find /usr/lib 2>&1 >/dev/null | grep -o 'notifications=[0-9]*' | cut -d= -f2)
+stats=$("$PERCH" run --mode notify -d stats --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN -- find /usr/lib 2>&1 >/dev/null | grep -o 'notifications=[0-9]*' | cut -d= -f2)
 p=$(median_ms "${RUN[@]}" find /usr/lib)
-echo "find /usr/lib: $stats notifications, $(awk -v p="$p" -v n="$n" -v c="$stats" 'BEGIN{printf "%.1f", (p - n) * 1000 / c}') us each beyond native ($n ms native, $p ms perch)"
+echo "find /usr/lib (notify mode): $stats notifications, $(awk -v p="$p" -v n="$n" -v c="$stats" 'BEGIN{printf "%.1f", (p - n) * 1000 / c}') us each beyond native ($n ms native, $p ms perch)"

@@ -125,7 +125,10 @@ fn auto_mode_picks_fuse_where_it_works() {
         .arg(format!("{}/include/hello.h", r.mount()));
     let o: Out = c.output().unwrap().into();
     assert!(o.ok().stdout.starts_with("#define GREETING"), "{o}");
-    assert!(o.stderr.contains("fuse: /cvmfs mounted"), "{o}");
+    assert!(
+        o.stderr.contains("fuse mode: /cvmfs is perch's FUSE mount"),
+        "{o}"
+    );
 }
 
 /// The filter Docker's default profile amounts to for perch: `unshare` and `clone` with
@@ -254,4 +257,65 @@ fn auto_falls_back_to_notify_when_dev_fuse_cannot_be_opened() {
         "{o}"
     );
     assert!(Path::new("/dev/fuse").exists());
+}
+
+/// Drives `perch run -- bash -i` on a terminal (python3's pty): the seed's commands, then a
+/// Ctrl-C that interrupts a foreground `sleep` (bash reports 130) and an `exit 7` that is
+/// perch's status. Each step waits for its output (no fixed delays).
+const INTERACTIVE: &str = r#"
+import os, pty, re, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+buf = b""
+def until(marker, timeout=60):
+    global buf
+    end = time.time() + timeout
+    while marker not in buf:
+        if time.time() > end:
+            sys.exit("timeout waiting for %r in %r" % (marker, buf))
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            sys.exit("eof waiting for %r in %r" % (marker, buf))
+        buf += data
+def send(line): os.write(fd, line.encode() + b"\n")
+send("PS1='$ '; echo ready")
+until(b"ready\r\n")
+send("ls -lad " + os.environ["T_DIR"] + " && cp " + os.environ["T_FILE"] + " . && echo copied")
+until(b"copied\r\n")
+send("echo sleeping; sleep 30")
+until(b"sleeping\r\n")
+os.write(fd, b"\x03")
+send("echo status=$?")
+until(b"status=130\r\n")
+send("exit 7")
+_, st = os.waitpid(pid, 0)
+out = buf.decode(errors="replace")
+print("ls-ok" if " 4096 " in out else "ls-missing")
+print("status=" + ",".join(re.findall(r"status=(\d+)", out)))
+print("exit", os.WEXITSTATUS(st))
+"#;
+
+#[test]
+fn the_seeds_interactive_bash_in_each_mode() {
+    let r = Repo::standard();
+    let dir = format!("{}/sub", r.mount());
+    let readme = format!("{}/include/hello.h", r.mount());
+    for mode in run_common::MODES {
+        let _ = std::fs::remove_file(r.work().join("hello.h"));
+        let o: Out = Command::new("python3")
+            .args(["-c", INTERACTIVE, PERCH])
+            .args(r.perch_args())
+            .args(["--mode", mode, "--", "bash", "--norc", "-i"])
+            .env("T_DIR", &dir)
+            .env("T_FILE", &readme)
+            .current_dir(r.work())
+            .env("TERM", "dumb")
+            .output()
+            .unwrap()
+            .into();
+        assert_eq!(o.ok().stdout, "ls-ok\nstatus=130\nexit 7\n", "{mode}: {o}");
+        assert!(r.work().join("hello.h").exists(), "{mode}");
+    }
 }

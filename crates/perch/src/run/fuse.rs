@@ -210,7 +210,12 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
             return Err(unavailable(format!("FUSE handshake failed: {e}")));
         }
     };
-    tracing::debug!(target: "mode", pid = child.pid().0, "fuse: /cvmfs mounted, program starting");
+    tracing::debug!(
+        target: "mode",
+        pid = child.pid().0,
+        "fuse mode: /cvmfs is perch's FUSE mount in a private user+mount namespace \
+         (notify mode not needed)"
+    );
     if let Err(e) = ns::forward_signals(child.pid()) {
         tracing::warn!("cannot install signal handlers: {e}");
     }

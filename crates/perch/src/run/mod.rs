@@ -1,7 +1,12 @@
 //! `perch run`: a program and its descendants with `/cvmfs` visible, without privileges, and
 //! `perch syscalls`: what perch does with each file-system syscall.
 //!
-//! The wiring: configuration → [`crate::mounts::Client`] → [`crate::adapter::VfsMounter`]
+//! Two modes ([`mode::Mode`]; `--mode auto`, the default, picks fuse where its setup succeeds):
+//! **fuse** ([`fuse`]) runs the program in a private user + mount namespace where `/cvmfs` is
+//! perch's FUSE server (perch-fuse) and intercepts nothing; **notify**, described below,
+//! intercepts path syscalls. Both serve the same [`perch_vfs::Namespace`].
+//!
+//! The wiring of notify mode: configuration → [`crate::mounts::Client`] → [`crate::adapter::VfsMounter`]
 //! (repositories mounted lazily) → [`perch_vfs::Namespace`] → [`handler::PerchHandler`] →
 //! [`perch_intercept::Interceptor`], whose filter is derived from [`perch_vfs::SYSCALLS`]: rows
 //! routed `Notify` (and the refused ones, answered with their errno) are notified, rows routed
@@ -22,7 +27,7 @@
 //! loader's shadow file (glibc ≥ 2.33 loaders); the loader opens PROGRAM through perch. The
 //! same holds for the last interpreter of a `#!` chain.
 //!
-//! Limits, documented:
+//! Limits of notify mode, documented:
 //! - `/proc/self/exe` of a PT_INTERP program shows the loader; `AT_EXECFN` is the program path.
 //! - Host symlinks into `/cvmfs` (`/opt/sw -> /cvmfs/sw.example.org`) are not followed into
 //!   the repository (perch never stats host paths, see perch-vfs `resolve`).
