@@ -30,6 +30,9 @@ fn ferr(e: Errno) -> FErrno {
     FErrno::from_i32(e.raw())
 }
 
+/// What a node designates: its repository (`None`: the mount point), path and entry.
+type Target = (Option<Arc<dyn Repository>>, Vec<u8>, Entry);
+
 /// One directory entry of an open directory.
 struct DirItem {
     name: Vec<u8>,
@@ -76,7 +79,7 @@ impl PerchFs {
     }
 
     /// Repository, repository path and entry of a node; `None` repository for the mount point.
-    fn resolve(&self, node: &Node) -> Result<(Option<Arc<dyn Repository>>, Vec<u8>, Entry), Errno> {
+    fn resolve(&self, node: &Node) -> Result<Target, Errno> {
         match node {
             Node::Root => Ok((None, Vec::new(), self.ns.root_entry())),
             Node::RepoRoot(fqrn) => {

@@ -96,15 +96,6 @@ fn fuse_mode_lists_cvmfs_and_keeps_the_callers_ids() {
 }
 
 /// The ids of the test process (`id -u`, `id -g` natively).
-fn rustix_ids() -> (String, String) {
-    let id = |flag: &str| {
-        let o = Command::new("id").arg(flag).output().unwrap();
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
-    (id("-u"), id("-g"))
-}
-
-/// The ids of the test process (`id -u`, `id -g` natively).
 fn ids() -> (String, String) {
     let id = |flag: &str| {
         let o = Command::new("id").arg(flag).output().unwrap();
