@@ -310,3 +310,49 @@ fn the_seeds_interactive_bash_in_each_mode() {
         assert!(r.work().join("hello.h").exists(), "{mode}");
     }
 }
+
+/// Fuse mode as user 65534 without capabilities, where `/dev/fuse` is usable by everyone (as on
+/// Debian and EL hosts; here a `0666` node bound over it in a private mount namespace of the
+/// test): the job runs in fuse mode, keeps its uid, and root's files show as 65534 (the one id
+/// an unprivileged user namespace can map is the user's own).
+#[test]
+fn unprivileged_fuse_mode_with_a_usable_dev_fuse() {
+    assert!(
+        is_root(),
+        "this test sets up a mount namespace and must run as root (as CI does)"
+    );
+    let mut r = Repo::standard().in_mode("fuse");
+    r.drop_privileges();
+    let node = r.dir.path().join("fuse-0666");
+    let script = format!(
+        "rm -f {node} && mknod -m 0666 {node} c 10 229 && mount --bind {node} /dev/fuse && exec \"$@\"",
+        node = node.display()
+    );
+    let mut inner = nobody(PERCH);
+    inner.args(r.perch_args()).args([
+        "--",
+        "sh",
+        "-c",
+        "id -u; grep CapEff /proc/self/status; cat \"$0\"/sub/dirlink/file.txt; \
+         stat -c '%u %a %n' \"$0\"/include/hello.h /usr; cat \"$0\"/sub/deep/private",
+        &r.mount(),
+    ]);
+    let o: Out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .current_dir(r.work())
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(o.code, Some(1), "{o}");
+    assert_eq!(
+        o.stdout,
+        format!(
+            "65534\nCapEff:\t0000000000000000\ndeeper\n65534 644 {m}/include/hello.h\n65534 755 /usr\n",
+            m = r.mount()
+        ),
+        "{o}"
+    );
+    assert!(o.stderr.ends_with("Permission denied\n"), "{o}");
+}
