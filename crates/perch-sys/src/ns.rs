@@ -665,6 +665,53 @@ pub fn forward_signals(pid: Pid) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`), so that
+/// processes a program leaves behind can be found with [`kill_remaining_children`].
+pub fn become_subreaper() -> Result<(), Errno> {
+    // SAFETY: prctl with integer arguments only.
+    check_int(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }).map(drop)
+}
+
+/// This process's children, from `/proc/self/task/*/children` (empty where the kernel lacks
+/// `CONFIG_PROC_CHILDREN`).
+fn own_children() -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// Kills (`SIGKILL`) and reaps every remaining child of this process, again and again, since
+/// the orphans of a killed one come to this process (see [`become_subreaper`]), until none is
+/// left.
+pub fn kill_remaining_children() {
+    loop {
+        let kids = own_children();
+        if kids.is_empty() {
+            return;
+        }
+        for k in kids {
+            let _ = misc::kill(Pid(k), libc::SIGKILL);
+        }
+        let mut status = 0;
+        // SAFETY: `status` is a writable c_int that outlives the call. Each child was just
+        // sent SIGKILL, so the wait ends.
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        if r < 0 && errno_now() != libc::EINTR {
+            return;
+        }
+    }
+}
+
 /// Whether the mount directory must be made in a new root: `Ok(true)` when `path` does not
 /// exist, `Ok(false)` for an existing directory.
 pub fn needs_new_root(path: &std::path::Path) -> Result<bool, Errno> {

@@ -356,3 +356,17 @@ fn unprivileged_fuse_mode_with_a_usable_dev_fuse() {
     );
     assert!(o.stderr.ends_with("Permission denied\n"), "{o}");
 }
+
+/// Processes the program leaves behind (daemonized with `setsid`, or orphaned) are killed when
+/// it exits, as in notify mode.
+#[test]
+fn leftover_processes_are_killed_in_fuse_mode() {
+    let r = Repo::standard().in_mode("fuse");
+    let o = r.perch("setsid sleep 1000 & echo $!; (sleep 1001 & echo $!) ; true");
+    let pids: Vec<String> = o.ok().stdout.lines().map(str::to_string).collect();
+    assert_eq!(pids.len(), 2, "{o}");
+    for p in pids {
+        let cmd = std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        assert!(!cmd.starts_with("sleep"), "{p} still runs: {cmd}");
+    }
+}

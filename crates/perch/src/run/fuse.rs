@@ -17,8 +17,8 @@
 //! terminal's Ctrl-C, Ctrl-Z and `fg` reach both; perch ignores `SIGINT`/`SIGQUIT` while the
 //! program runs (a handler, so the program does not inherit an ignored signal), passes
 //! `SIGTERM`/`SIGHUP` sent to perch on to the program, and exits with the program's status
-//! (128+N for signal N). Processes the program leaves running keep the namespace alive; once
-//! perch has exited, their accesses to `/cvmfs` fail with `ENOTCONN`.
+//! (128+N for signal N). Processes the program leaves running when it exits are killed
+//! (`SIGKILL`) and reaped, as in notify mode: perch is their subreaper.
 //!
 //! Not supported in fuse mode (auto mode picks notify for them): `-M` remapping and
 //! `--record`, both of which need to see the program's calls.
@@ -183,6 +183,11 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
         perch_fuse::MOUNT_OPTIONS,
     )
     .map_err(|_| unavailable("an argument or environment string contains a NUL byte"))?;
+    // Orphans of the program come to perch, which kills them when the program has exited (as
+    // notify mode does: nothing would serve their /cvmfs afterwards).
+    if let Err(e) = ns::become_subreaper() {
+        tracing::warn!("cannot become the subreaper of the job: {e}");
+    }
     let child = ns::spawn(&plan).map_err(|e| unavailable(format!("fork failed: {e}")))?;
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
@@ -226,8 +231,9 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
     let status = child
         .wait()
         .map_err(|e| unavailable(format!("waitpid failed: {e}")))?;
-    // The session thread ends when the last process using the mount is gone; it is not
-    // waited for (a program may leave processes behind).
+    // Processes the program left behind are killed and reaped; the session thread then ends
+    // with the mount namespace (it is not waited for).
+    ns::kill_remaining_children();
     drop(session);
     match status {
         Ok(127) | Ok(126) => {
