@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 # binary:package pairs the tests use for real (servers, programs run under perch).
 needs=(nginx:nginx-light squid:squid proot:proot python3:python3 gcc:gcc make:make git:git ps:procps
        setpriv:util-linux file:file nm:binutils makeflow:coop-computing-tools work_queue_worker:coop-computing-tools
-       munged:munge slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client
+       munged:munge slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client strace:strace
        qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio curl:curl xz:xz-utils
        gpgv:gpgv)
 missing=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# perch run vs native vs Debian's proot, from one run: median wall time of each workload and
-# its ratio to native, on native paths and with the inputs in /cvmfs (warm cache).
+# perch run (fuse mode and notify mode) vs native vs Debian's proot, from one run: median wall
+# time of each workload and its ratio to native, on native paths and with the inputs in /cvmfs
+# (warm cache). The fuse column needs user namespaces and /dev/fuse (it says FAILED otherwise).
 # Reproduce with:  bash bench/run.sh            (REPS=5 by default; BIG=1 adds cat of a 1 GiB file)
 # Options (environment):
 #   ROWS=REGEX      only the workloads whose name matches (grep -E), e.g. ROWS=threads
@@ -45,7 +46,9 @@ if [ "${BIG:-0}" = 1 ]; then head -c 1073741824 /dev/urandom > "$SRC/big"; fi
 "$PERCH" publish "$SRC" --fqrn $FQRN --keys "$W/keys" --stratum "$W/stratum" --chunk-sizes off >/dev/null
 printf 'CVMFS_SERVER_URL=file://%s/stratum\nCVMFS_HTTP_PROXY=DIRECT\nCVMFS_PUBLIC_KEY=%s/keys/%s.pub\n' "$W" "$W" $FQRN > "$W/client.conf"
 mkdir -p "$W/etc" "$W/cache" "$W/cache-old" "$W/out"
-RUN=("$PERCH" run --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
+RUN=("$PERCH" run --mode notify --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
+FUSE=("$PERCH" run --mode fuse --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
+# The old build may predate --mode (notify was its only mode).
 OLD=("${PERCH_OLD:-false}" run --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache-old" -r $FQRN --)
 CV=/cvmfs/$FQRN
 
@@ -110,24 +113,25 @@ echo "# bash bench/run.sh   REPS=$REPS${ROWS:+ ROWS=$ROWS}, $(nproc) cores, $(un
 [ -z "$PERCH_OLD" ] || echo "# perch(old) = $PERCH_OLD, run alternately with perch = $PERCH"
 header() {
   if [ -n "$PERCH_OLD" ]; then
-    printf '%-32s %9s %9s %9s %9s %7s %7s %7s\n' "$1" native "perch(old)" perch proot old/n perch/n proot/n
+    printf '%-32s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' "$1" native "notify(old)" notify fuse proot old/n notify/n fuse/n proot/n
   else
-    printf '%-32s %9s %9s %9s %7s %7s\n' "$1" native perch proot perch/n proot/n
+    printf '%-32s %9s %9s %9s %9s %8s %8s %8s\n' "$1" native notify fuse proot notify/n fuse/n proot/n
   fi
 }
 row() { # name native-script perch-script proot-args...
-  local name=$1 nat=$2 under=$3 n p o r; shift 3
+  local name=$1 nat=$2 under=$3 n p o f r; shift 3
   n=$(median_ms sh -c "$nat")
   if [ -n "$PERCH_OLD" ]; then
     read -r p o <<<"$(median_pair_ms "$under")"
   else
     p=$(median_ms "${RUN[@]}" sh -c "$under")
   fi
+  f=$(median_ms "${FUSE[@]}" sh -c "$under")
   r=$(median_ms proot "$@" sh -c "$under")
   if [ -n "$PERCH_OLD" ]; then
-    printf '%-32s %7sms %7sms %7sms %7sms %7s %7s %7s\n' "$name" "$n" "$o" "$p" "$r" "$(ratio "$o" "$n")" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
+    printf '%-32s %7sms %7sms %7sms %7sms %7sms %8s %8s %8s %8s\n' "$name" "$n" "$o" "$p" "$f" "$r" "$(ratio "$o" "$n")" "$(ratio "$p" "$n")" "$(ratio "$f" "$n")" "$(ratio "$r" "$n")"
   else
-    printf '%-32s %7sms %7sms %7sms %7s %7s\n' "$name" "$n" "$p" "$r" "$(ratio "$p" "$n")" "$(ratio "$r" "$n")"
+    printf '%-32s %7sms %7sms %7sms %7sms %8s %8s %8s\n' "$name" "$n" "$p" "$f" "$r" "$(ratio "$p" "$n")" "$(ratio "$f" "$n")" "$(ratio "$r" "$n")"
   fi
 }
 header "workload (native paths)"
@@ -149,6 +153,6 @@ echo
 [ -z "$ROWS" ] || exit 0
 # Where the time goes: notifications of one run of find /usr/lib, and the cost of each.
 n=$(median_ms find /usr/lib)
-stats=$("$PERCH" run -d stats --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN -- find /usr/lib 2>&1 >/dev/null | grep -o 'notifications=[0-9]*' | cut -d= -f2)
+stats=$("$PERCH" run --mode notify -d stats --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN -- find /usr/lib 2>&1 >/dev/null | grep -o 'notifications=[0-9]*' | cut -d= -f2)
 p=$(median_ms "${RUN[@]}" find /usr/lib)
-echo "find /usr/lib: $stats notifications, $(awk -v p="$p" -v n="$n" -v c="$stats" 'BEGIN{printf "%.1f", (p - n) * 1000 / c}') us each beyond native ($n ms native, $p ms perch)"
+echo "find /usr/lib (notify mode): $stats notifications, $(awk -v p="$p" -v n="$n" -v c="$stats" 'BEGIN{printf "%.1f", (p - n) * 1000 / c}') us each beyond native ($n ms native, $p ms perch)"

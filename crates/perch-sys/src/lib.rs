@@ -4,7 +4,8 @@
 //! ([`spawn`], the one small async-signal-safe fork-to-exec child), the notify ioctls
 //! (`SECCOMP_IOCTL_NOTIF_RECV/SEND/ID_VALID/ADDFD`, [`notify`]), ptrace and `waitpid`
 //! ([`ptrace`]), tracee memory through `process_vm_readv/writev` with a `/proc/<pid>/mem`
-//! fallback ([`mem`]), `poll` and `eventfd` ([`misc`]). Every call takes typed values
+//! fallback ([`mem`]), `poll`, `epoll` and `eventfd` ([`misc`]), and fuse mode's namespaces
+//! and mounts ([`ns`]). Every call takes typed values
 //! (`BorrowedFd`, [`notify::NotifId`], [`Pid`]) and returns `Result<_, Errno>`. It knows no
 //! policy and does no logging; each `unsafe` block states the invariant it relies on.
 //!
@@ -17,6 +18,7 @@
 pub mod mem;
 pub mod misc;
 pub mod notify;
+pub mod ns;
 pub mod ptrace;
 pub mod spawn;
 

@@ -42,6 +42,11 @@ pub const DEBUG_FLAGS: &[(&str, &[&str], &str)] = &[
         &["perch::stats"],
         "counters at the end of perch run",
     ),
+    (
+        "mode",
+        &["mode"],
+        "which mode perch run uses (fuse, notify) and why the other is not used",
+    ),
     ("all", &[], "all of the above"),
 ];
 

@@ -1,7 +1,12 @@
 //! `perch run`: a program and its descendants with `/cvmfs` visible, without privileges, and
 //! `perch syscalls`: what perch does with each file-system syscall.
 //!
-//! The wiring: configuration → [`crate::mounts::Client`] → [`crate::adapter::VfsMounter`]
+//! Two modes ([`mode::Mode`]; `--mode auto`, the default, picks fuse where its setup succeeds):
+//! **fuse** ([`fuse`]) runs the program in a private user + mount namespace where `/cvmfs` is
+//! perch's FUSE server (perch-fuse) and intercepts nothing; **notify**, described below,
+//! intercepts path syscalls. Both serve the same [`perch_vfs::Namespace`].
+//!
+//! The wiring of notify mode: configuration → [`crate::mounts::Client`] → [`crate::adapter::VfsMounter`]
 //! (repositories mounted lazily) → [`perch_vfs::Namespace`] → [`handler::PerchHandler`] →
 //! [`perch_intercept::Interceptor`], whose filter is generated from [`perch_vfs::SYSCALLS`]
 //! ([`interceptor`]): rows routed `Notify` are notified and answered by their row's code, rows
@@ -23,7 +28,7 @@
 //! loader's shadow file (glibc ≥ 2.33 loaders); the loader opens PROGRAM through perch. The
 //! same holds for the last interpreter of a `#!` chain.
 //!
-//! Limits, documented:
+//! Limits of notify mode, documented:
 //! - `/proc/self/exe` of a PT_INTERP program shows the loader; `AT_EXECFN` is the program path.
 //! - Host symlinks into `/cvmfs` (`/opt/sw -> /cvmfs/sw.example.org`) are not followed into
 //!   the repository (perch never stats host paths, see perch-vfs `resolve`).
@@ -44,8 +49,10 @@
 //! - perch does not forward signals sent to itself: a `SIGTERM` to perch kills the program
 //!   (`PTRACE_O_EXITKILL`); send signals to the program's process group instead.
 
+pub mod fuse;
 pub mod guard;
 pub mod handler;
+pub mod mode;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -82,8 +89,13 @@ pub struct RunArgs {
     /// is preloaded with everything below it).
     #[arg(long = "record", value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// Supervisor threads answering notifications at once (default: one per CPU the job may
-    /// use, 4 to 16).
+    /// How /cvmfs is given to the program: notify (intercept path syscalls), fuse (perch's
+    /// FUSE server in a private user + mount namespace, nothing intercepted), or auto (fuse
+    /// where it works, else notify; `-d mode` says why).
+    #[arg(long = "mode", value_enum, default_value_t = mode::Mode::default(), value_name = "MODE")]
+    pub mode: mode::Mode,
+    /// Supervisor threads answering notifications at once in notify mode (default: one per
+    /// CPU the job may use, 4 to 16).
     #[arg(long = "workers", value_name = "N")]
     pub workers: Option<usize>,
     /// The program and its arguments (`--` before CMD when CMD starts with `-`; an unknown
@@ -123,19 +135,24 @@ fn parse_remap(s: &str) -> Result<Remap, Fail> {
     })
 }
 
-fn setup(args: &RunArgs) -> Result<(PerchHandler, Interceptor), Fail> {
-    let remaps = args
-        .remap
-        .iter()
-        .map(|s| parse_remap(s))
-        .collect::<Result<Vec<_>, _>>()?;
+/// The namespace both modes serve: configuration, cache directory, lazy mounter.
+fn namespace(args: &RunArgs) -> Result<Namespace, Fail> {
     let mut client = Client::new(args.client.clone());
     client.add_repositories(&args.repositories);
     let mount_dir = client.mount_dir().as_os_str().as_bytes().to_vec();
     let cache_root = client.cache_root().or_fail(Failure::Config)?;
     crate::mounts::usable_cache(&cache_root)?;
     let mounter = Arc::new(VfsMounter::new(client, cache_root));
-    let ns = Namespace::with_mountpoint(mounter, &mount_dir).or_fail(Failure::Config)?;
+    Namespace::with_mountpoint(mounter, &mount_dir).or_fail(Failure::Config)
+}
+
+fn setup(args: &RunArgs) -> Result<(PerchHandler, Interceptor), Fail> {
+    let remaps = args
+        .remap
+        .iter()
+        .map(|s| parse_remap(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ns = namespace(args)?;
     let handler = PerchHandler::new(ns, handler::own_cred(), remaps, args.record.is_some());
     let mut interceptor = interceptor();
     if let Some(n) = args.workers {
@@ -160,8 +177,32 @@ fn write_record(file: &std::path::Path, lines: &[String]) -> Result<(), Fail> {
         .or_fail(Failure::Io)
 }
 
-/// Runs `perch run`; returns the program's status.
+/// Runs `perch run` in the mode asked for; returns the program's status.
 pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
+    use fuse::FuseFailure;
+    use mode::Mode;
+    if args.mode == Mode::Notify {
+        tracing::debug!(target: "mode", "notify mode: asked for with --mode notify");
+        return notify(args);
+    }
+    // Configuration errors are the same in both modes: report them, do not fall back.
+    let ns = Arc::new(namespace(&args)?);
+    match fuse::run(&args, ns) {
+        Ok(code) => Ok(code),
+        Err(FuseFailure::Exec(code)) => Ok(code),
+        Err(FuseFailure::Unavailable(why)) if args.mode == Mode::Auto => {
+            tracing::debug!(target: "mode", "notify mode: fuse mode unavailable: {why}");
+            notify(args)
+        }
+        Err(FuseFailure::Unavailable(why)) => Err(Fail::new(
+            Failure::Unsupported,
+            anyhow!("fuse mode unavailable: {why}"),
+        )),
+    }
+}
+
+/// `perch run` in notify mode.
+fn notify(args: RunArgs) -> Result<ExitCode, Fail> {
     let (handler, interceptor) = setup(&args)?;
     let stats = interceptor.stats();
     let handler = Arc::new(handler);

@@ -179,6 +179,8 @@ pub struct Repo {
     pub fqrn: String,
     /// Run both sides as user/group 65534 with no capabilities (when the tests run as root).
     pub as_nobody: bool,
+    /// `perch run --mode` (`None`: perch's default).
+    pub mode: Option<&'static str>,
 }
 
 /// True when the tests run as root.
@@ -245,7 +247,14 @@ impl Repo {
             dir,
             fqrn: fqrn.to_string(),
             as_nobody: false,
+            mode: None,
         }
+    }
+
+    /// From now on run `perch run --mode mode`.
+    pub fn in_mode(mut self, mode: &'static str) -> Repo {
+        self.mode = Some(mode);
+        self
     }
 
     /// From now on run both sides as user 65534 (if root; else as the current, unprivileged,
@@ -290,7 +299,7 @@ impl Repo {
     /// `perch run` with this repository configured, before `--`.
     pub fn perch_args(&self) -> Vec<String> {
         let d = self.dir.path().display();
-        vec![
+        let mut v: Vec<String> = vec![
             "run".into(),
             "--config-dir".into(),
             format!("{d}/etc"),
@@ -300,7 +309,11 @@ impl Repo {
             format!("{d}/cache"),
             "-r".into(),
             self.fqrn.clone(),
-        ]
+        ];
+        if let Some(m) = self.mode {
+            v.extend(["--mode".into(), m.into()]);
+        }
+        v
     }
 
     fn env(&self, c: &mut Command, root: &str) {
@@ -351,15 +364,33 @@ impl Repo {
             "native run failed (the test is wrong):\n{n}"
         );
         if n != p {
-            panic!("`{script}` differs\n=== native\n{n}\n=== perch run\n{p}");
+            panic!(
+                "`{script}` differs\n=== native\n{n}\n=== perch run (mode {:?})\n{p}",
+                self.mode
+            );
         }
         p
+    }
+}
+
+/// The modes every mode-independent `perch run` test runs in.
+pub const MODES: [&str; 2] = ["notify", "fuse"];
+
+/// Runs `f` on the standard repository in every mode of [`MODES`] (published once: the modes
+/// share the repository and its cache).
+pub fn each_mode(f: impl Fn(&Repo)) {
+    let mut r = Repo::standard();
+    for m in MODES {
+        r.mode = Some(m);
+        f(&r);
     }
 }
 
 /// The fixture repositories made by the real CernVM-FS tools, both configured.
 pub struct Fixtures {
     pub dir: tempfile::TempDir,
+    /// `perch run --mode` (`None`: perch's default).
+    pub mode: Option<&'static str>,
 }
 
 impl Fixtures {
@@ -385,12 +416,20 @@ impl Fixtures {
         for d in ["cache", "etc"] {
             std::fs::create_dir(dir.path().join(d)).unwrap();
         }
-        Fixtures { dir }
+        Fixtures { dir, mode: None }
+    }
+
+    /// The fixtures, run with `perch run --mode mode`.
+    pub fn in_mode(mode: &'static str) -> Fixtures {
+        Fixtures {
+            mode: Some(mode),
+            ..Fixtures::new()
+        }
     }
 
     pub fn args(&self) -> Vec<String> {
         let d = self.dir.path().display();
-        vec![
+        let mut v: Vec<String> = vec![
             "run".into(),
             "--config-dir".into(),
             format!("{d}/etc"),
@@ -398,7 +437,11 @@ impl Fixtures {
             format!("{d}/client.conf"),
             "--cache".into(),
             format!("{d}/cache"),
-        ]
+        ];
+        if let Some(m) = self.mode {
+            v.extend(["--mode".into(), m.into()]);
+        }
+        v
     }
 
     /// `perch run [extra] -- argv`.

@@ -1,0 +1,819 @@
+//! [`PerchFs`]: the FUSE operations on the perch-vfs namespace.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fuser::{
+    Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request,
+};
+use perch_vfs::{Entry, Errno, Kind, Namespace, Outcome, Repository, Resolved, XattrReply};
+
+use crate::attr::{file_attr, file_type, placeholder_dir};
+use crate::nodes::{entry_id, repo_root_id, Node, Nodes, ROOT};
+
+/// How long the kernel keeps what a mounted revision says (it never changes).
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longest name the kernel hands us that can exist (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+fn ferr(e: Errno) -> FErrno {
+    FErrno::from_i32(e.raw())
+}
+
+/// What a node designates: its repository (`None`: the mount point), path and entry.
+type Target = (Option<Arc<dyn Repository>>, Vec<u8>, Entry);
+
+/// One directory entry of an open directory.
+struct DirItem {
+    name: Vec<u8>,
+    id: u64,
+    kind: FileType,
+    /// What the node is (`None` for `.` and `..`, which the kernel never counts).
+    node: Option<Node>,
+    /// Attributes and their lifetime for readdirplus.
+    attr: FileAttr,
+    ttl: Duration,
+}
+
+/// The namespace of perch-vfs as a FUSE file system (read-only).
+pub struct PerchFs {
+    ns: Arc<Namespace>,
+    nodes: Nodes,
+    files: Mutex<HashMap<u64, Arc<File>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
+    next_fh: AtomicU64,
+}
+
+impl PerchFs {
+    /// A file system serving `ns`.
+    pub fn new(ns: Arc<Namespace>) -> PerchFs {
+        PerchFs {
+            ns,
+            nodes: Nodes::default(),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    fn fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn mounted(&self, fqrn: &str) -> Result<Arc<dyn Repository>, Errno> {
+        match self.ns.mount(fqrn) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(Errno::ENOENT),
+            Err(e) => Err(e.errno()),
+        }
+    }
+
+    /// Repository, repository path and entry of a node; `None` repository for the mount point.
+    fn resolve(&self, node: &Node) -> Result<Target, Errno> {
+        match node {
+            Node::Root => Ok((None, Vec::new(), self.ns.root_entry())),
+            Node::RepoRoot(fqrn) => {
+                let repo = self.mounted(fqrn)?;
+                let entry = repo.lookup(b"").map_err(|e| e.errno())?.ok_or(Errno::EIO)?;
+                Ok((Some(repo), Vec::new(), entry))
+            }
+            Node::Entry { repo, path, entry } => {
+                Ok((Some(repo.clone()), path.clone(), entry.clone()))
+            }
+        }
+    }
+
+    fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
+        self.nodes.get(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    /// Attributes of a node with its lifetime in the kernel.
+    fn attr_of(&self, id: u64, node: &Node) -> Result<(FileAttr, Duration), Errno> {
+        let (_, _, entry) = self.resolve(node)?;
+        let ttl = if matches!(node, Node::Root) {
+            // The list of configured repositories is fixed for the run, but `ls -ld /cvmfs`
+            // is cheap and the mount point's link count is all it shows.
+            Duration::from_secs(1)
+        } else {
+            FOREVER
+        };
+        Ok((file_attr(id, &entry), ttl))
+    }
+
+    fn do_lookup(&self, parent: &Node, name: &[u8]) -> Result<Option<(u64, Node, Entry)>, Errno> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        match parent {
+            Node::Root => {
+                let Ok(fqrn) = std::str::from_utf8(name) else {
+                    return Err(Errno::ENOENT);
+                };
+                let node = Node::RepoRoot(fqrn.to_owned());
+                let (_, _, entry) = self.resolve(&node)?;
+                Ok(Some((repo_root_id(fqrn), node, entry)))
+            }
+            _ => {
+                let (repo, path, entry) = self.resolve(parent)?;
+                let repo = repo.ok_or(Errno::EIO)?;
+                if entry.kind != Kind::Dir {
+                    return Err(Errno::ENOTDIR);
+                }
+                let mut child = path;
+                child.push(b'/');
+                child.extend_from_slice(name);
+                match repo.lookup(&child).map_err(|e| e.errno())? {
+                    None => Ok(None),
+                    Some(e) => Ok(Some((
+                        entry_id(repo.fqrn(), e.inode),
+                        Node::Entry {
+                            repo: repo.clone(),
+                            path: child,
+                            entry: e.clone(),
+                        },
+                        e,
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// The listing of a directory node, `.` and `..` first.
+    fn listing(&self, id: u64, node: &Node) -> Result<Vec<DirItem>, Errno> {
+        let (repo, path, entry) = self.resolve(node)?;
+        if entry.kind != Kind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        let dot = |name: &[u8], id: u64| DirItem {
+            name: name.to_vec(),
+            id,
+            kind: FileType::Directory,
+            node: None,
+            attr: placeholder_dir(id),
+            ttl: Duration::ZERO,
+        };
+        let parent_id = match (&repo, node) {
+            (Some(r), Node::Entry { .. }) => {
+                let up = &path[..path.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+                if up.is_empty() {
+                    repo_root_id(r.fqrn())
+                } else {
+                    match r.lookup(up) {
+                        Ok(Some(e)) => entry_id(r.fqrn(), e.inode),
+                        _ => ROOT,
+                    }
+                }
+            }
+            _ => ROOT,
+        };
+        let mut items = vec![dot(b".", id), dot(b"..", parent_id)];
+        match repo {
+            None => {
+                let mounted: HashMap<String, Arc<dyn Repository>> = self
+                    .ns
+                    .mounted()
+                    .into_iter()
+                    .map(|r| (r.fqrn().to_owned(), r))
+                    .collect();
+                for fqrn in self.ns.mounter().configured() {
+                    let rid = repo_root_id(&fqrn);
+                    let known = mounted
+                        .get(&fqrn)
+                        .and_then(|r| r.lookup(b"").ok().flatten());
+                    let (attr, ttl) = match known {
+                        Some(e) => (file_attr(rid, &e), FOREVER),
+                        // Not mounted yet: shown as a directory, mounted on first real use.
+                        None => (placeholder_dir(rid), Duration::ZERO),
+                    };
+                    items.push(DirItem {
+                        name: fqrn.as_bytes().to_vec(),
+                        id: rid,
+                        kind: FileType::Directory,
+                        node: Some(Node::RepoRoot(fqrn)),
+                        attr,
+                        ttl,
+                    });
+                }
+            }
+            Some(repo) => {
+                let children = repo.list(&path).map_err(|e| e.errno())?;
+                for (name, e) in children {
+                    let cid = entry_id(repo.fqrn(), e.inode);
+                    let mut cpath = path.clone();
+                    cpath.push(b'/');
+                    cpath.extend_from_slice(&name);
+                    items.push(DirItem {
+                        kind: file_type(e.kind),
+                        attr: file_attr(cid, &e),
+                        ttl: FOREVER,
+                        node: Some(Node::Entry {
+                            repo: repo.clone(),
+                            path: cpath,
+                            entry: e,
+                        }),
+                        name,
+                        id: cid,
+                    });
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    fn dir_items(&self, fh: FileHandle) -> Option<Arc<Vec<DirItem>>> {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned()
+    }
+
+    fn virtual_of(&self, ino: INodeNo) -> Result<Resolved, Errno> {
+        let node = self.node(ino)?;
+        let (repo, path, entry) = self.resolve(&node)?;
+        Ok(Resolved::Virtual { repo, path, entry })
+    }
+}
+
+fn offset_index(offset: u64) -> usize {
+    usize::try_from(offset).unwrap_or(usize::MAX)
+}
+
+fn xattr_reply(out: Outcome<XattrReply>, reply: ReplyXattr) {
+    match out {
+        Outcome::Value(XattrReply::Size(n)) => reply.size(u32::try_from(n).unwrap_or(u32::MAX)),
+        Outcome::Value(XattrReply::Data(d)) => reply.data(&d),
+        Outcome::Err(e) => reply.error(ferr(e)),
+        Outcome::Continue | Outcome::Host(_) => reply.error(FErrno::EIO),
+    }
+}
+
+impl Filesystem for PerchFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Each is an optimisation: a kernel without it still works.
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            let _ = config.add_capabilities(flag);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let parent_node = match self.node(parent) {
+            Ok(n) => n,
+            Err(e) => return reply.error(ferr(e)),
+        };
+        match self.do_lookup(&parent_node, name.as_bytes()) {
+            Ok(Some((id, node, entry))) => {
+                let attr = file_attr(id, &entry);
+                self.nodes.remember(id, node);
+                reply.entry(&FOREVER, &attr, Generation(0));
+            }
+            // Absent inside a repository: cached by the kernel (node id 0) like any entry.
+            Ok(None) => {
+                let mut attr = placeholder_dir(0);
+                attr.ino = INodeNo(0);
+                reply.entry(&FOREVER, &attr, Generation(0));
+            }
+            Err(e) => reply.error(ferr(e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.nodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino).and_then(|n| self.attr_of(ino.0, &n)) {
+            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+            Err(e) => reply.error(ferr(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.node(ino).and_then(|n| self.resolve(&n)) {
+            Ok((
+                _,
+                _,
+                Entry {
+                    symlink: Some(t), ..
+                },
+            )) => reply.data(&t),
+            Ok(_) => reply.error(FErrno::EINVAL),
+            Err(e) => reply.error(ferr(e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+            return reply.error(FErrno::EROFS);
+        }
+        let opened =
+            self.node(ino)
+                .and_then(|n| self.resolve(&n))
+                .and_then(|(repo, path, entry)| {
+                    let repo = repo.ok_or(Errno::EISDIR)?;
+                    match entry.kind {
+                        Kind::File => {}
+                        Kind::Dir => return Err(Errno::EISDIR),
+                        _ => return Err(Errno::ENXIO),
+                    }
+                    let file = repo.fetch(&path, &entry).map_err(|e| e.errno())?;
+                    open_object(&file)
+                });
+        match opened {
+            Ok(file) => {
+                let fh = self.fh();
+                self.files
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(fh, Arc::new(file));
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            Err(e) => reply.error(ferr(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let file = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned();
+        let Some(file) = file else {
+            return reply.error(FErrno::EBADF);
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(target: "fuse", "read of a cache object failed: {e}");
+                    return reply.error(FErrno::EIO);
+                }
+            }
+        }
+        reply.data(&buf[..got]);
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is ever written, so nothing to flush at close.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino).and_then(|n| self.listing(ino.0, &n)) {
+            Ok(items) => {
+                let fh = self.fh();
+                self.dirs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(fh, Arc::new(items));
+                let flags = if ino.0 == ROOT {
+                    FopenFlags::empty()
+                } else {
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
+                };
+                reply.opened(FileHandle(fh), flags);
+            }
+            Err(e) => reply.error(ferr(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(items) = self.dir_items(fh) else {
+            return reply.error(FErrno::EBADF);
+        };
+        for (i, it) in items.iter().enumerate().skip(offset_index(offset)) {
+            if reply.add(
+                INodeNo(it.id),
+                i as u64 + 1,
+                it.kind,
+                OsStr::from_bytes(&it.name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(items) = self.dir_items(fh) else {
+            return reply.error(FErrno::EBADF);
+        };
+        for (i, it) in items.iter().enumerate().skip(offset_index(offset)) {
+            let full = reply.add(
+                INodeNo(it.id),
+                i as u64 + 1,
+                OsStr::from_bytes(&it.name),
+                &it.ttl,
+                &it.attr,
+                Generation(0),
+            );
+            if full {
+                break;
+            }
+            // The kernel takes a reference to every entry but `.` and `..`.
+            if let Some(node) = &it.node {
+                self.nodes.remember(it.id, node.clone());
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Like notify mode: the sizes of the cache's file system, in 4 KiB blocks.
+        let (mut blocks, mut bfree, mut bavail, mut files, mut ffree) = (0, 0, 0, 0, 0);
+        if let Ok(v) = rustix::fs::statvfs(self.ns.shadow().root()) {
+            let scale = |n: u64| n.saturating_mul(v.f_frsize) / 4096;
+            blocks = scale(v.f_blocks);
+            bfree = scale(v.f_bfree);
+            bavail = scale(v.f_bavail);
+            files = v.f_files;
+            ffree = v.f_ffree;
+        }
+        reply.statfs(blocks, bfree, bavail, files, ffree, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.virtual_of(ino) {
+            Ok(r) => xattr_reply(
+                self.ns.getxattr(&r, name.as_bytes(), size as usize, None),
+                reply,
+            ),
+            Err(e) => reply.error(ferr(e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.virtual_of(ino) {
+            Ok(r) => xattr_reply(self.ns.listxattr(&r, size as usize), reply),
+            Err(e) => reply.error(ferr(e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // With default_permissions the kernel checks modes itself and never asks.
+        reply.ok();
+    }
+
+    // The write family: a read-only file system (the mount is read-only too, so the kernel
+    // normally answers EROFS before asking).
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(FErrno::EROFS);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(FErrno::EROFS);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(FErrno::EROFS);
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(FErrno::EROFS);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(FErrno::EROFS);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(FErrno::EROFS);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(FErrno::EROFS);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(FErrno::EROFS);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(FErrno::EROFS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(FErrno::EROFS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(FErrno::EROFS);
+    }
+
+    // The rest answer what the kernel needs to fall back on its own code (local POSIX locks,
+    // generic lseek and copy, poll always ready) or what a regular file would, without the
+    // library's "not implemented" warnings (they would reach the program's stderr).
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        reply.error(FErrno::ENOSYS);
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(FErrno::ENOSYS);
+    }
+
+    fn bmap(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _blocksize: u32,
+        _idx: u64,
+        reply: fuser::ReplyBmap,
+    ) {
+        reply.error(FErrno::ENOSYS);
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // Like a regular file: no terminal, no special ioctls.
+        reply.error(FErrno::from_i32(libc::ENOTTY));
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        reply.error(FErrno::ENOSYS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(FErrno::EROFS);
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        reply.error(FErrno::ENOSYS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: fuser::ReplyWrite,
+    ) {
+        reply.error(FErrno::ENOSYS);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        reply.error(FErrno::EROFS);
+    }
+}
+
+/// Opens a fetched cache object for reading.
+fn open_object(path: &Path) -> Result<File, Errno> {
+    File::open(path).map_err(|e| {
+        tracing::warn!(target: "fuse", "cannot open cache object {}: {e}", path.display());
+        Errno::EIO
+    })
+}

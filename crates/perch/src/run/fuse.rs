@@ -1,0 +1,286 @@
+//! `perch run --mode fuse`: the program runs in a private user + mount namespace where
+//! `/cvmfs` is perch's own FUSE file system; nothing is intercepted.
+//!
+//! Who runs where: the FUSE server stays in perch's process, outside the namespaces, so the
+//! program cannot ptrace it (it has no capability in perch's user namespace) and perch reads
+//! the cache by its host paths; only the program and its descendants live in the namespace.
+//! The user namespace maps the caller's uid and gid to themselves (root maps every id), so
+//! files keep their owners and `id` prints the same uid and gid as natively. A non-root user
+//! can map nothing else without a setuid helper: inside, other users' files and the caller's
+//! supplementary groups show as 65534 (`nobody`/`nogroup`), as under cvmfsexec.
+//!
+//! Where the host has no mount directory (`/cvmfs`), the program gets a new root: a read-only
+//! tmpfs with a recursive bind mount of every top-level host entry, plus `/cvmfs`. The working
+//! directory (by path), the environment and open descriptors are kept.
+//!
+//! Signals, as with notify mode: the program is perch's child in perch's process group, so a
+//! terminal's Ctrl-C, Ctrl-Z and `fg` reach both; perch ignores `SIGINT`/`SIGQUIT` while the
+//! program runs (a handler, so the program does not inherit an ignored signal), passes
+//! `SIGTERM`/`SIGHUP` sent to perch on to the program, and exits with the program's status
+//! (128+N for signal N). Processes the program leaves running when it exits are killed
+//! (`SIGKILL`) and reaped, as in notify mode: perch is their subreaper.
+//!
+//! Not supported in fuse mode (auto mode picks notify for them): `-M` remapping and
+//! `--record`, both of which need to see the program's calls.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use perch_sys::ns::{self, MountPlace, RootEntry};
+use perch_vfs::Namespace;
+
+use super::mode::{explain, Unavailable};
+use super::RunArgs;
+
+/// Directories the new root's tmpfs may be built on (any existing one will do).
+const BASES: &[&str] = &["/tmp", "/mnt", "/var/tmp", "/opt", "/srv", "/home", "/dev"];
+
+/// Why a fuse run did not happen or ended without the program's status.
+#[derive(Debug)]
+pub enum FuseFailure {
+    /// Fuse mode cannot work here; nothing ran (auto mode falls back to notify).
+    Unavailable(Unavailable),
+    /// The command line names no runnable program (exit 126/127, message printed).
+    Exec(ExitCode),
+}
+
+impl From<Unavailable> for FuseFailure {
+    fn from(u: Unavailable) -> FuseFailure {
+        FuseFailure::Unavailable(u)
+    }
+}
+
+fn unavailable(msg: impl Into<String>) -> FuseFailure {
+    FuseFailure::Unavailable(Unavailable(msg.into()))
+}
+
+/// Options fuse mode cannot honour; `Some(reason)` when one is given.
+pub fn unsupported_options(args: &RunArgs) -> Option<Unavailable> {
+    if !args.remap.is_empty() {
+        return Some(Unavailable("-M remapping needs notify mode".into()));
+    }
+    if args.record.is_some() {
+        return Some(Unavailable("--record needs notify mode".into()));
+    }
+    None
+}
+
+/// The paths `execvp` would try for `program` (perch-intercept does the same for notify).
+fn exec_candidates(program: &OsStr, path: Option<&OsStr>) -> Vec<OsString> {
+    if program.as_bytes().contains(&b'/') || program.is_empty() {
+        return vec![program.to_os_string()];
+    }
+    let path = path.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    let mut out: Vec<OsString> = path
+        .as_bytes()
+        .split(|&b| b == b':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+            let mut p = OsStr::from_bytes(dir).to_os_string();
+            p.push("/");
+            p.push(program);
+            p
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(program.to_os_string());
+    }
+    out
+}
+
+/// Where the FUSE file system goes for mount directory `dir`.
+fn mount_place(dir: &Path) -> Result<MountPlace, FuseFailure> {
+    match ns::needs_new_root(dir) {
+        Ok(false) => Ok(MountPlace::Existing(dir.as_os_str().as_bytes().to_vec())),
+        Ok(true) => {
+            let name = match dir.strip_prefix("/") {
+                Ok(rest) if rest.components().count() == 1 => rest.as_os_str().as_bytes().to_vec(),
+                _ => {
+                    return Err(unavailable(format!(
+                        "{} does not exist and only a top-level mount directory can be made",
+                        dir.display()
+                    )))
+                }
+            };
+            let entries = root_entries(&name)
+                .map_err(|e| unavailable(format!("cannot list / for the new root: {e}")))?;
+            let base = BASES
+                .iter()
+                .find(|b| Path::new(b).is_dir())
+                .ok_or_else(|| unavailable("no directory to build the new root on"))?;
+            Ok(MountPlace::NewRoot {
+                name,
+                entries,
+                base: base.as_bytes().to_vec(),
+            })
+        }
+        Err(e) => Err(unavailable(format!(
+            "mount directory {}: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+/// The host's top-level entries, but `skip` (the mount directory).
+fn root_entries(skip: &[u8]) -> std::io::Result<Vec<RootEntry>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/")? {
+        let e = e?;
+        let name = e.file_name().into_vec();
+        if name == skip || name == b".perch-oldroot" {
+            continue;
+        }
+        let t = e.file_type()?;
+        out.push(if t.is_symlink() {
+            let target = std::fs::read_link(e.path())?;
+            RootEntry::Symlink(name, target.into_os_string().into_vec())
+        } else if t.is_dir() {
+            RootEntry::Dir(name)
+        } else {
+            RootEntry::File(name)
+        });
+    }
+    out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    Ok(out)
+}
+
+/// Runs the program in fuse mode; `Unavailable` when that cannot work here (before anything
+/// ran), which auto mode answers with notify.
+pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> {
+    if let Some(u) = unsupported_options(args) {
+        return Err(u.into());
+    }
+    match perch_sys::misc::kernel_version() {
+        Ok(v) if v >= (5, 6) => {}
+        Ok((a, b)) => {
+            return Err(unavailable(format!(
+                "Linux {a}.{b} is too old (fuse mode needs 5.6: pidfd_getfd)"
+            )))
+        }
+        Err(e) => return Err(unavailable(format!("uname failed: {e}"))),
+    }
+    let place = mount_place(&args.client.mount_dir)?;
+    let env: Vec<OsString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut s = k;
+            s.push("=");
+            s.push(v);
+            s
+        })
+        .collect();
+    let program = args.command.first().cloned().unwrap_or_default();
+    let candidates = exec_candidates(&program, std::env::var_os("PATH").as_deref());
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let plan = ns::NsPlan::new(
+        &candidates,
+        &args.command,
+        &env,
+        cwd.as_os_str(),
+        &place,
+        perch_fuse::MOUNT_OPTIONS,
+    )
+    .map_err(|_| unavailable("an argument or environment string contains a NUL byte"))?;
+    // Orphans of the program come to perch, which kills them when the program has exited (as
+    // notify mode does: nothing would serve their /cvmfs afterwards).
+    if let Err(e) = ns::become_subreaper() {
+        tracing::warn!("cannot become the subreaper of the job: {e}");
+    }
+    let child = ns::spawn(&plan).map_err(|e| unavailable(format!("fork failed: {e}")))?;
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
+    let mapped = if uid == 0 {
+        child.map_ids("0 0 4294967295\n", "0 0 4294967295\n", false)
+    } else {
+        child.map_ids(
+            &format!("{uid} {uid} 1\n"),
+            &format!("{gid} {gid} 1\n"),
+            true,
+        )
+    };
+    let fd = match mapped.and_then(|()| child.fuse_fd()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            child.kill_and_reap();
+            return Err(explain(&e).into());
+        }
+    };
+    let threads = args.workers.unwrap_or(4);
+    let session = match perch_fuse::serve(fd, ns, threads) {
+        Ok(s) => s,
+        Err(e) => {
+            child.kill_and_reap();
+            return Err(unavailable(format!("FUSE handshake failed: {e}")));
+        }
+    };
+    tracing::debug!(
+        target: "mode",
+        pid = child.pid().0,
+        "fuse mode: /cvmfs is perch's FUSE mount in a private user+mount namespace \
+         (notify mode not needed)"
+    );
+    if let Err(e) = ns::forward_signals(child.pid()) {
+        tracing::warn!("cannot install signal handlers: {e}");
+    }
+    if child.release().is_err() {
+        child.kill_and_reap();
+        return Err(unavailable("the namespace child died before exec"));
+    }
+    let status = child
+        .wait()
+        .map_err(|e| unavailable(format!("waitpid failed: {e}")))?;
+    // Processes the program left behind are killed and reaped; the session thread then ends
+    // with the mount namespace (it is not waited for).
+    ns::kill_remaining_children();
+    drop(session);
+    match status {
+        Ok(127) | Ok(126) => {
+            if let Some(errno) = child.exec_error() {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!(
+                        "perch: cannot execute {}: {}",
+                        program.to_string_lossy(),
+                        errno.message().unwrap_or("error")
+                    );
+                }
+                let code = if errno == perch_sys::Errno::ENOENT {
+                    127
+                } else {
+                    126
+                };
+                return Err(FuseFailure::Exec(ExitCode::from(code)));
+            }
+            Ok(ExitCode::from(
+                u8::try_from(status.unwrap_or(0)).unwrap_or(255),
+            ))
+        }
+        Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
+        Err(signal) => Ok(ExitCode::from(u8::try_from(128 + signal).unwrap_or(255))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_follow_execvp() {
+        let c = exec_candidates(OsStr::new("ls"), Some(OsStr::new("/a::/b")));
+        assert_eq!(c, vec!["/a/ls", "./ls", "/b/ls"]);
+        let c = exec_candidates(OsStr::new("./x"), Some(OsStr::new("/a")));
+        assert_eq!(c, vec!["./x"]);
+    }
+
+    #[test]
+    fn only_top_level_mount_directories_are_made() {
+        let e = mount_place(Path::new("/no/such/perch/dir")).unwrap_err();
+        assert!(matches!(e, FuseFailure::Unavailable(u) if u.0.contains("top-level")));
+        assert!(matches!(
+            mount_place(Path::new("/")),
+            Ok(MountPlace::Existing(_))
+        ));
+    }
+}
