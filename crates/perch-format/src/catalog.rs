@@ -246,6 +246,20 @@ pub fn parent_path(path: &[u8]) -> &[u8] {
     }
 }
 
+/// A path for an error message: a hostile one is cut to its first 200 bytes, so that the
+/// message stays one readable line.
+fn shown_path(path: &[u8]) -> String {
+    const MAX: usize = 200;
+    if path.len() <= MAX {
+        return String::from_utf8_lossy(path).into_owned();
+    }
+    format!(
+        "{}... ({} bytes)",
+        String::from_utf8_lossy(&path[..MAX]),
+        path.len()
+    )
+}
+
 fn i64_to_u32(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
@@ -391,7 +405,7 @@ impl Catalog {
         hash: Option<Vec<u8>>,
         root: bool,
     ) -> Result<DirEntry, CatalogError> {
-        let shown = || String::from_utf8_lossy(path).into_owned();
+        let shown = || shown_path(path);
         if root {
             if e.name.contains(&b'/') || e.name.contains(&0) {
                 return Err(CatalogError::Corrupt {
@@ -408,6 +422,13 @@ impl Catalog {
             return Err(CatalogError::Corrupt {
                 path: shown(),
                 reason: "entry name is empty, '.', '..' or contains '/' or NUL",
+            });
+        }
+        // No Linux file system holds a longer name, so no publisher can have made it (NAME_MAX).
+        if e.name.len() > 255 {
+            return Err(CatalogError::Corrupt {
+                path: shown(),
+                reason: "entry name is longer than 255 bytes",
             });
         }
         if let Some(h) = hash {
@@ -441,7 +462,7 @@ impl Catalog {
                 let e = Self::finish_entry(path, e, h, is_root)?;
                 if !is_root && Some(e.name.as_slice()) != path.rsplit(|&c| c == b'/').next() {
                     return Err(CatalogError::Corrupt {
-                        path: String::from_utf8_lossy(path).into_owned(),
+                        path: shown_path(path),
                         reason: "row name does not match its path hash",
                     });
                 }
@@ -469,7 +490,7 @@ impl Catalog {
 
     /// Chunk list of a chunked file, sorted by offset and checked to tile `size`.
     pub fn chunks(&self, path: &[u8], entry: &DirEntry) -> Result<Vec<Chunk>, CatalogError> {
-        let shown = || String::from_utf8_lossy(path).into_owned();
+        let shown = || shown_path(path);
         let algo = entry.algorithm().ok_or(CatalogError::Corrupt {
             path: shown(),
             reason: "unknown hash algorithm",
