@@ -218,14 +218,16 @@ pub fn expand_symlink(raw: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Ve
         if raw[i..].starts_with(b"$(") {
             if let Some(close) = raw[i + 2..].iter().position(|&b| b == b')') {
                 let inner = &raw[i + 2..i + 2 + close];
-                let inner = String::from_utf8_lossy(inner);
-                let (name, default) = match inner.find(":-") {
+                let (name, default) = match inner.windows(2).position(|w| w == b":-") {
                     Some(p) => (&inner[..p], Some(&inner[p + 2..])),
-                    None => (&inner[..], None),
+                    None => (inner, None),
                 };
-                match (lookup(name), default) {
+                // A default is bytes like the rest of the target; a name that is not UTF-8
+                // names no variable.
+                let value = std::str::from_utf8(name).ok().and_then(lookup);
+                match (value, default) {
                     (Some(v), _) => out.extend_from_slice(v.as_bytes()),
-                    (None, Some(d)) => out.extend_from_slice(d.as_bytes()),
+                    (None, Some(d)) => out.extend_from_slice(d),
                     (None, None) => {}
                 }
                 i += 2 + close + 1;
@@ -795,6 +797,9 @@ mod tests {
         assert_eq!(expand_symlink(b"$(EMPTY:-gen)/x", &env), b"/x");
         assert_eq!(expand_symlink(b"$(NOPE)/x", &env), b"/x");
         assert_eq!(expand_symlink(b"a$(ARCH", &env), b"a$(ARCH");
+        // Defaults keep their bytes (they were turned into U+FFFD).
+        assert_eq!(expand_symlink(b"$(NOPE:-\xff\xfe)/x", &env), b"\xff\xfe/x");
+        assert_eq!(expand_symlink(b"$(\xff:-d)", &|_| Some("v".into())), b"d");
     }
 
     #[test]

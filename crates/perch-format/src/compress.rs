@@ -229,6 +229,21 @@ mod tests {
         assert_eq!(inf.finish().unwrap(), data);
     }
 
+    /// Found by fuzzing (fuzz/ target `zlib`): a stream whose back-reference reaches before
+    /// its start. The streaming and one-shot decoders disagreed only in the fuzzing build,
+    /// where miniz_oxide skips its Adler-32 check; a normal build refuses it either way.
+    #[test]
+    fn far_back_distance_is_refused() {
+        let z = [
+            0x78, 0x9c, 0x4b, 0xe2, 0x4a, 0x1a, 0x85, 0xa3, 0x47, 0x87, 0x51, 0x38, 0x0a, 0xe1,
+            0x00, 0x10, 0xda, 0x3f, 0xa5, 0x21,
+        ];
+        assert!(zlib_decompress(&z).is_err());
+        let mut inf = Inflater::with_limit(Vec::new(), 2000);
+        let fed = z.chunks(8).try_for_each(|c| inf.write_all(c));
+        assert!(fed.is_err() || inf.finish().is_err());
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(v in proptest::collection::vec(proptest::num::u8::ANY, 0..2000)) {
