@@ -542,6 +542,9 @@ impl Repository {
     fn catalog_for(&self, path: &[u8]) -> Result<(ContentHash, Arc<Mutex<Catalog>>), RepoError> {
         let mut h = self.root_hash;
         let mut cat = self.catalog(&h, None)?;
+        // Length of the current catalog's mount path: each step must go deeper, so a nested
+        // catalog registered at or above its parent (itself, an ancestor) ends the walk.
+        let mut depth = 0;
         loop {
             let next = self
                 .nested_refs(&h, &cat)?
@@ -550,6 +553,16 @@ impl Repository {
                 .cloned();
             match next {
                 Some(n) => {
+                    if n.path.len() <= depth {
+                        return Err(RepoError::Catalog {
+                            hash: h.to_string(),
+                            source: CatalogError::Corrupt {
+                                path: String::from_utf8_lossy(&n.path).into_owned(),
+                                reason: "nested catalog is not below the catalog that lists it",
+                            },
+                        });
+                    }
+                    depth = n.path.len();
                     h = n.hash;
                     cat = self.catalog(&n.hash, Some(n.size))?;
                 }

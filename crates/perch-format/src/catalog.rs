@@ -218,14 +218,16 @@ pub fn expand_symlink(raw: &[u8], lookup: &dyn Fn(&str) -> Option<String>) -> Ve
         if raw[i..].starts_with(b"$(") {
             if let Some(close) = raw[i + 2..].iter().position(|&b| b == b')') {
                 let inner = &raw[i + 2..i + 2 + close];
-                let inner = String::from_utf8_lossy(inner);
-                let (name, default) = match inner.find(":-") {
+                let (name, default) = match inner.windows(2).position(|w| w == b":-") {
                     Some(p) => (&inner[..p], Some(&inner[p + 2..])),
-                    None => (&inner[..], None),
+                    None => (inner, None),
                 };
-                match (lookup(name), default) {
+                // A default is bytes like the rest of the target; a name that is not UTF-8
+                // names no variable.
+                let value = std::str::from_utf8(name).ok().and_then(lookup);
+                match (value, default) {
                     (Some(v), _) => out.extend_from_slice(v.as_bytes()),
-                    (None, Some(d)) => out.extend_from_slice(d.as_bytes()),
+                    (None, Some(d)) => out.extend_from_slice(d),
                     (None, None) => {}
                 }
                 i += 2 + close + 1;
@@ -244,6 +246,20 @@ pub fn parent_path(path: &[u8]) -> &[u8] {
         Some(i) => &path[..i],
         None => b"",
     }
+}
+
+/// A path for an error message: a hostile one is cut to its first 200 bytes, so that the
+/// message stays one readable line.
+fn shown_path(path: &[u8]) -> String {
+    const MAX: usize = 200;
+    if path.len() <= MAX {
+        return String::from_utf8_lossy(path).into_owned();
+    }
+    format!(
+        "{}... ({} bytes)",
+        String::from_utf8_lossy(&path[..MAX]),
+        path.len()
+    )
 }
 
 fn i64_to_u32(v: i64) -> u32 {
@@ -391,7 +407,7 @@ impl Catalog {
         hash: Option<Vec<u8>>,
         root: bool,
     ) -> Result<DirEntry, CatalogError> {
-        let shown = || String::from_utf8_lossy(path).into_owned();
+        let shown = || shown_path(path);
         if root {
             if e.name.contains(&b'/') || e.name.contains(&0) {
                 return Err(CatalogError::Corrupt {
@@ -408,6 +424,13 @@ impl Catalog {
             return Err(CatalogError::Corrupt {
                 path: shown(),
                 reason: "entry name is empty, '.', '..' or contains '/' or NUL",
+            });
+        }
+        // No Linux file system holds a longer name, so no publisher can have made it (NAME_MAX).
+        if e.name.len() > 255 {
+            return Err(CatalogError::Corrupt {
+                path: shown(),
+                reason: "entry name is longer than 255 bytes",
             });
         }
         if let Some(h) = hash {
@@ -441,7 +464,7 @@ impl Catalog {
                 let e = Self::finish_entry(path, e, h, is_root)?;
                 if !is_root && Some(e.name.as_slice()) != path.rsplit(|&c| c == b'/').next() {
                     return Err(CatalogError::Corrupt {
-                        path: String::from_utf8_lossy(path).into_owned(),
+                        path: shown_path(path),
                         reason: "row name does not match its path hash",
                     });
                 }
@@ -469,7 +492,7 @@ impl Catalog {
 
     /// Chunk list of a chunked file, sorted by offset and checked to tile `size`.
     pub fn chunks(&self, path: &[u8], entry: &DirEntry) -> Result<Vec<Chunk>, CatalogError> {
-        let shown = || String::from_utf8_lossy(path).into_owned();
+        let shown = || shown_path(path);
         let algo = entry.algorithm().ok_or(CatalogError::Corrupt {
             path: shown(),
             reason: "unknown hash algorithm",
@@ -774,6 +797,9 @@ mod tests {
         assert_eq!(expand_symlink(b"$(EMPTY:-gen)/x", &env), b"/x");
         assert_eq!(expand_symlink(b"$(NOPE)/x", &env), b"/x");
         assert_eq!(expand_symlink(b"a$(ARCH", &env), b"a$(ARCH");
+        // Defaults keep their bytes (they were turned into U+FFFD).
+        assert_eq!(expand_symlink(b"$(NOPE:-\xff\xfe)/x", &env), b"\xff\xfe/x");
+        assert_eq!(expand_symlink(b"$(\xff:-d)", &|_| Some("v".into())), b"d");
     }
 
     #[test]

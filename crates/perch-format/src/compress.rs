@@ -74,6 +74,9 @@ pub struct Inflater<W: Write> {
     out: W,
     buf: Vec<u8>,
     ended: bool,
+    /// Most content bytes accepted (a declared size), and how many came so far.
+    limit: u64,
+    written: u64,
 }
 
 impl<W: Write> Inflater<W> {
@@ -84,6 +87,18 @@ impl<W: Write> Inflater<W> {
             out,
             buf: vec![0u8; 64 * 1024],
             ended: false,
+            limit: u64::MAX,
+            written: 0,
+        }
+    }
+
+    /// Decompress into `out`, failing (`InvalidData`) as soon as the content would exceed
+    /// `limit` bytes: a stream that inflates past its declared size is stopped before it fills
+    /// the disk, whatever its compressed size.
+    pub fn with_limit(out: W, limit: u64) -> Self {
+        Inflater {
+            limit,
+            ..Inflater::new(out)
         }
     }
 
@@ -93,6 +108,17 @@ impl<W: Write> Inflater<W> {
             return Err(invalid("truncated zlib stream"));
         }
         Ok(self.out)
+    }
+}
+
+impl<W: Write> Inflater<W> {
+    /// Pass the first `made` bytes of `buf` on, within the limit.
+    fn emit(&mut self, made: usize) -> std::io::Result<()> {
+        self.written = self.written.saturating_add(made as u64);
+        if self.written > self.limit {
+            return Err(invalid("zlib stream inflates past its declared size"));
+        }
+        self.out.write_all(&self.buf[..made])
     }
 }
 
@@ -115,7 +141,7 @@ impl<W: Write> Write for Inflater<W> {
                 .map_err(|_| invalid("corrupt zlib stream"))?;
             let used = usize::try_from(self.state.total_in() - before_in).unwrap_or(usize::MAX);
             let made = usize::try_from(self.state.total_out() - before_out).unwrap_or(usize::MAX);
-            self.out.write_all(&self.buf[..made])?;
+            self.emit(made)?;
             input = &input[used.min(input.len())..];
             match status {
                 flate2::Status::StreamEnd => self.ended = true,
@@ -135,7 +161,7 @@ impl<W: Write> Write for Inflater<W> {
                 .decompress(&[], &mut self.buf, flate2::FlushDecompress::None)
                 .map_err(|_| invalid("corrupt zlib stream"))?;
             let made = usize::try_from(self.state.total_out() - before_out).unwrap_or(usize::MAX);
-            self.out.write_all(&self.buf[..made])?;
+            self.emit(made)?;
             if status == flate2::Status::StreamEnd {
                 self.ended = true;
             }
@@ -185,6 +211,37 @@ mod tests {
             inf.write_all(c).unwrap();
         }
         assert_eq!(inf.finish().unwrap(), data);
+    }
+
+    #[test]
+    fn declared_size_stops_a_bomb() {
+        // 64 MiB of zeros compress to ~64 KiB; declared as 1 MiB it is refused after writing
+        // at most the declared size.
+        let z = zlib_compress(&vec![0u8; 64 << 20]);
+        let mut inf = Inflater::with_limit(Vec::new(), 1 << 20);
+        let e = inf.write_all(&z).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("declared size"), "{e}");
+        // Exactly the declared size is fine.
+        let data = b"exactly".repeat(1000);
+        let mut inf = Inflater::with_limit(Vec::new(), data.len() as u64);
+        inf.write_all(&zlib_compress(&data)).unwrap();
+        assert_eq!(inf.finish().unwrap(), data);
+    }
+
+    /// Found by fuzzing (fuzz/ target `zlib`): a stream whose back-reference reaches before
+    /// its start. The streaming and one-shot decoders disagreed only in the fuzzing build,
+    /// where miniz_oxide skips its Adler-32 check; a normal build refuses it either way.
+    #[test]
+    fn far_back_distance_is_refused() {
+        let z = [
+            0x78, 0x9c, 0x4b, 0xe2, 0x4a, 0x1a, 0x85, 0xa3, 0x47, 0x87, 0x51, 0x38, 0x0a, 0xe1,
+            0x00, 0x10, 0xda, 0x3f, 0xa5, 0x21,
+        ];
+        assert!(zlib_decompress(&z).is_err());
+        let mut inf = Inflater::with_limit(Vec::new(), 2000);
+        let fed = z.chunks(8).try_for_each(|c| inf.write_all(c));
+        assert!(fed.is_err() || inf.finish().is_err());
     }
 
     proptest::proptest! {

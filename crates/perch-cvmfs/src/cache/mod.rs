@@ -763,7 +763,10 @@ fn stream_verified(
         Raw(W),
     }
     let mut sink = match compression {
-        Compression::Zlib => Sink::Zlib(Inflater::new(out)),
+        // A declared size bounds what a hostile server can make us write before the hash check.
+        Compression::Zlib => {
+            Sink::Zlib(Inflater::with_limit(out, expected_size.unwrap_or(u64::MAX)))
+        }
         Compression::None => Sink::Raw(out),
     };
     loop {

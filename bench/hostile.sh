@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The million-entry directory of crates/perch-cvmfs/tests/hostile.rs (which runs 100 000 entries
+# in `cargo test`): a signed revision whose root catalog has one directory of ENTRIES rows,
+# mounted and listed by perch's client (Repository::list, what `perch ls` and the shadow tree
+# use). Prints how long building and listing took and the process's peak RSS (VmHWM) before and
+# after the listing; the test runs alone, so the peak is the listing's own.
+#   bash bench/hostile.sh [ENTRIES]        (default 1000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PERCH_HOSTILE_ENTRIES=${1:-1000000} cargo test -q -p perch-cvmfs --test hostile \
+  directory_with_very_many_entries -- --exact --nocapture --test-threads=1 2>&1 |
+  grep -E 'directory of|test result'
