@@ -1,13 +1,10 @@
 //! `#!` lines and ELF `PT_INTERP`, read the way `perch run` reads an executable before exec:
-//! the parsers of crates/perch/src/run/exec.rs (compiled here from that very file, since
-//! `perch` is a binary crate). The input is a file's content; it is also the head of every
+//! the parsers of perch-vfs's `binfmt` module. The input is a file's content; it is also the head of every
 //! interpreter in a `#!` chain whose names come from the data. Nothing panics, the `#!` line is
 //! split like `fs/binfmt_script.c`, a chain stops within the kernel's depth, and `PT_INTERP`
 //! is at most 4 KiB without a NUL.
 #![no_main]
-#[allow(dead_code)]
-#[path = "../../crates/perch/src/run/exec.rs"]
-mod exec;
+use perch_vfs::binfmt as exec;
 
 use libfuzzer_sys::fuzz_target;
 
