@@ -103,7 +103,8 @@ impl Client {
         if self.args.cache.is_some() || self.args.alien_cache.is_some() {
             return;
         }
-        self.fallback_base.get_or_init(|| self.fallback_cache_base());
+        self.fallback_base
+            .get_or_init(|| self.fallback_cache_base());
     }
 
     fn fallback_cache_base(&self) -> Option<PathBuf> {

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::guard;
 use perch_intercept::{Errno, Handler, Notification, TraceAction, TracedCall};
 use perch_syscalls::{Answer, Call, DirFd, TraceeView, PATH_MAX};
 use perch_vfs::syscall::rewrite::Rewrite;
-use super::guard;
 use perch_vfs::{Caller, Calls, Cred, Hooks, Kind, Namespace, Resolved};
 
 /// `-M /virtual=/real`: paths under `from` are looked up under `to` instead.
