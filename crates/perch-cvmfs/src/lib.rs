@@ -8,11 +8,13 @@
 #![deny(missing_docs)]
 
 pub mod cache;
+mod catalogs;
 pub mod config;
 pub mod dns;
 pub mod fetch;
 pub mod repo;
 
+pub use catalogs::MAX_OPEN_CATALOGS;
 pub use repo::{MountOptions, Node, RepoError, Repository, ResolveError};
 
 /// Render an error and its sources as one line: `a: b: c`.

@@ -1,12 +1,11 @@
 //! A mounted repository: verified root catalog, nested catalogs on demand,
 //! file contents through the cache.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use perch_format::catalog::{expand_symlink, Catalog, CatalogError, DirEntry, NestedRef};
+use perch_format::catalog::{expand_symlink, Catalog, CatalogError, DirEntry};
 use perch_format::compress::{zlib_decompress, Compression};
 use perch_format::crypto::{Certificate, PublicKey};
 use perch_format::hash::{ContentHash, ObjectKind};
@@ -15,6 +14,7 @@ use perch_format::manifest::{ManifestError, SignedManifest};
 use perch_format::whitelist::{Whitelist, WhitelistError};
 
 use crate::cache::{Cache, CacheError, CacheOptions};
+use crate::catalogs::{OpenCatalog, OpenCatalogs, MAX_OPEN_CATALOGS};
 use crate::fetch::{FetchError, FetchOptions, Fetcher, Proxy};
 
 /// Environment lookup for `$(VAR)` in symlinks.
@@ -229,8 +229,8 @@ pub struct Repository {
     offline: Mutex<Option<Offline>>,
     /// Master keys, kept to verify the manifest again when the network comes back.
     keys: Vec<PublicKey>,
-    catalogs: Mutex<HashMap<ContentHash, Arc<Mutex<Catalog>>>>,
-    nested: Mutex<HashMap<ContentHash, Arc<Vec<NestedRef>>>>,
+    /// Open catalogs, a bounded LRU (rows stay in SQLite, see `catalogs.rs`).
+    catalogs: OpenCatalogs,
     env: SymlinkEnv,
 }
 
@@ -340,22 +340,17 @@ impl Repository {
             ttl: Duration::ZERO,
             offline: Mutex::new(offline),
             keys,
-            catalogs: Mutex::new(HashMap::new()),
-            nested: Mutex::new(HashMap::new()),
+            catalogs: OpenCatalogs::new(MAX_OPEN_CATALOGS),
             env: Box::new(|k| std::env::var(k).ok()),
             opts,
         };
         // Load the root catalog now: a mount that cannot read it fails here.
         let root = repo.catalog(&root_hash, None)?;
         // The client's TTL is the root catalog's (spec §11.5), not the manifest's `D`.
-        let ttl = root
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .ttl()
-            .map_err(|source| RepoError::Catalog {
-                hash: root_hash.to_string(),
-                source,
-            })?;
+        let ttl = root.db().ttl().map_err(|source| RepoError::Catalog {
+            hash: root_hash.to_string(),
+            source,
+        })?;
         let ttl = Duration::from_secs(ttl);
         repo.ttl = repo.opts.max_ttl.map_or(ttl, |cap| ttl.min(cap));
         Ok(repo)
@@ -465,18 +460,9 @@ impl Repository {
     }
 
     /// Open (download if needed) a catalog by hash.
-    fn catalog(
-        &self,
-        h: &ContentHash,
-        size: Option<u64>,
-    ) -> Result<Arc<Mutex<Catalog>>, RepoError> {
-        if let Some(c) = self
-            .catalogs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(h)
-        {
-            return Ok(c.clone());
+    fn catalog(&self, h: &ContentHash, size: Option<u64>) -> Result<Arc<OpenCatalog>, RepoError> {
+        if let Some(c) = self.catalogs.get(h) {
+            return Ok(c);
         }
         // Catalogs of the mounted revision survive quota cleanups.
         self.cache.pin(h);
@@ -494,63 +480,27 @@ impl Repository {
                 )
             },
         )?;
-        let cat = Catalog::open(&path).map_err(|source| RepoError::Catalog {
+        let bad = |source| RepoError::Catalog {
             hash: h.to_string(),
             source,
-        })?;
-        let cat = Arc::new(Mutex::new(cat));
-        self.catalogs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*h, cat.clone());
+        };
+        let db = Catalog::open(&path).map_err(bad)?;
+        // Read once: every lookup walks them from the root down.
+        let nested = db.nested().map_err(bad)?;
+        Ok(self
+            .catalogs
+            .insert(Arc::new(OpenCatalog::new(*h, db, nested))))
+    }
+
+    /// The catalog responsible for `path` (descending nested catalogs); a
+    /// mountpoint itself resolves to the nested catalog (its root row).
+    fn catalog_for(&self, path: &[u8]) -> Result<Arc<OpenCatalog>, RepoError> {
+        let mut cat = self.catalog(&self.root_hash, None)?;
+        while let Some(n) = cat.nested_for(path) {
+            let (h, size) = (n.hash, n.size);
+            cat = self.catalog(&h, Some(size))?;
+        }
         Ok(cat)
-    }
-
-    /// The `nested_catalogs` rows of a loaded catalog, read once: every lookup
-    /// walks them from the root down, so they stay in memory.
-    fn nested_refs(
-        &self,
-        h: &ContentHash,
-        cat: &Arc<Mutex<Catalog>>,
-    ) -> Result<Arc<Vec<NestedRef>>, RepoError> {
-        if let Some(v) = self.nested.lock().unwrap_or_else(|p| p.into_inner()).get(h) {
-            return Ok(v.clone());
-        }
-        let rows = cat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .nested()
-            .map_err(|source| RepoError::Catalog {
-                hash: h.to_string(),
-                source,
-            })?;
-        let rows = Arc::new(rows);
-        self.nested
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*h, rows.clone());
-        Ok(rows)
-    }
-
-    /// The catalog responsible for `path` (descending nested catalogs).
-    /// With `for_listing`, a mountpoint itself resolves to the nested catalog.
-    fn catalog_for(&self, path: &[u8]) -> Result<(ContentHash, Arc<Mutex<Catalog>>), RepoError> {
-        let mut h = self.root_hash;
-        let mut cat = self.catalog(&h, None)?;
-        loop {
-            let next = self
-                .nested_refs(&h, &cat)?
-                .iter()
-                .find(|n| n.covers(path, true))
-                .cloned();
-            match next {
-                Some(n) => {
-                    h = n.hash;
-                    cat = self.catalog(&n.hash, Some(n.size))?;
-                }
-                None => return Ok((h, cat)),
-            }
-        }
     }
 
     fn inode_for(path: &[u8], e: &DirEntry) -> u64 {
@@ -585,17 +535,16 @@ impl Repository {
 
     /// Look up a path (catalog form: `""` or `/a/b`). Symlinks are not followed.
     pub fn lookup(&self, path: &[u8]) -> Result<Option<Node>, RepoError> {
-        let (h, cat) = self.catalog_for(path)?;
-        let c = cat.lock().unwrap_or_else(|p| p.into_inner());
-        let e = c.lookup(path).map_err(|source| RepoError::Catalog {
-            hash: h.to_string(),
+        let cat = self.catalog_for(path)?;
+        let e = cat.db().lookup(path).map_err(|source| RepoError::Catalog {
+            hash: cat.hash.to_string(),
             source,
         })?;
         Ok(e.map(|entry| Node {
             inode: Self::inode_for(path, &entry),
             path: path.to_vec(),
             entry,
-            catalog: h,
+            catalog: cat.hash,
         }))
     }
 
@@ -685,9 +634,9 @@ impl Repository {
 
     /// List a directory (hidden entries removed), sorted by name.
     pub fn list(&self, path: &[u8]) -> Result<Vec<Node>, RepoError> {
-        let (h, cat) = self.catalog_for(path)?;
-        let c = cat.lock().unwrap_or_else(|p| p.into_inner());
-        let rows = c.list(path).map_err(|source| RepoError::Catalog {
+        let cat = self.catalog_for(path)?;
+        let h = cat.hash;
+        let rows = cat.db().list(path).map_err(|source| RepoError::Catalog {
             hash: h.to_string(),
             source,
         })?;
@@ -726,12 +675,11 @@ impl Repository {
             return Ok(Vec::new());
         }
         let cat = self.catalog(&node.catalog, None)?;
-        let c = cat.lock().unwrap_or_else(|p| p.into_inner());
-        c.chunks(&node.path, &node.entry)
-            .map_err(|source| RepoError::Catalog {
-                hash: node.catalog.to_string(),
-                source,
-            })
+        let chunks = cat.db().chunks(&node.path, &node.entry);
+        chunks.map_err(|source| RepoError::Catalog {
+            hash: node.catalog.to_string(),
+            source,
+        })
     }
 
     /// Make sure the whole decompressed content of a regular file is cached; return its path.
@@ -897,12 +845,10 @@ impl Repository {
     pub fn fetcher(&self) -> &Fetcher {
         &self.fetcher
     }
-    /// Number of catalogs loaded.
+    /// Number of catalogs open now (at most [`MAX_OPEN_CATALOGS`]; the least recently used
+    /// are closed beyond that and opened again when needed).
     pub fn loaded_catalogs(&self) -> usize {
-        self.catalogs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.catalogs.len()
     }
 
     /// Tags of the repository (from the history database).
