@@ -13,8 +13,9 @@
 //!   and `rename(2)`-ing it over the empty directory, which Linux allows atomically for an
 //!   empty target; a loser of the race gets `ENOTEMPTY`/`EEXIST` and discards its copy. So the
 //!   rename is the "complete" marker, and no marker file ever shows up in `getdents64`. A
-//!   repository directory with no children stays empty; we remember completed directories
-//!   in memory so it is listed once per process.
+//!   repository directory with no children stays empty; we remember the most recently used
+//!   completed directories in memory (at most [`COMPLETE_MAX`]), so such a directory is
+//!   listed again only after it dropped out, and a known one costs no `read_dir`.
 //! * Children are created as: directories → empty directories (mode 0755), symlinks →
 //!   symlinks with the expanded target, regular and special files → empty placeholder files
 //!   (mode 0444). Metadata never comes from these: perch answers `stat` from the catalog.
@@ -37,7 +38,6 @@
 //!   supervisor: a shadow tree is shared by the processes of one user (a multi-user alien cache
 //!   should give each user its own cache root).
 
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -47,17 +47,26 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use hashlink::LruCache;
+
 use crate::{Entry, Kind, RepoError, Repository, VfsError};
 
 const STAGING: &str = ".tmp";
 const ROOT_PREFIX: &str = ".root-";
+
+/// Most directories remembered as complete: memory stays bounded however many directories a
+/// job walks (~0.2 KiB each); one that dropped out is checked again with one `read_dir`.
+pub const COMPLETE_MAX: usize = 16_384;
+
+/// A directory of one tree: (tree name, repository path).
+type DirKey = (PathBuf, Vec<u8>);
 
 /// The shadow tree of one cache root.
 #[derive(Debug)]
 pub struct ShadowTree {
     root: PathBuf,
     staging: PathBuf,
-    complete: Mutex<HashSet<(PathBuf, Vec<u8>)>>,
+    complete: Mutex<LruCache<DirKey, ()>>,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -97,6 +106,11 @@ fn is_race_loss(e: &io::Error) -> bool {
 impl ShadowTree {
     /// Open (creating if needed) the shadow tree under `cache_root`.
     pub fn new(cache_root: &Path) -> Result<ShadowTree, VfsError> {
+        Self::with_complete_limit(cache_root, COMPLETE_MAX)
+    }
+
+    /// As [`ShadowTree::new`], remembering at most `limit` complete directories (tests).
+    pub fn with_complete_limit(cache_root: &Path, limit: usize) -> Result<ShadowTree, VfsError> {
         let root = cache_root.join("shadow");
         let staging = root.join(STAGING);
         fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
@@ -104,7 +118,7 @@ impl ShadowTree {
         Ok(ShadowTree {
             staging: root.join(STAGING),
             root,
-            complete: Mutex::new(HashSet::new()),
+            complete: Mutex::new(LruCache::new(limit.max(1))),
         })
     }
 
@@ -148,17 +162,22 @@ impl ShadowTree {
             .join(format!("{}.{}.{:08x}", std::process::id(), n, nanos))
     }
 
-    fn is_complete(&self, key: &(PathBuf, Vec<u8>)) -> bool {
+    fn is_complete(&self, key: &DirKey) -> bool {
         self.complete
             .lock()
-            .map(|s| s.contains(key))
+            .map(|mut s| s.get(key).is_some())
             .unwrap_or(false)
     }
 
-    fn mark_complete(&self, key: (PathBuf, Vec<u8>)) {
+    fn mark_complete(&self, key: DirKey) {
         if let Ok(mut s) = self.complete.lock() {
-            s.insert(key);
+            s.insert(key, ());
         }
+    }
+
+    /// Directories remembered as complete now (at most [`COMPLETE_MAX`]).
+    pub fn remembered_complete(&self) -> usize {
+        self.complete.lock().map(|s| s.len()).unwrap_or(0)
     }
 
     /// Build a directory in staging with `fill`, then rename it over `target` (absent or empty).

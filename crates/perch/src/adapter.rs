@@ -1,18 +1,20 @@
 //! The two adapters the binary holds: the CVMFS client seen as perch-vfs's
 //! `Repository`/`Mounter`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use hashlink::LruCache;
 use perch_cvmfs::{Node, RepoError as CvmfsError, Repository};
 use perch_vfs::{Entry, Errno, Kind, RepoError};
 
 use crate::mounts::Client;
 
-/// Most entries cached per repository (a mounted revision never changes, so
-/// cached lookups never go stale; the bound only limits memory).
-const LOOKUP_CACHE_MAX: usize = 200_000;
+/// Most entries cached per repository, least recently used dropped first (a mounted
+/// revision never changes, so cached lookups never go stale; the bound keeps memory
+/// independent of the repository's size: ~0.5 KiB an entry). The ancestors every
+/// resolution walks through stay; a miss costs one catalog query (a few µs).
+pub(crate) const LOOKUP_CACHE_MAX: usize = 16_384;
 
 /// A mounted CVMFS repository as perch-vfs sees it.
 pub struct VfsRepo {
@@ -20,7 +22,7 @@ pub struct VfsRepo {
     id: String,
     /// path -> node (None = ENOENT). perch-vfs resolves component by
     /// component, so every prefix of every path is looked up again and again.
-    lookups: Mutex<HashMap<Vec<u8>, Option<Node>>>,
+    lookups: Mutex<LruCache<Vec<u8>, Option<Node>>>,
 }
 
 impl VfsRepo {
@@ -30,7 +32,7 @@ impl VfsRepo {
         VfsRepo {
             repo,
             id,
-            lookups: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(LruCache::new(LOOKUP_CACHE_MAX)),
         }
     }
 
@@ -53,9 +55,6 @@ impl VfsRepo {
 
     fn remember(&self, path: Vec<u8>, n: Option<Node>) {
         let mut m = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= LOOKUP_CACHE_MAX {
-            m.clear();
-        }
         m.insert(path, n);
     }
 
@@ -224,5 +223,50 @@ impl perch_vfs::Mounter for VfsMounter {
 
     fn cache_root(&self) -> PathBuf {
         self.cache_root.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perch_vfs::Repository as _;
+
+    #[test]
+    fn the_lookup_memo_is_bounded() {
+        // A job that touches more paths than the memo holds must not grow it: the least
+        // recently used entries go, and what is looked up again is still right.
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("dir")).unwrap();
+        std::fs::write(src.join("dir/file"), b"content\n").unwrap();
+        let fqrn = "memo.example.org";
+        let keys = tmp.path().join("keys");
+        perch_publish::keygen(fqrn, &keys, 30).unwrap();
+        let stratum = tmp.path().join("stratum");
+        perch_publish::publish(&perch_publish::PublishOptions::new(
+            &src, fqrn, &keys, &stratum,
+        ))
+        .unwrap();
+        let opts = perch_cvmfs::MountOptions::new(
+            fqrn,
+            &format!("file://{}", stratum.display()),
+            vec![keys.join(format!("{fqrn}.pub"))],
+            tmp.path().join("cache"),
+        );
+        let vfs = VfsRepo::new(Arc::new(Repository::mount(opts).unwrap()));
+        let memo = || vfs.lookups.lock().unwrap().len();
+        let file = vfs.lookup(b"/dir/file").unwrap().unwrap();
+        assert_eq!(vfs.list(b"/dir").unwrap().len(), 1);
+        for i in 0..LOOKUP_CACHE_MAX + 100 {
+            let missing = format!("/dir/missing{i}");
+            assert!(vfs.lookup(missing.as_bytes()).unwrap().is_none());
+            // The ancestors a resolution walks through stay warm.
+            assert!(vfs.lookup(b"/dir").unwrap().is_some());
+        }
+        assert_eq!(memo(), LOOKUP_CACHE_MAX);
+        assert!(vfs.lookups.lock().unwrap().contains_key(b"/dir".as_slice()));
+        let again = vfs.lookup(b"/dir/file").unwrap().unwrap();
+        assert_eq!((again.inode, again.size), (file.inode, file.size));
+        assert_eq!(memo(), LOOKUP_CACHE_MAX);
     }
 }
