@@ -8,14 +8,12 @@
 #![deny(missing_docs)]
 
 pub mod cache;
-mod catalogs;
 pub mod config;
 pub mod dns;
 pub mod fetch;
 pub mod repo;
 
-pub use catalogs::MAX_OPEN_CATALOGS;
-pub use repo::{MountOptions, Node, RepoError, Repository, ResolveError};
+pub use repo::{MountOptions, Node, RepoError, Repository, ResolveError, MAX_OPEN_CATALOGS};
 
 /// Render an error and its sources as one line: `a: b: c`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
