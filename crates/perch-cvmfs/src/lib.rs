@@ -14,7 +14,7 @@ pub mod fetch;
 pub mod parrot;
 pub mod repo;
 
-pub use repo::{MountOptions, Node, RepoError, Repository, ResolveError};
+pub use repo::{MountOptions, Node, RepoError, Repository, ResolveError, MAX_OPEN_CATALOGS};
 
 /// Render an error and its sources as one line: `a: b: c`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

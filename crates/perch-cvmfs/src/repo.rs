@@ -1,24 +1,32 @@
 //! A mounted repository: verified root catalog, nested catalogs on demand,
-//! file contents through the cache.
+//! file contents through the cache. One concern a file: `trust` (mounting: the
+//! signature chain), `catalogs` (open catalogs, lookups, listings), `offline`,
+//! `xattrs` (stored and magic attributes); this file has the types and file contents.
 
-use std::collections::HashMap;
+mod catalogs;
+mod magic;
+mod offline;
+mod trust;
+
+pub use catalogs::MAX_OPEN_CATALOGS;
+pub use magic::MAGIC_XATTRS;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use perch_format::catalog::{expand_symlink, Catalog, CatalogError, DirEntry, NestedRef};
+use perch_format::catalog::{CatalogError, DirEntry};
 use perch_format::compress::{zlib_decompress, Compression};
-use perch_format::crypto::{Certificate, PublicKey};
+use perch_format::crypto::PublicKey;
 use perch_format::hash::{ContentHash, ObjectKind};
 use perch_format::history::{History, Tag};
 use perch_format::manifest::{ManifestError, SignedManifest};
-use perch_format::whitelist::{Whitelist, WhitelistError};
+use perch_format::whitelist::WhitelistError;
 
-use crate::cache::{Cache, CacheError, CacheOptions};
+use crate::cache::{Cache, CacheError};
 use crate::fetch::{FetchError, FetchOptions, Fetcher, Proxy};
-
-mod magic;
-pub use magic::MAGIC_XATTRS;
+use catalogs::OpenCatalogs;
+use offline::Offline;
 
 /// Environment lookup for `$(VAR)` in symlinks.
 pub type SymlinkEnv = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -207,15 +215,6 @@ pub struct Node {
     pub inode: u64,
 }
 
-/// Why and until when a mount does not use the network (spec §11.4).
-#[derive(Debug)]
-struct Offline {
-    /// The failure that made (or kept) the mount offline, one line.
-    reason: String,
-    /// Downloads are not attempted before this instant.
-    retry_at: Instant,
-}
-
 /// A mounted repository revision.
 pub struct Repository {
     opts: MountOptions,
@@ -232,8 +231,8 @@ pub struct Repository {
     offline: Mutex<Option<Offline>>,
     /// Master keys, kept to verify the manifest again when the network comes back.
     keys: Vec<PublicKey>,
-    catalogs: Mutex<HashMap<ContentHash, Arc<Mutex<Catalog>>>>,
-    nested: Mutex<HashMap<ContentHash, Arc<Vec<NestedRef>>>>,
+    /// Open catalogs, a bounded LRU (rows stay in SQLite, see `catalogs.rs`).
+    catalogs: OpenCatalogs,
     env: SymlinkEnv,
 }
 
@@ -247,509 +246,38 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn load_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, RepoError> {
-    if paths.is_empty() {
-        return Err(RepoError::NoPublicKey);
-    }
-    paths
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|e| RepoError::PublicKey {
-                path: p.clone(),
-                reason: e.to_string(),
-            })?;
-            PublicKey::from_pem(&text).map_err(|e| RepoError::PublicKey {
-                path: p.clone(),
-                reason: e.to_string(),
-            })
-        })
-        .collect()
-}
-
 impl Repository {
-    /// Mount: fetch and verify the whole trust chain, load the root catalog
-    /// (or the tagged one). Falls back to the last verified revision in the
-    /// cache when the network fails (offline mode).
-    pub fn mount(opts: MountOptions) -> Result<Repository, RepoError> {
-        let copts = CacheOptions {
-            alien: opts.alien,
-            quota_limit: opts.quota_limit,
-            cleanup_ratio: None,
+    /// Check that `file`, opened to serve `node` (a link to or copy of its cache object),
+    /// holds what this user verified (DESIGN.md §4a): `Err` (EIO) if not. An object not yet
+    /// verified is fetched or compared with a fresh download first.
+    pub fn verify_open(&self, node: &Node, file: &std::fs::File) -> Result<(), RepoError> {
+        let e = &node.entry;
+        let by_name = match (e.is_chunked(), e.compression(), e.hash) {
+            (false, Some(Compression::None), Some(h)) => Some(h),
+            _ => None,
         };
-        let cache = Arc::new(Cache::open_with(&opts.cache_dir, copts)?);
-        Self::mount_with_cache(opts, cache)
-    }
-
-    /// As `mount`, sharing a cache object with other repositories.
-    pub fn mount_with_cache(
-        opts: MountOptions,
-        cache: Arc<Cache>,
-    ) -> Result<Repository, RepoError> {
-        magic::mark_mounted();
-        let keys = load_keys(&opts.public_keys)?;
-        let fetcher = Fetcher::new(
-            opts.servers.clone(),
-            opts.proxies.clone(),
-            opts.fetch.clone(),
-        );
-        let known = cache.read_breadcrumb(&opts.fqrn);
-        let (manifest, offline) = match Self::fetch_manifest(
-            &opts,
-            &fetcher,
-            &cache,
-            &keys,
-            known.as_ref(),
-        ) {
-            Ok(m) => (m, None),
-            Err(e) => {
-                // Offline mode: the last verified revision, if we have it all.
-                let Some((root, _, _)) = known else {
-                    return Err(e);
-                };
-                let Some(m) = Self::cached_manifest(&cache, &opts.fqrn) else {
-                    return Err(e);
-                };
-                if m.manifest.root_catalog != root || cache.get(&root).is_none() {
-                    return Err(e);
-                }
-                let reason = crate::error_chain(&e);
-                tracing::warn!(target: "cvmfs", fqrn = %opts.fqrn, error = %reason, retry_in_s = opts.offline_retry.as_secs(), "network unavailable, serving the last verified revision (offline)");
-                let retry_at = Instant::now() + opts.offline_retry;
-                (m, Some(Offline { reason, retry_at }))
-            }
+        let place = match (e.is_chunked(), e.hash) {
+            (false, Some(h)) => self.cache.object_path(&h),
+            _ => self.fetch(node)?,
         };
-        let mut root_hash = manifest.manifest.root_catalog;
-        let mut revision = manifest.manifest.revision;
-        let mut tag_name = None;
-        if opts.tag.is_some() || opts.date.is_some() {
-            let t = Self::select_tag(&opts, &fetcher, &cache, &manifest)?;
-            root_hash = t.hash;
-            revision = t.revision;
-            tag_name = Some(t.name);
-        }
-        let mut repo = Repository {
-            fetcher,
-            cache,
-            root_hash,
-            revision,
-            tag: tag_name,
-            manifest,
-            ttl: Duration::ZERO,
-            offline: Mutex::new(offline),
-            keys,
-            catalogs: Mutex::new(HashMap::new()),
-            nested: Mutex::new(HashMap::new()),
-            env: Box::new(|k| std::env::var(k).ok()),
-            opts,
+        let look = match self.cache.verify_file(&place, file, by_name.as_ref()) {
+            crate::cache::Look::Unknown => {
+                self.fetch(node)?;
+                self.cache.verify_file(&place, file, by_name.as_ref())
+            }
+            l => l,
         };
-        // Load the root catalog now: a mount that cannot read it fails here.
-        let root = repo.catalog(&root_hash, None)?;
-        // The client's TTL is the root catalog's (spec §11.5), not the manifest's `D`.
-        let ttl = root
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .ttl()
-            .map_err(|source| RepoError::Catalog {
-                hash: root_hash.to_string(),
-                source,
-            })?;
-        let ttl = Duration::from_secs(ttl);
-        repo.ttl = repo.opts.max_ttl.map_or(ttl, |cap| ttl.min(cap));
-        Ok(repo)
-    }
-
-    fn cached_manifest(cache: &Cache, fqrn: &str) -> Option<SignedManifest> {
-        let raw = std::fs::read(cache.root().join(format!("manifest.{fqrn}"))).ok()?;
-        SignedManifest::parse(&raw).ok()
-    }
-
-    fn fetch_manifest(
-        opts: &MountOptions,
-        fetcher: &Fetcher,
-        cache: &Cache,
-        keys: &[PublicKey],
-        known: Option<&(ContentHash, u64, u64)>,
-    ) -> Result<SignedManifest, RepoError> {
-        let raw = fetcher
-            .fetch_bytes(".cvmfspublished", 1 << 20)
-            .map_err(RepoError::ManifestFetch)?;
-        let m = SignedManifest::parse(&raw).map_err(RepoError::Manifest)?;
-        if let Some(n) = &m.manifest.fqrn {
-            if n != &opts.fqrn {
-                return Err(RepoError::WrongRepository { found: n.clone() });
-            }
-        }
-        if let Some((_, t, r)) = known {
-            if m.manifest.timestamp.unwrap_or(u64::MAX) < *t {
-                return Err(RepoError::Outdated {
-                    found: m.manifest.revision,
-                    known: *r,
-                });
-            }
-        }
-        let x = m.manifest.certificate.ok_or(RepoError::NoCertificate)?;
-        let cert_path = cache.fetch_object(
-            fetcher,
-            &x,
-            ObjectKind::Certificate,
-            Compression::Zlib,
-            None,
-        )?;
-        let cert_bytes = std::fs::read(&cert_path).map_err(|e| CacheError::Io {
-            path: cert_path.clone(),
-            source: e,
-        })?;
-        let cert = Certificate::parse(&cert_bytes).map_err(|e| RepoError::Certificate {
-            hash: x.to_string(),
-            reason: e.to_string(),
-        })?;
-        m.verify(&cert).map_err(RepoError::Manifest)?;
-        let wl_raw = fetcher
-            .fetch_bytes(".cvmfswhitelist", 1 << 20)
-            .map_err(RepoError::WhitelistFetch)?;
-        let wl = Whitelist::parse(&wl_raw).map_err(RepoError::Whitelist)?;
-        wl.verify(&opts.fqrn, now(), keys, &cert)
-            .map_err(RepoError::Whitelist)?;
-        // Verified: remember it for offline use.
-        if let Ok(mut tmp) = cache.temp_file() {
-            use std::io::Write;
-            if tmp.write_all(&raw).is_ok() {
-                let _ = tmp.persist(cache.root().join(format!("manifest.{}", opts.fqrn)));
-            }
-        }
-        let mm = &m.manifest;
-        let _ = cache.write_breadcrumb(
-            &opts.fqrn,
-            &mm.root_catalog,
-            mm.timestamp.unwrap_or(0),
-            mm.revision,
-        );
-        Ok(m)
-    }
-
-    fn select_tag(
-        opts: &MountOptions,
-        fetcher: &Fetcher,
-        cache: &Cache,
-        m: &SignedManifest,
-    ) -> Result<Tag, RepoError> {
-        let h = m.manifest.history.ok_or_else(|| {
-            RepoError::History("the repository has no history database (manifest has no H)".into())
-        })?;
-        let p = cache.fetch_object(fetcher, &h, ObjectKind::History, Compression::Zlib, None)?;
-        let hist = History::open(&p).map_err(|source| RepoError::Catalog {
-            hash: h.to_string(),
-            source,
-        })?;
-        let found = if let Some(t) = &opts.tag {
-            hist.tag(t).map_err(|source| RepoError::Catalog {
-                hash: h.to_string(),
-                source,
-            })?
-        } else {
-            hist.tag_at(opts.date.unwrap_or(0))
-                .map_err(|source| RepoError::Catalog {
-                    hash: h.to_string(),
-                    source,
-                })?
-        };
-        found.ok_or_else(|| match &opts.tag {
-            Some(t) => RepoError::History(format!("tag {t:?} not found")),
-            None => {
-                RepoError::History("no revision published at or before the requested date".into())
-            }
-        })
-    }
-
-    /// Open (download if needed) a catalog by hash.
-    fn catalog(
-        &self,
-        h: &ContentHash,
-        size: Option<u64>,
-    ) -> Result<Arc<Mutex<Catalog>>, RepoError> {
-        if let Some(c) = self
-            .catalogs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(h)
-        {
-            return Ok(c.clone());
-        }
-        // Catalogs of the mounted revision survive quota cleanups.
-        self.cache.pin(h);
-        let path = self.download(
-            || self.cache.get(h).is_some(),
-            h,
-            ObjectKind::Catalog,
-            || {
-                self.cache.fetch_object(
-                    &self.fetcher,
-                    h,
-                    ObjectKind::Catalog,
-                    Compression::Zlib,
-                    size.filter(|&s| s > 0),
-                )
-            },
-        )?;
-        let cat = Catalog::open(&path).map_err(|source| RepoError::Catalog {
-            hash: h.to_string(),
-            source,
-        })?;
-        tracing::debug!(target: "cvmfs", fqrn = %self.opts.fqrn, catalog = %h, "catalog loaded");
-        let cat = Arc::new(Mutex::new(cat));
-        self.catalogs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*h, cat.clone());
-        Ok(cat)
-    }
-
-    /// The `nested_catalogs` rows of a loaded catalog, read once: every lookup
-    /// walks them from the root down, so they stay in memory.
-    fn nested_refs(
-        &self,
-        h: &ContentHash,
-        cat: &Arc<Mutex<Catalog>>,
-    ) -> Result<Arc<Vec<NestedRef>>, RepoError> {
-        if let Some(v) = self.nested.lock().unwrap_or_else(|p| p.into_inner()).get(h) {
-            return Ok(v.clone());
-        }
-        let rows = cat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .nested()
-            .map_err(|source| RepoError::Catalog {
-                hash: h.to_string(),
-                source,
-            })?;
-        let rows = Arc::new(rows);
-        self.nested
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*h, rows.clone());
-        Ok(rows)
-    }
-
-    /// The catalog responsible for `path` (descending nested catalogs).
-    /// With `for_listing`, a mountpoint itself resolves to the nested catalog.
-    fn catalog_for(&self, path: &[u8]) -> Result<(ContentHash, Arc<Mutex<Catalog>>), RepoError> {
-        let mut h = self.root_hash;
-        let mut cat = self.catalog(&h, None)?;
-        // Length of the current catalog's mount path: each step must go deeper, so a nested
-        // catalog registered at or above its parent (itself, an ancestor) ends the walk.
-        let mut depth = 0;
-        loop {
-            let next = self
-                .nested_refs(&h, &cat)?
-                .iter()
-                .find(|n| n.covers(path, true))
-                .cloned();
-            match next {
-                Some(n) => {
-                    if n.path.len() <= depth {
-                        return Err(RepoError::Catalog {
-                            hash: h.to_string(),
-                            source: CatalogError::Corrupt {
-                                path: String::from_utf8_lossy(&n.path).into_owned(),
-                                reason: "nested catalog is not below the catalog that lists it",
-                            },
-                        });
-                    }
-                    depth = n.path.len();
-                    h = n.hash;
-                    cat = self.catalog(&n.hash, Some(n.size))?;
+        match look {
+            crate::cache::Look::Trusted => Ok(()),
+            crate::cache::Look::Bad(why) => Err(CacheError::Untrusted { path: place, why }.into()),
+            crate::cache::Look::Absent | crate::cache::Look::Unknown => {
+                Err(CacheError::Untrusted {
+                    path: place,
+                    why: "it cannot be verified".into(),
                 }
-                None => return Ok((h, cat)),
+                .into())
             }
         }
-    }
-
-    fn inode_for(path: &[u8], e: &DirEntry) -> u64 {
-        let (a, b) = if e.hardlink_group > 0 {
-            // Hard links live in one directory: group id within the parent.
-            let mut key = perch_format::catalog::parent_path(path).to_vec();
-            key.extend_from_slice(format!("\0hardlink\0{}", e.hardlink_group).as_bytes());
-            perch_format::hash::path_md5(&key)
-        } else {
-            perch_format::hash::path_md5(path)
-        };
-        let v = u64::from_ne_bytes((a ^ b.rotate_left(17)).to_ne_bytes()) & 0x7fff_ffff_ffff_ffff;
-        if v < 2 {
-            v + 2
-        } else {
-            v
-        }
-    }
-
-    /// Normalize a user path (`/a/b/`, `a/b`, `/`) to catalog form.
-    pub fn normalize(path: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(path.len() + 1);
-        for comp in path
-            .split(|&c| c == b'/')
-            .filter(|c| !c.is_empty() && *c != b".")
-        {
-            out.push(b'/');
-            out.extend_from_slice(comp);
-        }
-        out
-    }
-
-    /// Look up a path (catalog form: `""` or `/a/b`). Symlinks are not followed.
-    pub fn lookup(&self, path: &[u8]) -> Result<Option<Node>, RepoError> {
-        let (h, cat) = self.catalog_for(path)?;
-        let c = cat.lock().unwrap_or_else(|p| p.into_inner());
-        let e = c.lookup(path).map_err(|source| RepoError::Catalog {
-            hash: h.to_string(),
-            source,
-        })?;
-        Ok(e.map(|entry| Node {
-            inode: Self::inode_for(path, &entry),
-            path: path.to_vec(),
-            entry,
-            catalog: h,
-        }))
-    }
-
-    /// Resolve a path inside the repository following symlinks in every
-    /// component (and in the last one when `follow_last`), like the kernel
-    /// would below the mount point `mount_dir/<fqrn>`. `Ok(None)` = ENOENT.
-    /// A symlink that leaves the repository is an error naming its target.
-    pub fn resolve(
-        &self,
-        path: &[u8],
-        follow_last: bool,
-        mount_dir: &[u8],
-    ) -> Result<Option<Node>, ResolveError> {
-        let mut prefix = mount_dir.to_vec();
-        prefix.push(b'/');
-        prefix.extend_from_slice(self.opts.fqrn.as_bytes());
-        let mut todo: Vec<Vec<u8>> = path
-            .split(|&c| c == b'/')
-            .filter(|c| !c.is_empty())
-            .map(<[u8]>::to_vec)
-            .rev()
-            .collect();
-        let mut cur: Vec<u8> = Vec::new();
-        let mut links = 0;
-        while let Some(comp) = todo.pop() {
-            if comp == b"." {
-                continue;
-            }
-            if comp == b".." {
-                cur.truncate(cur.iter().rposition(|&c| c == b'/').unwrap_or(0));
-                continue;
-            }
-            let mut next = cur.clone();
-            next.push(b'/');
-            next.extend_from_slice(&comp);
-            let Some(node) = self.lookup(&next)? else {
-                return Ok(None);
-            };
-            let last = todo.is_empty();
-            if node.entry.is_symlink() && (!last || follow_last) {
-                links += 1;
-                if links > 40 {
-                    return Err(ResolveError::Loop(
-                        String::from_utf8_lossy(path).into_owned(),
-                    ));
-                }
-                let target = self.readlink(&node);
-                if target.starts_with(b"/") {
-                    let Some(rest) = target
-                        .strip_prefix(prefix.as_slice())
-                        .filter(|r| r.is_empty() || r.starts_with(b"/"))
-                    else {
-                        return Err(ResolveError::Outside(
-                            String::from_utf8_lossy(&target).into_owned(),
-                        ));
-                    };
-                    cur.clear();
-                    todo.extend(
-                        rest.split(|&c| c == b'/')
-                            .filter(|c| !c.is_empty())
-                            .map(<[u8]>::to_vec)
-                            .rev(),
-                    );
-                } else {
-                    todo.extend(
-                        target
-                            .split(|&c| c == b'/')
-                            .filter(|c| !c.is_empty())
-                            .map(<[u8]>::to_vec)
-                            .rev(),
-                    );
-                }
-                continue;
-            }
-            if !last && !node.entry.is_dir() {
-                return Err(ResolveError::NotDir(
-                    String::from_utf8_lossy(&next).into_owned(),
-                ));
-            }
-            cur = next;
-        }
-        if cur.is_empty() {
-            return Ok(self.lookup(b"")?);
-        }
-        Ok(self.lookup(&cur)?)
-    }
-
-    /// List a directory (hidden entries removed), sorted by name.
-    pub fn list(&self, path: &[u8]) -> Result<Vec<Node>, RepoError> {
-        let (h, cat) = self.catalog_for(path)?;
-        let c = cat.lock().unwrap_or_else(|p| p.into_inner());
-        let rows = c.list(path).map_err(|source| RepoError::Catalog {
-            hash: h.to_string(),
-            source,
-        })?;
-        let mut out: Vec<Node> = rows
-            .into_iter()
-            .filter(|e| !e.is_hidden())
-            .map(|entry| {
-                let mut p = path.to_vec();
-                p.push(b'/');
-                p.extend_from_slice(&entry.name);
-                Node {
-                    inode: Self::inode_for(&p, &entry),
-                    path: p,
-                    entry,
-                    catalog: h,
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
-        Ok(out)
-    }
-
-    /// Symlink target with `$(VAR)` expansion.
-    pub fn readlink(&self, node: &Node) -> Vec<u8> {
-        expand_symlink(&node.entry.symlink, &*self.env)
-    }
-
-    /// Replace the environment used for symlink expansion.
-    pub fn set_symlink_env(&mut self, env: SymlinkEnv) {
-        self.env = env;
-    }
-
-    /// Chunk list of a node (empty if not chunked).
-    pub fn chunks(&self, node: &Node) -> Result<Vec<perch_format::catalog::Chunk>, RepoError> {
-        if !node.entry.is_chunked() {
-            return Ok(Vec::new());
-        }
-        let cat = self.catalog(&node.catalog, None)?;
-        let c = cat.lock().unwrap_or_else(|p| p.into_inner());
-        c.chunks(&node.path, &node.entry)
-            .map_err(|source| RepoError::Catalog {
-                hash: node.catalog.to_string(),
-                source,
-            })
     }
 
     /// Make sure the whole decompressed content of a regular file is cached; return its path.
@@ -808,111 +336,6 @@ impl Repository {
         )
     }
 
-    /// Check that `file`, opened to serve `node` (a link to or copy of its cache object),
-    /// holds what this user verified (DESIGN.md §4a): `Err` (EIO) if not. An object not yet
-    /// verified is fetched or compared with a fresh download first.
-    pub fn verify_open(&self, node: &Node, file: &std::fs::File) -> Result<(), RepoError> {
-        let e = &node.entry;
-        let by_name = match (e.is_chunked(), e.compression(), e.hash) {
-            (false, Some(Compression::None), Some(h)) => Some(h),
-            _ => None,
-        };
-        let place = match (e.is_chunked(), e.hash) {
-            (false, Some(h)) => self.cache.object_path(&h),
-            _ => self.fetch(node)?,
-        };
-        let look = match self.cache.verify_file(&place, file, by_name.as_ref()) {
-            crate::cache::Look::Unknown => {
-                self.fetch(node)?;
-                self.cache.verify_file(&place, file, by_name.as_ref())
-            }
-            l => l,
-        };
-        match look {
-            crate::cache::Look::Trusted => Ok(()),
-            crate::cache::Look::Bad(why) => Err(CacheError::Untrusted { path: place, why }.into()),
-            crate::cache::Look::Absent | crate::cache::Look::Unknown => {
-                Err(CacheError::Untrusted {
-                    path: place,
-                    why: "it cannot be verified".into(),
-                }
-                .into())
-            }
-        }
-    }
-
-    /// Runs `op`, which downloads object `h` unless `cached()`. While offline, a download
-    /// before the retry time fails at once (no failover, no timeouts); the first one after
-    /// it retries the network (the manifest, verified as at mount) and, if that works, the
-    /// mount is online again. The mounted revision never changes: a newer one is for new
-    /// mounts (DESIGN.md §4).
-    fn download(
-        &self,
-        cached: impl FnOnce() -> bool,
-        h: &ContentHash,
-        kind: ObjectKind,
-        op: impl FnOnce() -> Result<PathBuf, CacheError>,
-    ) -> Result<PathBuf, RepoError> {
-        // Online (the usual case) `op` looks at the cache itself: no second stat here, except
-        // for the `-d cvmfs` line.
-        let debug = tracing::enabled!(target: "cvmfs", tracing::Level::DEBUG);
-        let hit = (self.is_offline() || debug).then(cached);
-        if self.is_offline() && hit == Some(false) {
-            self.network_ready(h, kind)?;
-        }
-        if debug {
-            let what = if hit == Some(true) {
-                "cache hit"
-            } else {
-                "cache miss"
-            };
-            tracing::debug!(target: "cvmfs", fqrn = %self.opts.fqrn, object = %h, kind = ?kind, "{what}");
-        }
-        Ok(op()?)
-    }
-
-    /// `Ok` when downloads may use the network (online, or offline and a retry just worked).
-    fn network_ready(&self, h: &ContentHash, kind: ObjectKind) -> Result<(), RepoError> {
-        let mut state = self.offline.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(off) = state.as_mut() else {
-            return Ok(());
-        };
-        let refused = |off: &Offline| RepoError::Offline {
-            fqrn: self.opts.fqrn.clone(),
-            what: format!(
-                "{}/{}",
-                self.fetcher.current_server().unwrap_or_default(),
-                h.object_path(kind)
-            ),
-            reason: off.reason.clone(),
-            retry_in: off.retry_at.saturating_duration_since(Instant::now()),
-        };
-        if Instant::now() < off.retry_at {
-            return Err(refused(off));
-        }
-        let known = self.cache.read_breadcrumb(&self.opts.fqrn);
-        match Self::fetch_manifest(
-            &self.opts,
-            &self.fetcher,
-            &self.cache,
-            &self.keys,
-            known.as_ref(),
-        ) {
-            Ok(m) => {
-                // Warn level like the offline notice, so the default log shows both ends.
-                tracing::warn!(target: "cvmfs", fqrn = %self.opts.fqrn, mounted = self.revision, newest = m.manifest.revision, "network is back, downloading again (this process keeps its revision; new mounts get the newest)");
-                *state = None;
-                Ok(())
-            }
-            Err(e) => {
-                off.reason = crate::error_chain(&e);
-                off.retry_at = Instant::now() + self.opts.offline_retry;
-                tracing::debug!(target: "cvmfs", fqrn = %self.opts.fqrn, error = %off.reason, "still offline");
-                Err(refused(off))
-            }
-        }
-    }
-
     /// Read a whole file (small files, tests).
     pub fn read(&self, node: &Node) -> Result<Vec<u8>, RepoError> {
         let p = self.fetch(node)?;
@@ -939,14 +362,6 @@ impl Repository {
     pub fn manifest(&self) -> &SignedManifest {
         &self.manifest
     }
-    /// Serving the last known revision without downloads because the network failed
-    /// (until a retry finds it back).
-    pub fn is_offline(&self) -> bool {
-        self.offline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-    }
     /// The catalog TTL: the root catalog's `TTL` capped by `CVMFS_MAX_TTL` (spec §11.5).
     pub fn ttl(&self) -> Duration {
         self.ttl
@@ -959,12 +374,10 @@ impl Repository {
     pub fn fetcher(&self) -> &Fetcher {
         &self.fetcher
     }
-    /// Number of catalogs loaded.
+    /// Number of catalogs open now (at most [`MAX_OPEN_CATALOGS`]; the least recently used
+    /// are closed beyond that and opened again when needed).
     pub fn loaded_catalogs(&self) -> usize {
-        self.catalogs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.catalogs.len()
     }
 
     /// Tags of the repository (from the history database).

@@ -33,6 +33,12 @@ pub const FLAG_HIDDEN: u32 = 0x8000;
 /// Entry flag: direct I/O.
 pub const FLAG_DIRECT_IO: u32 = 0x10000;
 
+/// Page cache of one open catalog, in KiB (SQLite's default is 2 000). Catalog files are
+/// immutable and sit in the OS page cache anyway, so a page missed here costs one `pread` of
+/// a cached page; what stays here are the B-tree's upper levels, which every lookup visits.
+/// A reader with many catalogs open keeps memory bounded by this times their number.
+pub const PAGE_CACHE_KIB: i64 = 512;
+
 /// Errors reading or writing catalogs.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -295,6 +301,7 @@ impl Catalog {
         )?;
         // The file is content-addressed and never changes.
         conn.pragma_update(None, "query_only", true)?;
+        conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
         let schema: Option<String> = conn
             .query_row("SELECT value FROM properties WHERE key='schema'", [], |r| {
                 r.get(0)

@@ -16,8 +16,9 @@
 //!   and `rename(2)`-ing it over the empty directory, which Linux allows atomically for an
 //!   empty target; a loser of the race gets `ENOTEMPTY`/`EEXIST` and discards its copy. So the
 //!   rename is the "complete" marker, and no marker file ever shows up in `getdents64`. A
-//!   repository directory with no children stays empty; we remember completed directories
-//!   in memory so it is listed once per process.
+//!   repository directory with no children stays empty; we remember the most recently used
+//!   completed directories in memory (at most [`COMPLETE_MAX`]), so such a directory is
+//!   listed again only after it dropped out, and a known one costs no `read_dir`.
 //! * Children are created as: directories → empty directories (mode 0755), symlinks →
 //!   symlinks with the expanded target, regular and special files → empty placeholder files
 //!   (mode 0444). Metadata never comes from these: perch answers `stat` from the catalog.
@@ -39,7 +40,6 @@
 //!   an older object without it gets `+x` or, if that is not allowed, a private copy (0555).
 //! * The whole `shadow/` may be deleted when no perch process runs (gc) and is rebuilt lazily.
 
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -48,12 +48,21 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::Mutex;
+
+use hashlink::LruCache;
 
 use crate::{Entry, Kind, RepoError, Repository, VfsError};
 
 const STAGING: &str = ".tmp";
 const ROOT_PREFIX: &str = ".root-";
+
+/// Most directories remembered as complete: memory stays bounded however many directories a
+/// job walks (~0.2 KiB each); one that dropped out is checked again with one `read_dir`.
+pub const COMPLETE_MAX: usize = 16_384;
+
+/// A directory of one tree: (tree name, repository path).
+type DirKey = (PathBuf, Vec<u8>);
 
 /// The shadow tree of one cache root.
 #[derive(Debug)]
@@ -62,9 +71,8 @@ pub struct ShadowTree {
     staging: PathBuf,
     /// `<pid>@<host>`: names this process's staging entries.
     owner: String,
-    /// Directories known complete in this process: checked on every open by every supervisor
-    /// thread, added to once per directory, so a read-write lock.
-    complete: RwLock<HashSet<(PathBuf, Vec<u8>)>>,
+    /// Directories known complete in this process, the most recently used kept.
+    complete: Mutex<LruCache<DirKey, ()>>,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -113,6 +121,11 @@ impl ShadowTree {
     /// Open (creating if needed) this user's shadow tree under `cache_root`, and remove what
     /// dead processes of this host left in its staging area.
     pub fn new(cache_root: &Path) -> Result<ShadowTree, VfsError> {
+        Self::with_complete_limit(cache_root, COMPLETE_MAX)
+    }
+
+    /// As [`ShadowTree::new`], remembering at most `limit` complete directories (tests).
+    pub fn with_complete_limit(cache_root: &Path, limit: usize) -> Result<ShadowTree, VfsError> {
         let base = cache_root.join("shadow");
         if !base.is_dir() {
             fs::create_dir_all(&base).map_err(io_err("create", &base))?;
@@ -144,7 +157,7 @@ impl ShadowTree {
             staging: root.join(STAGING),
             root,
             owner: format!("{}@{}", std::process::id(), hostname()),
-            complete: RwLock::new(HashSet::new()),
+            complete: Mutex::new(LruCache::new(limit.max(1))),
         };
         tree.clean_staging();
         Ok(tree)
@@ -221,17 +234,22 @@ impl ShadowTree {
             .join(format!("{}.{}.{:08x}", self.owner, n, nanos))
     }
 
-    fn is_complete(&self, key: &(PathBuf, Vec<u8>)) -> bool {
+    fn is_complete(&self, key: &DirKey) -> bool {
         self.complete
-            .read()
-            .map(|s| s.contains(key))
+            .lock()
+            .map(|mut s| s.get(key).is_some())
             .unwrap_or(false)
     }
 
-    fn mark_complete(&self, key: (PathBuf, Vec<u8>)) {
-        if let Ok(mut s) = self.complete.write() {
-            s.insert(key);
+    fn mark_complete(&self, key: DirKey) {
+        if let Ok(mut s) = self.complete.lock() {
+            s.insert(key, ());
         }
+    }
+
+    /// Directories remembered as complete now (at most [`COMPLETE_MAX`]).
+    pub fn remembered_complete(&self) -> usize {
+        self.complete.lock().map(|s| s.len()).unwrap_or(0)
     }
 
     /// Build a directory in staging with `fill`, then rename it over `target` (absent or empty).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::*;
 use perch_vfs::mem::{MemMounter, MemRepo};
-use perch_vfs::{Lookup, Namespace, Outcome, Repository, Resolved};
+use perch_vfs::{Lookup, Namespace, Outcome, Repository, Resolved, ShadowTree};
 
 const RA: &str = "/cvmfs/a.example.org";
 
@@ -271,4 +271,44 @@ fn concurrent_population_gives_one_consistent_tree() {
         names(&ns.shadow().root().join(".tmp")).is_empty(),
         "staging leftovers"
     );
+}
+
+#[test]
+fn remembered_directories_are_bounded() {
+    // Memory must not grow with the number of directories a job walks: the set of directories
+    // known complete is an LRU. Past the limit, a dropped directory is checked again (an empty
+    // one is listed again), and the tree stays right.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = MemRepo::builder("many.org", &tmp.path().join("objects"));
+    for d in 0..40 {
+        b = b.file(&format!("/d{d:02}/f"), b"x", 0o644);
+        b = b.dir(&format!("/e{d:02}"));
+    }
+    let repo = b.build();
+    let shadow = ShadowTree::with_complete_limit(tmp.path(), 8).unwrap();
+    for d in 0..40 {
+        let dir = shadow
+            .ensure_dir(repo.as_ref(), format!("/d{d:02}").as_bytes())
+            .unwrap();
+        assert_eq!(names(&dir), ["f"]);
+        shadow
+            .ensure_dir(repo.as_ref(), format!("/e{d:02}").as_bytes())
+            .unwrap();
+        assert!(shadow.remembered_complete() <= 8, "after /d{d:02}");
+    }
+    let lists = repo.lists();
+    // The root and recent directories are still known: no listing at all.
+    shadow.ensure_dir(repo.as_ref(), b"/e39").unwrap();
+    assert_eq!(repo.lists(), lists);
+    // An early empty directory dropped out: listed once more, then known again.
+    let e00 = shadow.ensure_dir(repo.as_ref(), b"/e00").unwrap();
+    assert!(names(&e00).is_empty());
+    assert_eq!(repo.lists(), lists + 1);
+    shadow.ensure_dir(repo.as_ref(), b"/e00").unwrap();
+    assert_eq!(repo.lists(), lists + 1);
+    // A dropped non-empty directory costs a read_dir, not a listing.
+    let d00 = shadow.ensure_dir(repo.as_ref(), b"/d00").unwrap();
+    assert_eq!(names(&d00), ["f"]);
+    assert_eq!(repo.lists(), lists + 1);
+    assert!(shadow.remembered_complete() <= 8);
 }

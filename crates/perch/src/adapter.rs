@@ -2,32 +2,34 @@
 //! `Repository`/`Mounter`.
 //!
 //! Both are called from every supervisor thread at once. A mounted revision never changes,
-//! so the lookup cache only grows (until its bound) and is read far more often than written:
-//! it is split in shards, each behind a read-write lock, so threads looking up different
-//! paths touch different locks and threads looking up the same path share a read lock.
+//! so cached lookups never go stale: the lookup cache is a bounded LRU split in shards, each
+//! behind its own lock, so threads looking up different paths touch different locks.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
+use hashlink::LruCache;
 use perch_cvmfs::{Node, RepoError as CvmfsError, Repository};
 use perch_vfs::{Entry, Errno, Handle, Kind, RepoError};
 
 use crate::mounts::Client;
 
-/// Most entries cached per repository (a mounted revision never changes, so
-/// cached lookups never go stale; the bound only limits memory).
-const LOOKUP_CACHE_MAX: usize = 200_000;
+/// Most entries cached per repository, least recently used dropped first (a mounted
+/// revision never changes, so cached lookups never go stale; the bound keeps memory
+/// independent of the repository's size: ~0.5 KiB an entry). The ancestors every
+/// resolution walks through stay; a miss costs one catalog query (a few µs).
+pub(crate) const LOOKUP_CACHE_MAX: usize = 16_384;
 
 /// Shards of the lookup cache: more than the supervisor threads that can use it at once.
 const SHARDS: usize = 32;
 
-/// One shard: path -> node (None = ENOENT).
-type Shard = RwLock<HashMap<Vec<u8>, Option<Arc<Node>>>>;
+/// One shard: path -> node (None = ENOENT), least recently used dropped first.
+type Shard = Mutex<LruCache<Vec<u8>, Option<Arc<Node>>>>;
 
-/// path -> node, sharded by path; nodes are shared, not copied, on a hit.
+/// path -> node, sharded by path (threads looking up different paths take different locks);
+/// nodes are shared, not copied, on a hit. At most [`LOOKUP_CACHE_MAX`] entries in all.
 struct LookupCache {
     hasher: RandomState,
     shards: Vec<Shard>,
@@ -37,27 +39,42 @@ impl LookupCache {
     fn new() -> LookupCache {
         LookupCache {
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(LOOKUP_CACHE_MAX / SHARDS)))
+                .collect(),
         }
     }
 
-    fn shard(&self, path: &[u8]) -> &Shard {
+    fn shard(
+        &self,
+        path: &[u8],
+    ) -> std::sync::MutexGuard<'_, LruCache<Vec<u8>, Option<Arc<Node>>>> {
         let h = self.hasher.hash_one(path);
         // The remainder is below SHARDS, so it fits any usize.
-        &self.shards[usize::try_from(h % SHARDS as u64).unwrap_or(0)]
+        self.shards[usize::try_from(h % SHARDS as u64).unwrap_or(0)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, path: &[u8]) -> Option<Option<Arc<Node>>> {
-        let shard = self.shard(path).read().unwrap_or_else(|p| p.into_inner());
-        shard.get(path).cloned()
+        self.shard(path).get(path).cloned()
     }
 
     fn insert(&self, path: Vec<u8>, n: Option<Arc<Node>>) {
-        let mut shard = self.shard(&path).write().unwrap_or_else(|p| p.into_inner());
-        if shard.len() >= LOOKUP_CACHE_MAX / SHARDS {
-            shard.clear();
-        }
-        shard.insert(path, n);
+        self.shard(&path).insert(path, n);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    #[cfg(test)]
+    fn contains(&self, path: &[u8]) -> bool {
+        self.shard(path).contains_key(path)
     }
 }
 
@@ -361,5 +378,51 @@ impl perch_vfs::Mounter for VfsMounter {
 
     fn cache_root(&self) -> PathBuf {
         self.cache_root.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perch_vfs::Repository as _;
+
+    #[test]
+    fn the_lookup_memo_is_bounded() {
+        // A job that touches more paths than the memo holds must not grow it: the least
+        // recently used entries go, and what is looked up again is still right.
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("dir")).unwrap();
+        std::fs::write(src.join("dir/file"), b"content\n").unwrap();
+        let fqrn = "memo.example.org";
+        let keys = tmp.path().join("keys");
+        perch_publish::keygen(fqrn, &keys, 30).unwrap();
+        let stratum = tmp.path().join("stratum");
+        perch_publish::publish(&perch_publish::PublishOptions::new(
+            &src, fqrn, &keys, &stratum,
+        ))
+        .unwrap();
+        let opts = perch_cvmfs::MountOptions::new(
+            fqrn,
+            &format!("file://{}", stratum.display()),
+            vec![keys.join(format!("{fqrn}.pub"))],
+            tmp.path().join("cache"),
+        );
+        let vfs = VfsRepo::new(Arc::new(Repository::mount(opts).unwrap()));
+        let memo = || vfs.lookups.len();
+        let file = vfs.lookup(b"/dir/file").unwrap().unwrap();
+        assert_eq!(vfs.list(b"/dir").unwrap().len(), 1);
+        // Twice the bound: every shard sees more than its share.
+        for i in 0..2 * LOOKUP_CACHE_MAX {
+            let missing = format!("/dir/missing{i}");
+            assert!(vfs.lookup(missing.as_bytes()).unwrap().is_none());
+            // The ancestors a resolution walks through stay warm.
+            assert!(vfs.lookup(b"/dir").unwrap().is_some());
+        }
+        assert_eq!(memo(), LOOKUP_CACHE_MAX);
+        assert!(vfs.lookups.contains(b"/dir"));
+        let again = vfs.lookup(b"/dir/file").unwrap().unwrap();
+        assert_eq!((again.inode, again.size), (file.inode, file.size));
+        assert_eq!(memo(), LOOKUP_CACHE_MAX);
     }
 }

@@ -171,15 +171,12 @@ impl Repository {
     /// The statistics counters of the catalog holding `path` (`self_*` only, with
     /// `catalog_hash`), or all counters of the root catalog (`subtree_*` = the repository).
     fn counters(&self, path: &[u8], own: bool) -> Result<String, RepoError> {
-        let (hash, cat) = self.catalog_for(path)?;
-        let stats = cat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .statistics()
-            .map_err(|source| RepoError::Catalog {
-                hash: hash.to_string(),
-                source,
-            })?;
+        let cat = self.catalog_for(path)?;
+        let hash = cat.hash;
+        let stats = cat.db().statistics().map_err(|source| RepoError::Catalog {
+            hash: hash.to_string(),
+            source,
+        })?;
         let mut out = format!("catalog_hash: {hash}\n");
         for (k, v) in stats {
             if !own || k.starts_with("self_") {
