@@ -5,4 +5,4 @@ set -e
 # File transfer may not keep the execute bit of an input file.
 chmod +x ./perch
 exec ./perch run --config site.conf --alien-cache "${PERCH_ALIEN_CACHE:?set in perch.sub}" \
-    -- sh /cvmfs/example.org/bin/task.sh "$1"
+    -- sh /cvmfs/sw.example.org/bin/task.sh "$1"

@@ -95,7 +95,9 @@ pub fn targets(flags: &str) -> Result<Vec<&'static str>, UnknownFlag> {
 pub fn init(targets: &[&str], log: Option<&Path>) {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
-    let mut filter = String::from("warn");
+    // fuser logs an error for every reply to a request the kernel already dropped (the
+    // caller was interrupted or killed): normal for a FUSE server, noise for the user.
+    let mut filter = String::from("warn,fuser=off");
     for t in targets {
         filter.push_str(&format!(",{t}=debug"));
     }

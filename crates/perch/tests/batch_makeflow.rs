@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use perch_testkit::{Makeflow, Nginx, TempDir};
 
-const FQRN: &str = "batch.test";
+const FQRN: &str = "batch.example.org";
 const TASKS: usize = 200;
 const PARTS: usize = 20;
 const WORKERS: usize = 4;

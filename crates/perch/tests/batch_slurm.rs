@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use perch_testkit::{Nginx, SlurmCluster};
 
-const FQRN: &str = "batch.test";
+const FQRN: &str = "batch.example.org";
 const TASKS: u32 = 50;
 /// CPUs the node offers: concurrent array tasks (they mostly wait on I/O).
 const NODE_CPUS: u32 = 4;
