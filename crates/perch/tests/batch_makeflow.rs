@@ -22,7 +22,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(150);
 const TASK_SH: &str = r#"#!/bin/sh
 # A task of the batch tests: reads one of the parts and a helper from the repository.
 n=$1
-repo=/cvmfs/batch.test
+repo=/cvmfs/batch.example.org
 . "$repo/lib/square.sh"
 part=$((n % 20))
 file="$repo/share/part-$part.txt"
@@ -69,7 +69,7 @@ fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The published repository: keys, the stratum under `<www>/cvmfs/batch.test`, nginx.
+/// The published repository: keys, the stratum under `<www>/cvmfs/batch.example.org`, nginx.
 struct Stratum {
     nginx: Nginx,
     keys: PathBuf,

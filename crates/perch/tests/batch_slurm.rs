@@ -20,7 +20,7 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 const TASK_SH: &str = r#"#!/bin/sh
 # A task of the batch tests: reads one of the parts and a helper from the repository.
 n=$1
-repo=/cvmfs/batch.test
+repo=/cvmfs/batch.example.org
 . "$repo/lib/square.sh"
 part=$((n % 10))
 file="$repo/share/part-$part.txt"
@@ -65,7 +65,7 @@ fn run_ok(command: &mut Command) {
     );
 }
 
-/// Publishes the test tree into `<base>/www/cvmfs/batch.test`; returns the key directory.
+/// Publishes the test tree into `<base>/www/cvmfs/batch.example.org`; returns the key directory.
 fn publish(base: &Path) -> std::path::PathBuf {
     let tree = base.join("tree");
     for dir in ["bin", "lib", "share"] {
