@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKS=${TASKS:-200}
 WORKERS=${WORKERS:-4}
-FQRN=batch.test
+FQRN=batch.example.org
 PERCH=${PERCH:-target/x86_64-unknown-linux-gnu/release/perch}
 [ -x "$PERCH" ] || bash scripts/build-static.sh >/dev/null
 PERCH=$(realpath "$PERCH")
@@ -35,7 +35,7 @@ mkdir -p "$T/bin" "$T/lib" "$T/share"
 cat > "$T/bin/task.sh" <<'EOF'
 #!/bin/sh
 n=$1
-repo=/cvmfs/batch.test
+repo=/cvmfs/batch.example.org
 . "$repo/lib/square.sh"
 part=$((n % 20))
 file="$repo/share/part-$part.txt"
@@ -105,9 +105,9 @@ EOF
 }
 
 run cold; cold=$SECS
-objects=$(grep -c ' /cvmfs/batch.test/data/' "$W/nginx/access.log" || true)
+objects=$(grep -c ' /cvmfs/batch.example.org/data/' "$W/nginx/access.log" || true)
 run warm; warm=$SECS
-objects_warm=$(grep -c ' /cvmfs/batch.test/data/' "$W/nginx/access.log" || true)
+objects_warm=$(grep -c ' /cvmfs/batch.example.org/data/' "$W/nginx/access.log" || true)
 kill "$nginx_pid"; wait "$nginx_pid" 2>/dev/null || true
 run offline; offline=$SECS
 run offline0 CVMFS_MAX_RETRIES=0; offline0=$SECS
