@@ -79,7 +79,7 @@ guest_report() {
       NOTE*) echo "  $k $mode $user $name: ${verdict#NOTE }" ;;
       REFUSED*)
         if [ "$old" = 1 ] && grep -q 'too old' <<<"$verdict"; then
-          echo "  $k $mode $user REFUSED as documented (kernel < 5.14 has no mode yet): ${verdict#REFUSED }"
+          echo "  $k $mode $user REFUSED as documented (notify mode needs Linux 5.14): ${verdict#REFUSED }"
           PASSED=$((PASSED + 1))
         else echo "  $k $mode $user $name FAIL: $verdict"; NFAILED=$((NFAILED + 1)); fi ;;
       *) echo "  $k $mode $user $name $verdict"; NFAILED=$((NFAILED + 1)) ;;
