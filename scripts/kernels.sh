@@ -165,7 +165,8 @@ for suite in "${SUITES[@]}"; do
   echo "KERNEL $suite $kver: booted and checked in ${secs}s; /dev/fuse and user namespaces: $(sed -n 's/.*DEVFUSE //p' "$W/$suite.out" | head -n 1)"
   major=${kver%%.*} rest=${kver#*.}; minor=${rest%%.*}
   old=0; { [ "$major" -lt 5 ] || { [ "$major" -eq 5 ] && [ "$minor" -lt 14 ]; }; } && old=1
-  guest_report "$W/$suite.out" $old
+  accept=; [ $old = 1 ] && accept='too old'
+  guest_report "$W/$suite.out" "$accept"
 done
 echo "kernels: $PASSED passed, $NFAILED failed"
 [ "$NFAILED" = 0 ]
