@@ -9,7 +9,7 @@ needs=(nginx:nginx-light squid:squid proot:proot python3:python3 gcc:gcc make:ma
        setpriv:util-linux file:file nm:binutils makeflow:coop-computing-tools work_queue_worker:coop-computing-tools
        munged:munge slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client strace:strace
        qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio curl:curl xz:xz-utils
-       gpgv:gpgv)
+       gpgv:gpgv dockerd:docker.io debootstrap:debootstrap)
 missing=()
 for pair in "${needs[@]}"; do
   bin=${pair%%:*} pkg=${pair#*:}
@@ -32,4 +32,6 @@ bash scripts/build-static.sh >/dev/null
 bash scripts/check-static.sh
 # The same binary on Debian's 5.10, 6.1 and 6.12 kernels, booted in qemu (scripts/kernels.sh).
 bash scripts/kernels.sh
+# The same binary in a real Docker engine with its default seccomp profile (scripts/docker.sh).
+bash scripts/docker.sh
 PERCH_BATCH_BIN="$PWD/target/x86_64-unknown-linux-gnu/release/perch" cargo test --workspace --no-fail-fast

@@ -69,17 +69,13 @@ run() { # label docker-run-options...
   if ! grep -q '^CHECK ' "$W/$label.out"; then
     echo "  $label: no checks ran:"; sed 's/^/    /' "$W/$label.out" | head -n 20; NFAILED=$((NFAILED + 1)); return
   fi
-  guest_report "$W/$label.out" 0
+  # Forced fuse mode has no /dev/fuse (and, under the default profile, no user namespace).
+  guest_report "$W/$label.out" 'fuse mode unavailable'
 }
 echo "DOCKER $("${DOCKER[@]}" version --format '{{.Server.Version}}'), default seccomp profile:"
 run root
 run uid65534 --user 65534:65534
 echo "DOCKER seccomp=unconfined (modes perch offers: $(cat "$R/etc/modes")):"
 run unconfined-root --security-opt seccomp=unconfined
-if "${DOCKER[@]}" run --rm --network none -v "$BIN:/usr/local/bin/perch:ro" perch-test:bookworm \
-     perch run --help | grep -q -- '-d.*mode\|--mode'; then
-  echo "  auto picks: $("${DOCKER[@]}" run --rm --network none -v "$R:/perchtest:ro" -v "$BIN:/usr/local/bin/perch:ro" \
-     perch-test:bookworm perch run -d mode --config /perchtest/etc/client.conf -- true 2>&1 | head -n 3 | tr '\n' ' ')"
-fi
 echo "docker: $PASSED passed, $NFAILED failed"
 [ "$NFAILED" = 0 ]

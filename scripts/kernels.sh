@@ -13,10 +13,9 @@
 # valid signature of a key in debian-archive-keyring, Packages.xz must match the SHA-256 that
 # InRelease lists, and the .deb must match the SHA-256 that Packages lists.
 #
-# A kernel older than 5.14 has no seccomp notification with ADDFD_FLAG_SEND; until a mode
-# for it exists (the ptrace backend, issue 11) perch must refuse there with its documented
-# exit code 206 and one line naming the kernel. That refusal is reported as REFUSED and is
-# not a failure on such a kernel; on any newer kernel it is.
+# A kernel older than 5.14 has no seccomp notification with ADDFD_FLAG_SEND: notify mode must
+# refuse there with its documented exit code 206 and one line naming the kernel. That refusal
+# is reported as REFUSED and is not a failure on such a kernel; on any newer kernel it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/guest.sh
@@ -83,7 +82,7 @@ kernel_of() {
 # ---- the initramfs: busybox, perch, a published stratum, the checks ----
 FQRN=kernels.example.org
 R=$W/root
-mkdir -p "$R"/{bin,proc,sys,dev,tmp}
+mkdir -p "$R"/{bin,proc,sys,dev,tmp,newroot}
 cp "$BUSYBOX" "$R/bin/busybox"
 cp "$BIN" "$R/bin/perch"
 # busybox's setpriv cannot change uids: a small static helper drops to UID:GID and execs.
@@ -110,6 +109,17 @@ cat > "$R/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
+# A node's root is a real file system, not the initramfs rootfs (where pivot_root, which
+# fuse mode uses for its new root, is refused): move everything to a tmpfs and switch to it.
+if [ "$1" != stage2 ]; then
+  mkdir -p /newroot
+  mount -t tmpfs -o size=900m root /newroot
+  for f in /*; do
+    case $f in /newroot|/proc|/sys|/dev) ;; *) cp -a "$f" /newroot/ ;; esac
+  done
+  mkdir -p /newroot/proc /newroot/sys /newroot/dev /newroot/tmp
+  exec switch_root /newroot /init stage2
+fi
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -155,7 +165,8 @@ for suite in "${SUITES[@]}"; do
   echo "KERNEL $suite $kver: booted and checked in ${secs}s; /dev/fuse and user namespaces: $(sed -n 's/.*DEVFUSE //p' "$W/$suite.out" | head -n 1)"
   major=${kver%%.*} rest=${kver#*.}; minor=${rest%%.*}
   old=0; { [ "$major" -lt 5 ] || { [ "$major" -eq 5 ] && [ "$minor" -lt 14 ]; }; } && old=1
-  guest_report "$W/$suite.out" $old
+  accept=; [ $old = 1 ] && accept='too old'
+  guest_report "$W/$suite.out" "$accept"
 done
 echo "kernels: $PASSED passed, $NFAILED failed"
 [ "$NFAILED" = 0 ]
