@@ -254,7 +254,7 @@ fn auto_falls_back_to_notify_when_dev_fuse_cannot_be_opened() {
 /// Ctrl-C that interrupts a foreground `sleep` (bash reports 130) and an `exit 7` that is
 /// perch's status. Each step waits for its output (no fixed delays).
 const INTERACTIVE: &str = r#"
-import os, pty, re, sys, time
+import os, pty, re, select, sys, time
 pid, fd = pty.fork()
 if pid == 0:
     os.execv(sys.argv[1], sys.argv[1:])
@@ -263,7 +263,8 @@ def until(marker, timeout=60):
     global buf
     end = time.time() + timeout
     while marker not in buf:
-        if time.time() > end:
+        left = end - time.time()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
             sys.exit("timeout waiting for %r in %r" % (marker, buf))
         try:
             data = os.read(fd, 4096)
@@ -275,7 +276,9 @@ send("PS1='$ '; echo ready")
 until(b"ready\r\n")
 send("ls -lad " + os.environ["T_DIR"] + " && cp " + os.environ["T_FILE"] + " . && echo copied")
 until(b"copied\r\n")
-send("echo sleeping; sleep 30")
+# The marker comes from the foreground job itself: bash has made it the terminal's foreground
+# process group before it runs, so the Ctrl-C cannot arrive while bash is still the target.
+send("sh -c 'echo sleeping; exec sleep 30'")
 until(b"sleeping\r\n")
 os.write(fd, b"\x03")
 send("echo status=$?")
