@@ -16,7 +16,9 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
     Request,
 };
-use perch_vfs::{Entry, Errno, Kind, Namespace, Outcome, Repository, Resolved, XattrReply};
+use perch_vfs::{
+    Entry, Errno, Kind, Namespace, Outcome, Repository, Resolved, VfsError, XattrReply,
+};
 
 use crate::attr::{file_attr, file_type, placeholder_dir};
 use crate::nodes::{entry_id, repo_root_id, Node, Nodes, ROOT};
@@ -331,7 +333,9 @@ impl Filesystem for PerchFs {
                         Kind::Dir => return Err(Errno::EISDIR),
                         _ => return Err(Errno::ENXIO),
                     }
-                    let file = repo.fetch(&path, &entry).map_err(|e| e.errno())?;
+                    let file = repo
+                        .fetch(&path, &entry)
+                        .map_err(|e| VfsError::log_repo(repo.fqrn(), &path, e))?;
                     open_object(&file)
                 });
         match opened {

@@ -54,6 +54,18 @@ impl VfsError {
         }
     }
 
+    /// A repository failure on `fqrn`'s `path`, logged like the namespace's own (once per
+    /// object and interval, see [`crate::limit`]); returns the errno for the program. For
+    /// backends that call the repository directly (perch-fuse).
+    pub fn log_repo(fqrn: &str, path: &[u8], source: RepoError) -> Errno {
+        VfsError::Repo {
+            fqrn: fqrn.to_string(),
+            path: String::from_utf8_lossy(path).into_owned(),
+            source,
+        }
+        .log_errno()
+    }
+
     /// Log (once, here: the program only gets the errno; rate-limited per object, see
     /// [`crate::limit`]) and return the errno.
     pub(crate) fn log_errno(self) -> Errno {
