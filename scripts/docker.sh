@@ -32,7 +32,7 @@ cleanup() {
     for _ in $(seq 50); do [ -e "$W/dockerd.pid" ] || break; sleep 0.2; done
   fi
   # Whatever dockerd left mounted below its roots (overlay layers, netns files).
-  grep -o " $W/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -o " $W/[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$W"
 }
 trap cleanup EXIT
