@@ -450,8 +450,9 @@ fn check_release(release: &str) -> Result<(), Error> {
     }
 }
 
-/// The paths `execvp` would try for `program`.
-fn exec_candidates(program: &OsStr, path: Option<&OsStr>) -> Vec<OsString> {
+/// The paths `execvp` would try for `program` with search path `path` (`$PATH`; unset: the
+/// default `/usr/local/bin:/usr/bin:/bin`). Shared with perch's fuse mode.
+pub fn exec_candidates(program: &OsStr, path: Option<&OsStr>) -> Vec<OsString> {
     if program.as_bytes().contains(&b'/') || program.is_empty() {
         return vec![program.to_os_string()];
     }

@@ -430,28 +430,8 @@ fn child_main(plan: &NsPlan, sock: RawFd, parent_end: RawFd) -> ! {
     }
     // SAFETY: our own fd; the parent holds its duplicate.
     unsafe { libc::close(fuse) };
-    let mut err = libc::ENOENT;
-    let mut saw_eacces = false;
-    for &path in &plan.candidate_ptrs {
-        if path.is_null() {
-            break;
-        }
-        // SAFETY: `path`, `argv` and `envp` are NUL-terminated strings and NULL-terminated
-        // arrays owned by `plan`, alive until exec replaces this process.
-        unsafe { libc::execve(path, plan.argv.as_ptr(), plan.envp.as_ptr()) };
-        match errno_now() {
-            libc::ENOENT | libc::ENOTDIR => {}
-            libc::EACCES => saw_eacces = true,
-            e => {
-                err = e;
-                saw_eacces = false;
-                break;
-            }
-        }
-    }
-    if saw_eacces {
-        err = libc::EACCES;
-    }
+    // `plan` owns the strings and arrays and outlives the exec.
+    let err = crate::spawn::exec_first(&plan.candidate_ptrs, &plan.argv, &plan.envp);
     report(sock, MSG_EXEC_ERROR, 0, err);
     // SAFETY: `_exit` never returns.
     unsafe { libc::_exit(127) }

@@ -297,15 +297,28 @@ fn child_main(plan: &SpawnPlan, sock: RawFd, parent_end: RawFd) -> ! {
     }
     // SAFETY: `fd` is the listener this process owns; the parent holds its own duplicate.
     unsafe { libc::close(fd) };
+    let err = exec_first(&plan.candidates, &plan.argv, &plan.envp);
+    report(sock, MSG_EXEC_ERROR, 0, err);
+    child_exit(127)
+}
+
+/// In a fork child: `execve` each of `candidates` (NULL-terminated) in turn as `execvp` does
+/// (`ENOENT`/`ENOTDIR` try the next, `EACCES` is kept for the end, any other error stops);
+/// returns the errno to report when none could be executed. Async-signal-safe.
+pub(crate) fn exec_first(
+    candidates: &[*const libc::c_char],
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> i32 {
     let mut err = libc::ENOENT;
     let mut saw_eacces = false;
-    for &path in &plan.candidates {
+    for &path in candidates {
         if path.is_null() {
             break;
         }
-        // SAFETY: `path`, `argv` and `envp` are NUL-terminated strings and NULL-terminated arrays
-        // owned by `plan`, alive until exec replaces this process.
-        unsafe { libc::execve(path, plan.argv.as_ptr(), plan.envp.as_ptr()) };
+        // SAFETY: the callers pass NUL-terminated strings and NULL-terminated arrays that they
+        // own and keep alive until exec replaces this process.
+        unsafe { libc::execve(path, argv.as_ptr(), envp.as_ptr()) };
         match errno_now() {
             libc::ENOENT | libc::ENOTDIR => {}
             libc::EACCES => saw_eacces = true,
@@ -319,8 +332,7 @@ fn child_main(plan: &SpawnPlan, sock: RawFd, parent_end: RawFd) -> ! {
     if saw_eacces {
         err = libc::EACCES;
     }
-    report(sock, MSG_EXEC_ERROR, 0, err);
-    child_exit(127)
+    err
 }
 
 impl Child {

@@ -23,12 +23,13 @@
 //! Not supported in fuse mode (auto mode picks notify for them): `-M` remapping and
 //! `--record`, both of which need to see the program's calls.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use perch_intercept::exec_candidates;
 use perch_sys::ns::{self, MountPlace, RootEntry};
 use perch_vfs::Namespace;
 
@@ -66,29 +67,6 @@ pub fn unsupported_options(args: &RunArgs) -> Option<Unavailable> {
         return Some(Unavailable("--record needs notify mode".into()));
     }
     None
-}
-
-/// The paths `execvp` would try for `program` (perch-intercept does the same for notify).
-fn exec_candidates(program: &OsStr, path: Option<&OsStr>) -> Vec<OsString> {
-    if program.as_bytes().contains(&b'/') || program.is_empty() {
-        return vec![program.to_os_string()];
-    }
-    let path = path.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
-    let mut out: Vec<OsString> = path
-        .as_bytes()
-        .split(|&b| b == b':')
-        .map(|dir| {
-            let dir = if dir.is_empty() { b".".as_slice() } else { dir };
-            let mut p = OsStr::from_bytes(dir).to_os_string();
-            p.push("/");
-            p.push(program);
-            p
-        })
-        .collect();
-    if out.is_empty() {
-        out.push(program.to_os_string());
-    }
-    out
 }
 
 /// Where the FUSE file system goes for mount directory `dir`.
@@ -265,14 +243,6 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn candidates_follow_execvp() {
-        let c = exec_candidates(OsStr::new("ls"), Some(OsStr::new("/a::/b")));
-        assert_eq!(c, vec!["/a/ls", "./ls", "/b/ls"]);
-        let c = exec_candidates(OsStr::new("./x"), Some(OsStr::new("/a")));
-        assert_eq!(c, vec!["./x"]);
-    }
 
     #[test]
     fn only_top_level_mount_directories_are_made() {
