@@ -98,6 +98,34 @@ pub trait Handler: Send + Sync + 'static {
         let _ = call;
         TraceAction::Continue
     }
+
+    /// The ptrace backend's [`Handler::on_syscall`]: called on the ptrace thread at the
+    /// seccomp stop of a syscall the notify backend would have notified, while the tracee is
+    /// stopped. The answer is applied there: `Continue` runs the call, `Err`/`Ret`/`Write`
+    /// skip it with that result, and `Fd` reopens perch's file in the tracee by rewriting
+    /// the call's path (see [`Backend::Ptrace`]).
+    fn on_trace_call(&self, call: &TracedCall) -> perch_syscalls::Answer {
+        let _ = call;
+        perch_syscalls::Answer::Continue
+    }
+}
+
+/// How the calls the handler answers reach perch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// `SECCOMP_RET_USER_NOTIF`, answered by a pool of threads; ptrace only for exec and chdir
+    /// (Linux ≥ 5.14).
+    #[default]
+    Notify,
+    /// `SECCOMP_RET_TRACE` for every call the table traps, answered at the seccomp stop on the
+    /// ptrace thread (Linux ≥ 4.8: the seccomp stop comes after the syscall-entry stop, and
+    /// the tracer can skip a call by setting its number to -1). The kernel keeps the only fd
+    /// table: an `Fd` answer becomes the call run on the path of perch's file
+    /// (`/proc/self/fd/N`'s target, or perch's own `/proc/<pid>/fd/N` when that has no usable
+    /// name), written below the tracee's stack pointer, with `O_CREAT|O_EXCL|O_TRUNC` removed
+    /// (perch's open already did them) and `O_NOFOLLOW` too (the path is the object itself).
+    /// Calls are answered one at a time.
+    Ptrace,
 }
 
 /// How the main child ended.
@@ -171,11 +199,17 @@ pub fn memory_call_refusals() -> (u64, u64) {
 /// Why a run could not start. Once the program runs, its own failures are its exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The kernel lacks seccomp user notification with `SECCOMP_ADDFD_FLAG_SEND`.
-    #[error("kernel {release} is too old: perch needs Linux 5.14 or later (seccomp user notification with ADDFD_FLAG_SEND)")]
+    /// The kernel lacks what the backend needs: seccomp user notification with
+    /// `SECCOMP_ADDFD_FLAG_SEND` (notify, 5.14) or the seccomp stop after syscall entry
+    /// (ptrace, 4.8).
+    #[error("kernel {release} is too old: perch needs Linux {}.{} or later ({what})", needs.0, needs.1)]
     KernelTooOld {
         /// `uname -r`.
         release: String,
+        /// The lowest version that works.
+        needs: (u32, u32),
+        /// The feature missing.
+        what: &'static str,
     },
     /// seccomp user notification is missing or forbidden (kernel without
     /// `CONFIG_SECCOMP_FILTER`, or perch itself runs under a filter that refuses `seccomp`).
@@ -237,8 +271,27 @@ pub enum Error {
     Thread(#[source] std::io::Error),
 }
 
-/// Lowest kernel version supported.
+/// Lowest kernel version the notify backend supports.
 pub const MIN_KERNEL: (u32, u32) = (5, 14);
+
+/// Lowest kernel version the ptrace backend supports.
+pub const MIN_KERNEL_PTRACE: (u32, u32) = (4, 8);
+
+impl Error {
+    /// Whether the notify backend cannot work here while the ptrace backend may: the kernel
+    /// is too old for it, has no seccomp notification, or refuses a second listener (`EBUSY`:
+    /// a container runtime or sandbox already uses one) or the flags (`EINVAL`).
+    pub fn notify_unavailable(&self) -> bool {
+        match self {
+            Error::KernelTooOld { needs, .. } => *needs == MIN_KERNEL,
+            Error::SeccompUnavailable { .. } => true,
+            Error::Seccomp { errno } => {
+                *errno == Errno::EBUSY || *errno == Errno::EINVAL || *errno == Errno::ENOSYS
+            }
+            _ => false,
+        }
+    }
+}
 
 /// Runs a process tree under interception. Configure, then [`run`](Self::run).
 #[derive(Debug, Clone)]
@@ -251,6 +304,7 @@ pub struct Interceptor {
     keep_dumpable: bool,
     workers: usize,
     stats: Arc<Stats>,
+    backend: Backend,
 }
 
 impl Default for Interceptor {
@@ -280,7 +334,19 @@ impl Interceptor {
             keep_dumpable: !has_cap_sys_ptrace(),
             workers,
             stats: Arc::new(Stats::default()),
+            backend: Backend::Notify,
         }
+    }
+
+    /// The backend ([`Backend::Notify`] by default).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// The backend this interceptor runs with.
+    pub fn backend_kind(&self) -> Backend {
+        self.backend
     }
 
     /// The syscalls answered by [`Handler::on_syscall`] (each costs a round trip of ~9 µs:
@@ -317,11 +383,16 @@ impl Interceptor {
         Arc::clone(&self.stats)
     }
 
-    /// The policy the filter is compiled from.
+    /// The policy the filter is compiled from. With [`Backend::Ptrace`] the notified set is
+    /// traced instead.
     pub fn policy(&self) -> Policy {
         let mut p = Policy::new(Action::Allow);
+        let answered = match self.backend {
+            Backend::Notify => Action::Notify,
+            Backend::Ptrace => Action::Trace(0),
+        };
         for nr in self.notify.iter() {
-            p.set(nr, Action::Notify);
+            p.set(nr, answered);
         }
         for nr in self.trace.iter() {
             p.set(nr, Action::Trace(0));
@@ -366,15 +437,25 @@ impl Interceptor {
         handler: Arc<dyn Handler>,
     ) -> Result<ExitStatus, Error> {
         let program = argv.first().ok_or(Error::EmptyCommand)?.clone();
-        check_kernel()?;
+        check_kernel(self.backend)?;
         let policy = self.policy();
         let filter = policy.compile()?;
-        let mut notified = SyscallSet::default();
-        for nr in 0..perch_syscalls::MAX_NR {
-            if policy.action_for(nr) == Action::Notify {
-                notified.insert_nr(nr);
+        // The calls the handler answers: notified, or (ptrace) traced at the seccomp stop
+        // because the notify backend would have notified them.
+        let answered = {
+            let notify_policy = self.clone().backend(Backend::Notify).policy();
+            let mut set = SyscallSet::default();
+            for nr in 0..perch_syscalls::MAX_NR {
+                if notify_policy.action_for(nr) == Action::Notify {
+                    set.insert_nr(nr);
+                }
             }
-        }
+            set
+        };
+        let (notified, answered) = match self.backend {
+            Backend::Notify => (answered, SyscallSet::default()),
+            Backend::Ptrace => (SyscallSet::default(), answered),
+        };
         let env_strings: Vec<OsString> = env
             .iter()
             .map(|(k, v)| {
@@ -408,6 +489,8 @@ impl Interceptor {
             stats: Arc::clone(&self.stats),
             program,
             notified,
+            answered,
+            backend: self.backend,
         };
         let t = std::thread::Builder::new()
             .name("perch-ptrace".into())
@@ -434,18 +517,33 @@ fn has_cap_sys_ptrace() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_SYS_PTRACE) != 0)
 }
 
-/// Fails with a typed error when the kernel cannot run perch.
-fn check_kernel() -> Result<(), Error> {
-    check_release(&perch_sys::misc::kernel_release().unwrap_or_default())?;
-    perch_sys::notify::check_sizes().map_err(|errno| Error::SeccompUnavailable { errno })
+/// Fails with a typed error when the kernel cannot run `backend`.
+fn check_kernel(backend: Backend) -> Result<(), Error> {
+    let release = perch_sys::misc::kernel_release().unwrap_or_default();
+    check_release(&release, backend)?;
+    match backend {
+        Backend::Notify => {
+            perch_sys::notify::check_sizes().map_err(|errno| Error::SeccompUnavailable { errno })
+        }
+        Backend::Ptrace => Ok(()),
+    }
 }
 
-/// `KernelTooOld` unless `release` (`uname -r`) is at least [`MIN_KERNEL`].
-fn check_release(release: &str) -> Result<(), Error> {
+/// `KernelTooOld` unless `release` (`uname -r`) is at least what `backend` needs.
+fn check_release(release: &str, backend: Backend) -> Result<(), Error> {
+    let (needs, what) = match backend {
+        Backend::Notify => (MIN_KERNEL, "seccomp user notification with ADDFD_FLAG_SEND"),
+        Backend::Ptrace => (
+            MIN_KERNEL_PTRACE,
+            "the seccomp ptrace stop after syscall entry",
+        ),
+    };
     match perch_sys::misc::parse_version(release) {
-        Some(v) if v >= MIN_KERNEL => Ok(()),
+        Some(v) if v >= needs => Ok(()),
         _ => Err(Error::KernelTooOld {
             release: release.to_string(),
+            needs,
+            what,
         }),
     }
 }
@@ -503,6 +601,20 @@ mod tests {
         assert_eq!(act(Sysno::IoUringSetup), Action::Errno(38));
         assert_eq!(act(Sysno::Ptrace), Action::Errno(1));
         assert_eq!(act(Sysno::Read), Action::Allow);
+        // The ptrace backend traps the same calls with SECCOMP_RET_TRACE.
+        let prog = Interceptor::new()
+            .backend(Backend::Ptrace)
+            .policy()
+            .compile()
+            .unwrap();
+        let act = |s: Sysno| {
+            prog.action(&SeccompData::new(s.nr(), AUDIT_ARCH_X86_64))
+                .unwrap()
+        };
+        assert_eq!(act(Sysno::Openat), Action::Trace(0));
+        assert_eq!(act(Sysno::Execve), Action::Trace(0));
+        assert_eq!(act(Sysno::IoUringSetup), Action::Errno(38));
+        assert_eq!(act(Sysno::Read), Action::Allow);
     }
 
     #[test]
@@ -513,14 +625,21 @@ mod tests {
             "5.13.19",
             "",
         ] {
-            let e = check_release(old).unwrap_err();
+            let e = check_release(old, Backend::Notify).unwrap_err();
             assert!(matches!(e, Error::KernelTooOld { .. }));
+            assert!(e.notify_unavailable());
             assert!(e.to_string().contains("needs Linux 5.14"), "{e}");
         }
         for ok in ["5.14.0-362.el9.x86_64", "6.18.44-fc-v782", "10.0.1"] {
-            check_release(ok).unwrap();
+            check_release(ok, Backend::Notify).unwrap();
         }
-        check_kernel().unwrap();
+        check_kernel(Backend::Notify).unwrap();
+        // The ptrace backend runs on RHEL 8's 4.18, not on 4.4.
+        check_release("4.18.0-513.el8.x86_64", Backend::Ptrace).unwrap();
+        let e = check_release("4.4.0-210-generic", Backend::Ptrace).unwrap_err();
+        assert!(e.to_string().contains("needs Linux 4.8"), "{e}");
+        assert!(!e.notify_unavailable());
+        check_kernel(Backend::Ptrace).unwrap();
     }
 
     #[test]

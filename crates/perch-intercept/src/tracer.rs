@@ -1,9 +1,9 @@
 //! The ptrace thread: spawns the child, seizes it, follows the tree, handles traced syscalls,
 //! passes signals and group-stops through, and reports the main child's exit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use perch_sys::misc;
 use perch_sys::ptrace::{self, event, options, Regs, WaitStatus};
 use perch_sys::spawn::{self, SockFilter, SpawnPlan, Stage};
-use perch_syscalls::{Call, Errno, PathPtr, Pid, SyscallSet, TraceeView, PATH_MAX};
+use perch_syscalls::{Answer, Call, Errno, PathPtr, Pid, SyscallSet, TraceeView, PATH_MAX};
 
 use crate::kernel::{Kernel, LinuxKernel};
 use crate::supervisor::{self, Shared};
-use crate::{Error, ExitStatus, Handler, Stats};
+use crate::{Backend, Error, ExitStatus, Handler, Stats};
 
 /// Bytes left untouched below the tracee's stack pointer when a new path is written there:
 /// well past the 128-byte red zone and any signal frame being built.
@@ -97,6 +97,9 @@ pub(crate) struct Job {
     pub program: OsString,
     /// The syscalls the filter answers with `SECCOMP_RET_USER_NOTIF`.
     pub notified: SyscallSet,
+    /// The traced syscalls answered by [`Handler::on_trace_call`] (ptrace backend).
+    pub answered: SyscallSet,
+    pub backend: Backend,
 }
 
 /// The body of the ptrace thread. A panic here aborts: tracees would hang otherwise.
@@ -110,19 +113,28 @@ pub(crate) fn run(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Err
     }
 }
 
-fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
+/// Maps a child setup failure to the run's error.
+fn setup_error(e: spawn::SetupError) -> Error {
+    match e.stage {
+        Stage::NoNewPrivs => Error::NoNewPrivs { errno: e.errno },
+        Stage::Seccomp => Error::Seccomp { errno: e.errno },
+        Stage::Handshake => Error::Spawn { errno: e.errno },
+    }
+}
+
+fn run_inner(mut job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
+    let filter = std::mem::take(&mut job.filter);
     let plan =
-        SpawnPlan::new(&job.candidates, &job.argv, &job.env, job.filter).map_err(|_| Error::Nul)?;
+        SpawnPlan::new(&job.candidates, &job.argv, &job.env, filter).map_err(|_| Error::Nul)?;
+    if job.backend == Backend::Ptrace {
+        return run_ptrace(plan.without_listener(), job, handler);
+    }
     let child = spawn::spawn(&plan).map_err(|errno| Error::Spawn { errno })?;
     let listener = match child.listener() {
         Ok(l) => l,
         Err(e) => {
             child.kill_and_reap();
-            return Err(match e.stage {
-                Stage::NoNewPrivs => Error::NoNewPrivs { errno: e.errno },
-                Stage::Seccomp => Error::Seccomp { errno: e.errno },
-                Stage::Handshake => Error::Spawn { errno: e.errno },
-            });
+            return Err(setup_error(e));
         }
     };
     if !listener.wait_killable {
@@ -171,19 +183,37 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
             let _ = misc::eventfd_signal(shared.wake.as_fd());
             return Err(Error::Spawn { errno });
         }
-        let mut tracer = Tracer {
-            kernel: Arc::clone(&kernel),
-            handler: handler.as_ref(),
-            stats: &job.stats,
-            main: child.pid(),
-            tracees: HashSet::from([child.pid()]),
-            main_status: None,
-            notified: job.notified,
-        };
+        let mut tracer = Tracer::new(Arc::clone(&kernel), handler.as_ref(), &job, child.pid());
         let status = tracer.run();
         let _ = misc::eventfd_signal(shared.wake.as_fd());
         Ok(status)
     })?;
+    finish(&job, &child, status)
+}
+
+/// The ptrace backend: no listener, no supervisor threads; every trapped call stops at its
+/// seccomp stop on this thread.
+fn run_ptrace(plan: SpawnPlan, job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
+    let child = spawn::spawn(&plan).map_err(|errno| Error::Spawn { errno })?;
+    if let Err(e) = child.filtered() {
+        child.kill_and_reap();
+        return Err(setup_error(e));
+    }
+    if let Err(errno) = ptrace::seize(child.pid(), options::PERCH) {
+        child.kill_and_reap();
+        return Err(Error::Ptrace { errno });
+    }
+    if let Err(errno) = child.release() {
+        child.kill_and_reap();
+        return Err(Error::Spawn { errno });
+    }
+    let kernel: Arc<dyn Kernel> = Arc::new(LinuxKernel);
+    let status = Tracer::new(kernel, handler.as_ref(), &job, child.pid()).run();
+    finish(&job, &child, status)
+}
+
+/// The run's result once the tree has exited.
+fn finish(job: &Job, child: &spawn::Child, status: ExitStatus) -> Result<ExitStatus, Error> {
     if let (true, _) | (_, true) = perch_sys::mem::refused() {
         tracing::debug!(
             "process_vm_readv/writev are refused here (a container's seccomp profile?): \
@@ -193,7 +223,7 @@ fn run_inner(job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Error> {
     if status == ExitStatus::Exited(127) {
         if let Some(errno) = child.exec_error() {
             return Err(Error::Exec {
-                program: job.program,
+                program: job.program.clone(),
                 errno,
             });
         }
@@ -213,6 +243,10 @@ struct Tracer<'a> {
     tracees: HashSet<Pid>,
     main_status: Option<ExitStatus>,
     notified: SyscallSet,
+    answered: SyscallSet,
+    /// perch's files reopened by a tracee's rewritten open, kept until that tracee's next
+    /// stop (its open has then completed).
+    pending: HashMap<Pid, OwnedFd>,
 }
 
 fn is_stop_signal(sig: i32) -> bool {
@@ -222,7 +256,21 @@ fn is_stop_signal(sig: i32) -> bool {
     )
 }
 
-impl Tracer<'_> {
+impl<'a> Tracer<'a> {
+    fn new(kernel: Arc<dyn Kernel>, handler: &'a dyn Handler, job: &'a Job, main: Pid) -> Self {
+        Tracer {
+            kernel,
+            handler,
+            stats: &job.stats,
+            main,
+            tracees: HashSet::from([main]),
+            main_status: None,
+            notified: job.notified,
+            answered: job.answered,
+            pending: HashMap::new(),
+        }
+    }
+
     fn run(&mut self) -> ExitStatus {
         while self.main_status.is_none() {
             match self.kernel.wait() {
@@ -243,6 +291,9 @@ impl Tracer<'_> {
     }
 
     fn on_wait(&mut self, ws: WaitStatus) {
+        if !self.pending.is_empty() {
+            self.pending.remove(&ws.pid());
+        }
         match ws {
             WaitStatus::Exited { pid, code } => self.gone(pid, ExitStatus::Exited(code)),
             WaitStatus::Signaled { pid, signal, core } => self.gone(
@@ -396,10 +447,22 @@ impl Tracer<'_> {
             pid,
             call: Call::decode(regs.orig_rax, args),
         };
+        let handler = self.handler;
+        if u32::try_from(regs.orig_rax).is_ok_and(|nr| self.answered.contains_nr(nr)) {
+            let answer = match catch_unwind(AssertUnwindSafe(|| handler.on_trace_call(&traced))) {
+                Ok(a) => a,
+                Err(_) => {
+                    self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(pid = pid.0, call = %traced.call, "handler panicked; the call fails with EIO");
+                    Answer::Err(Errno::EIO)
+                }
+            };
+            self.apply(pid, &mut regs, &traced.call, answer);
+            return;
+        }
         if tracing::enabled!(target: "perch::syscall", tracing::Level::DEBUG) {
             tracing::debug!(target: "perch::syscall", pid = pid.0, "{} (traced)", traced.call.display(&traced));
         }
-        let handler = self.handler;
         let action = match catch_unwind(AssertUnwindSafe(|| handler.on_trace_path(&traced))) {
             Ok(a) => a,
             Err(_) => {
@@ -434,13 +497,39 @@ impl Tracer<'_> {
             other => other,
         };
         if let TraceAction::Fail(errno) = action {
-            // orig_rax = -1 skips the syscall; rax is its result.
-            regs.orig_rax = u64::MAX;
-            regs.rax = u64::from_ne_bytes((-i64::from(errno.raw())).to_ne_bytes());
-            if let Err(e) = self.kernel.setregs(pid, &regs) {
-                tracing::debug!(pid = pid.0, errno = ?e, "PTRACE_SETREGS failed");
-            }
+            self.skip(pid, &mut regs, -i64::from(errno.raw()));
         }
+    }
+
+    /// Skips the stopped call with `result` (a value, or `-errno`): `orig_rax = -1` skips the
+    /// syscall and `rax` is its result.
+    fn skip(&self, pid: Pid, regs: &mut Regs, result: i64) {
+        regs.orig_rax = u64::MAX;
+        regs.rax = u64::from_ne_bytes(result.to_ne_bytes());
+        if let Err(e) = self.kernel.setregs(pid, regs) {
+            tracing::debug!(pid = pid.0, errno = ?e, "PTRACE_SETREGS failed");
+        }
+    }
+
+    /// Applies the handler's answer at the seccomp stop (ptrace backend).
+    fn apply(&mut self, pid: Pid, regs: &mut Regs, call: &Call, answer: Answer) {
+        let result = match answer {
+            Answer::Continue => return,
+            Answer::Err(e) => -i64::from(e.raw()),
+            Answer::Ret(v) => v,
+            Answer::Write { addr, data, ret } => match self.kernel.write_memory(pid, addr, &data) {
+                Ok(()) => ret,
+                Err(e) => -i64::from(e.raw()),
+            },
+            Answer::Fd { fd, .. } => match reopen(self.kernel.as_ref(), pid, regs, call, &fd) {
+                Ok(()) => {
+                    self.pending.insert(pid, fd);
+                    return;
+                }
+                Err(e) => -i64::from(e.raw()),
+            },
+        };
+        self.skip(pid, regs, result);
     }
 
     /// Kills every tracee still alive and reaps them all.
@@ -566,6 +655,99 @@ fn rewrite_exec(
     kernel.setregs(pid, regs)
 }
 
+/// The flags an open no longer needs once perch has opened the file: the create, exclusive
+/// and truncate steps are done, and the new path is the object itself (no symlink to refuse;
+/// a `/proc/<pid>/fd/N` path would be refused with `O_NOFOLLOW`). `__O_TMPFILE` with its
+/// `O_DIRECTORY` goes too: the reopened file is the regular file perch made.
+fn reopen_flags(flags: u64) -> u64 {
+    const O_TMPFILE_ONLY: u64 = 0o20_000_000;
+    let bits = |f: i32| u64::from(f.unsigned_abs());
+    let mut strip =
+        bits(libc::O_CREAT) | bits(libc::O_EXCL) | bits(libc::O_TRUNC) | bits(libc::O_NOFOLLOW);
+    if flags & O_TMPFILE_ONLY != 0 {
+        strip |= O_TMPFILE_ONLY | bits(libc::O_DIRECTORY);
+    }
+    flags & !strip
+}
+
+/// The path a tracee can open to get perch's file `fd` again: the target of
+/// `/proc/self/fd/N` when it is a name (not `anon_inode:…`, not deleted), else perch's own
+/// `/proc/<pid>/fd/N` (a memfd; the tracee runs as perch's user, so may open it).
+fn reopen_path(fd: &OwnedFd) -> Vec<u8> {
+    use std::os::unix::ffi::OsStringExt;
+    let raw = fd.as_raw_fd();
+    if let Ok(t) = std::fs::read_link(format!("/proc/self/fd/{raw}")) {
+        let t = t.into_os_string().into_vec();
+        if t.first() == Some(&b'/') && !t.ends_with(b" (deleted)") {
+            return t;
+        }
+    }
+    format!("/proc/{}/fd/{raw}", std::process::id()).into_bytes()
+}
+
+/// An `Fd` answer in the ptrace backend: the tracee's open runs on the path of perch's file
+/// (written below its stack pointer with, for `openat2`, a new `struct open_how`), with
+/// [`reopen_flags`]; `creat` becomes `open(path, O_WRONLY)`.
+fn reopen(
+    kernel: &dyn Kernel,
+    pid: Pid,
+    regs: &mut Regs,
+    call: &Call,
+    fd: &OwnedFd,
+) -> Result<(), Errno> {
+    let mut path = reopen_path(fd);
+    if path.len() >= PATH_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    path.push(0);
+    match *call {
+        Call::Open { .. } => {
+            let addr = stage_below_stack(kernel, pid, regs.rsp, &path)?;
+            regs.rdi = addr;
+            regs.rsi = reopen_flags(regs.rsi);
+        }
+        Call::Openat { .. } => {
+            let addr = stage_below_stack(kernel, pid, regs.rsp, &path)?;
+            regs.rsi = addr;
+            regs.rdx = reopen_flags(regs.rdx);
+        }
+        Call::Creat { .. } => {
+            let addr = stage_below_stack(kernel, pid, regs.rsp, &path)?;
+            regs.orig_rax = u64::try_from(libc::SYS_open).unwrap_or(2);
+            regs.rdi = addr;
+            regs.rsi = u64::try_from(libc::O_WRONLY).unwrap_or(1);
+            regs.rdx = 0;
+        }
+        Call::Openat2 { how, .. } => {
+            let mut b = [0u8; 8];
+            if kernel.read_memory(pid, how.0, &mut b)? != 8 {
+                return Err(Errno::EFAULT);
+            }
+            // struct open_how { flags, mode, resolve }: mode must be 0 without O_CREAT, and
+            // the resolve restrictions were perch's to apply (the new path is absolute).
+            let mut block = Vec::with_capacity(24 + path.len());
+            block.extend_from_slice(&reopen_flags(u64::from_ne_bytes(b)).to_ne_bytes());
+            block.extend_from_slice(&[0u8; 16]);
+            block.extend_from_slice(&path);
+            let addr = stage_below_stack(kernel, pid, regs.rsp, &block)?;
+            regs.rsi = addr + 24;
+            regs.rdx = addr;
+            regs.r10 = 24;
+        }
+        _ => return Err(Errno::EINVAL),
+    }
+    kernel.setregs(pid, regs)
+}
+
+/// Writes `data` below the stack pointer `rsp` (past [`STACK_GAP`], 16-aligned); returns
+/// its address.
+fn stage_below_stack(kernel: &dyn Kernel, pid: Pid, rsp: u64, data: &[u8]) -> Result<u64, Errno> {
+    let len = data.len() as u64;
+    let addr = rsp.checked_sub(STACK_GAP + len).ok_or(Errno::EFAULT)? & !15;
+    kernel.write_memory(pid, addr, data)?;
+    Ok(addr)
+}
+
 /// Writes `path` below the stack pointer and points the path register at it.
 fn rewrite(
     kernel: &dyn Kernel,
@@ -579,18 +761,8 @@ fn rewrite(
         return Err(Errno::ENAMETOOLONG);
     }
     path.push(0);
-    let len = path.len() as u64;
-    let addr = regs.rsp.checked_sub(STACK_GAP + len).ok_or(Errno::EFAULT)? & !15;
-    kernel.write_memory(pid, addr, &path)?;
-    let slot = match index {
-        0 => &mut regs.rdi,
-        1 => &mut regs.rsi,
-        2 => &mut regs.rdx,
-        3 => &mut regs.r10,
-        4 => &mut regs.r8,
-        _ => &mut regs.r9,
-    };
-    *slot = addr;
+    let addr = stage_below_stack(kernel, pid, regs.rsp, &path)?;
+    *arg_slot(regs, index) = addr;
     kernel.setregs(pid, regs)
 }
 
@@ -622,6 +794,26 @@ mod tests {
                     TraceAction::Rewrite(out)
                 }
                 _ => TraceAction::Continue,
+            }
+        }
+        /// `/err` fails, `/write` writes "xy" at 0x2000 and returns 7, `/fd` is perch's
+        /// `/dev/null`; anything else continues.
+        fn on_trace_call(&self, call: &TracedCall) -> Answer {
+            let Some((_, p)) = call.call().path() else {
+                return Answer::Continue;
+            };
+            match call.read_path(p).unwrap().as_slice() {
+                b"/err" => Answer::Err(Errno::ENOENT),
+                b"/write" => Answer::Write {
+                    addr: 0x2000,
+                    data: b"xy".to_vec(),
+                    ret: 7,
+                },
+                b"/fd" => Answer::Fd {
+                    fd: std::fs::File::open("/dev/null").unwrap().into(),
+                    cloexec: false,
+                },
+                _ => Answer::Continue,
             }
         }
     }
@@ -658,10 +850,99 @@ mod tests {
             main,
             tracees: HashSet::from([main]),
             main_status: None,
+            answered: if notified.is_empty() {
+                SyscallSet::of(&[perch_syscalls::Sysno::Open, perch_syscalls::Sysno::Openat])
+            } else {
+                SyscallSet::default()
+            },
             notified,
+            pending: HashMap::new(),
         }
         .run();
         (status, k.ops(), stats)
+    }
+
+    fn neg(v: i64) -> u64 {
+        u64::from_ne_bytes(v.to_ne_bytes())
+    }
+
+    #[test]
+    fn ptrace_answers_skip_the_call_with_their_result() {
+        // open("/err") → -ENOENT, open("/write") → memory written, 7; both skipped.
+        let (_, ops, _) = trace(kernel(2, b"/err"), vec![seccomp_stop(), exit0()]);
+        assert!(
+            ops.contains(&Op::SetRegs(100, [u64::MAX, neg(-2), 0x1000, 0, 0])),
+            "{ops:?}"
+        );
+        let (_, ops, _) = trace(kernel(2, b"/write"), vec![seccomp_stop(), exit0()]);
+        let w = ops
+            .iter()
+            .position(|o| *o == Op::Write(100, 0x2000, b"xy".to_vec()));
+        let r = ops
+            .iter()
+            .position(|o| *o == Op::SetRegs(100, [u64::MAX, 7, 0x1000, 0, 0]));
+        assert!(w.is_some() && r > w, "{ops:?}");
+        // Anything else runs unchanged.
+        let (_, ops, _) = trace(kernel(2, b"/etc/passwd"), vec![seccomp_stop(), exit0()]);
+        assert!(!ops
+            .iter()
+            .any(|o| matches!(o, Op::SetRegs(..) | Op::Write(..))));
+    }
+
+    #[test]
+    fn ptrace_fd_answers_reopen_perchs_file_by_path() {
+        let flags = |f: i32| u64::from(f.unsigned_abs());
+        // open("/fd", O_RDWR|O_CREAT|O_EXCL|O_TRUNC|O_NOFOLLOW|O_CLOEXEC) runs as
+        // open("/dev/null", O_RDWR|O_CLOEXEC) with the path below the stack.
+        let mut k = kernel(2, b"/fd");
+        let asked = flags(libc::O_RDWR)
+            | flags(libc::O_CREAT)
+            | flags(libc::O_EXCL)
+            | flags(libc::O_TRUNC)
+            | flags(libc::O_NOFOLLOW)
+            | flags(libc::O_CLOEXEC);
+        k.regs.rsi = asked;
+        let (_, ops, _) = trace(k, vec![seccomp_stop(), exit0()]);
+        let path = b"/dev/null\0".to_vec();
+        let addr = (RSP - STACK_GAP - path.len() as u64) & !15;
+        let rax = neg(-38);
+        let want = flags(libc::O_RDWR) | flags(libc::O_CLOEXEC);
+        assert!(ops.contains(&Op::Write(100, addr, path)), "{ops:?}");
+        assert!(
+            ops.contains(&Op::SetRegs(100, [2, rax, addr, want, 0])),
+            "{ops:?}"
+        );
+        // openat(AT_FDCWD, "/fd", flags): the path is the second argument, flags the third.
+        let mut k = kernel(257, b"/fd");
+        k.regs.rdi = neg(i64::from(libc::AT_FDCWD));
+        k.regs.rsi = 0x1000;
+        k.regs.rdx = flags(libc::O_RDONLY) | flags(libc::O_NOFOLLOW);
+        let (_, ops, _) = trace(k, vec![seccomp_stop(), exit0()]);
+        assert!(
+            ops.contains(&Op::SetRegs(
+                100,
+                [257, rax, neg(i64::from(libc::AT_FDCWD)), addr, 0]
+            )),
+            "{ops:?}"
+        );
+    }
+
+    #[test]
+    fn reopen_flags_keep_access_mode_and_cloexec() {
+        let f = |v: i32| u64::from(v.unsigned_abs());
+        assert_eq!(reopen_flags(f(libc::O_RDONLY)), 0);
+        assert_eq!(
+            reopen_flags(f(libc::O_WRONLY) | f(libc::O_CREAT) | f(libc::O_APPEND)),
+            f(libc::O_WRONLY) | f(libc::O_APPEND)
+        );
+        assert_eq!(
+            reopen_flags(f(libc::O_PATH) | f(libc::O_DIRECTORY) | f(libc::O_NOFOLLOW)),
+            f(libc::O_PATH) | f(libc::O_DIRECTORY)
+        );
+        assert_eq!(
+            reopen_flags(f(libc::O_TMPFILE) | f(libc::O_RDWR)),
+            f(libc::O_RDWR)
+        );
     }
 
     /// The ops of a run where `main` gets a signal-delivery stop (SIGALRM), then exits.

@@ -151,6 +151,20 @@ pub enum WaitStatus {
     },
 }
 
+impl WaitStatus {
+    /// The thread the status is about.
+    pub fn pid(&self) -> Pid {
+        match *self {
+            WaitStatus::Exited { pid, .. }
+            | WaitStatus::Signaled { pid, .. }
+            | WaitStatus::Event { pid, .. }
+            | WaitStatus::SyscallStop { pid }
+            | WaitStatus::Stopped { pid, .. }
+            | WaitStatus::Continued { pid } => pid,
+        }
+    }
+}
+
 /// Decodes a raw wait status.
 pub fn decode_status(pid: Pid, status: i32) -> WaitStatus {
     if libc::WIFEXITED(status) {

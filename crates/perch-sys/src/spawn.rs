@@ -48,6 +48,8 @@ const FLAG_WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
 const MSG_LISTENER: u32 = 1;
 const MSG_SETUP_ERROR: u32 = 2;
 const MSG_EXEC_ERROR: u32 = 3;
+/// The filter is installed without a listener (ptrace backend).
+const MSG_FILTERED: u32 = 4;
 
 /// Where the child failed before running the program.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -93,6 +95,7 @@ pub struct SpawnPlan {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     filter: Vec<SockFilter>,
+    listener: bool,
 }
 
 fn cstring(s: &OsStr) -> Result<CString, Errno> {
@@ -134,7 +137,16 @@ impl SpawnPlan {
             argv,
             envp,
             filter,
+            listener: true,
         })
+    }
+
+    /// Installs the filter without `SECCOMP_FILTER_FLAG_NEW_LISTENER` (a filter of
+    /// `SECCOMP_RET_TRACE`/`ERRNO`/`ALLOW` only, for kernels or containers without seccomp
+    /// notification); the parent waits with [`Child::filtered`] instead of [`Child::listener`].
+    pub fn without_listener(mut self) -> SpawnPlan {
+        self.listener = false;
+        self
     }
 }
 
@@ -254,6 +266,27 @@ fn child_main(plan: &SpawnPlan, sock: RawFd, parent_end: RawFd) -> ! {
         len: u16::try_from(plan.filter.len()).unwrap_or(0),
         filter: plan.filter.as_ptr() as *mut libc::sock_filter,
     };
+    if !plan.listener {
+        // SAFETY: `prog` points at `plan.filter`, which lives for the whole call; `SockFilter`
+        // has the layout of `struct sock_filter`.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                SECCOMP_SET_MODE_FILTER,
+                0 as libc::c_ulong,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if r != 0 {
+            report(sock, MSG_SETUP_ERROR, Stage::Seccomp.code(), errno_now());
+            child_exit(126);
+        }
+        report(sock, MSG_FILTERED, 0, 0);
+        wait_for_go(sock);
+        let err = exec_first(&plan.candidates, &plan.argv, &plan.envp);
+        report(sock, MSG_EXEC_ERROR, 0, err);
+        child_exit(127)
+    }
     let mut killable = 1;
     // SAFETY: `prog` points at `plan.filter`, which lives for the whole call; `SockFilter` has the
     // layout of `struct sock_filter`.
@@ -289,17 +322,23 @@ fn child_main(plan: &SpawnPlan, sock: RawFd, parent_end: RawFd) -> ! {
         report(sock, MSG_SETUP_ERROR, Stage::Handshake.code(), errno_now());
         child_exit(126);
     }
+    wait_for_go(sock);
+    // SAFETY: `fd` is the listener this process owns; the parent holds its own duplicate.
+    unsafe { libc::close(fd) };
+    let err = exec_first(&plan.candidates, &plan.argv, &plan.envp);
+    report(sock, MSG_EXEC_ERROR, 0, err);
+    child_exit(127)
+}
+
+/// In the fork child: blocks until the parent's go byte (it seizes us meanwhile); exits if the
+/// parent is gone.
+fn wait_for_go(sock: RawFd) {
     let mut go = 0u8;
     // SAFETY: `go` is one writable byte that outlives the call.
     let n = unsafe { libc::read(sock, (&mut go as *mut u8).cast(), 1) };
     if n != 1 {
         child_exit(126);
     }
-    // SAFETY: `fd` is the listener this process owns; the parent holds its own duplicate.
-    unsafe { libc::close(fd) };
-    let err = exec_first(&plan.candidates, &plan.argv, &plan.envp);
-    report(sock, MSG_EXEC_ERROR, 0, err);
-    child_exit(127)
 }
 
 /// In a fork child: `execve` each of `candidates` (NULL-terminated) in turn as `execvp` does
@@ -422,6 +461,22 @@ impl Child {
                 fd: fd.ok_or(handshake(Errno::new(libc::EPROTO)))?,
                 wait_killable: killable != 0,
             }),
+            Some((MSG_SETUP_ERROR, stage, errno)) => Err(SetupError {
+                stage: Stage::from_code(stage),
+                errno: Errno::new(errno),
+            }),
+            _ => Err(handshake(Errno::EPIPE)),
+        }
+    }
+
+    /// Waits for the child to install a filter planned [`SpawnPlan::without_listener`].
+    pub fn filtered(&self) -> Result<(), SetupError> {
+        let handshake = |errno| SetupError {
+            stage: Stage::Handshake,
+            errno,
+        };
+        match self.read_msg().map_err(handshake)? {
+            Some((MSG_FILTERED, _, _)) => Ok(()),
             Some((MSG_SETUP_ERROR, stage, errno)) => Err(SetupError {
                 stage: Stage::from_code(stage),
                 errno: Errno::new(errno),

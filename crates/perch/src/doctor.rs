@@ -6,10 +6,11 @@
 //! status and time of a `.cvmfspublished` request), the whitelist's expiry, and a mount into a
 //! throw-away cache (manifest signature, certificate, whitelist, root catalog; a throw-away
 //! cache so that a cached revision cannot hide a network failure). Then the cache and the alien
-//! cache (writable, file system type, free space against the quota, hard links), and the kernel
-//! for each run mode: `notify` (seccomp user notification + ptrace, what `perch run` uses; it is
-//! tried with a real `perch run -- true`) and the prerequisites of a FUSE mode (`/dev/fuse`, user
-//! namespaces, `fusermount3`), which are warnings only.
+//! cache (writable, file system type, free space against the quota, hard links), and the kernel:
+//! its version against what each run mode needs, seccomp notification, ptrace, then a real
+//! `perch run --mode M -- true` in each mode (fuse, notify, ptrace: a mode that does not work
+//! here is a warning with perch's own reason) and the mode `--mode auto` picks. It fails only
+//! when no mode works.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -397,27 +398,33 @@ fn kernel(r: &mut Report) {
         .take(2)
         .filter_map(|p| p.parse().ok())
         .collect();
-    let new_enough = version.as_slice() >= [5, 14].as_slice();
+    let at_least = |v: [u32; 2]| version.as_slice() >= v.as_slice();
+    let needs: Vec<&str> = [
+        ([5, 14], "notify mode needs 5.14"),
+        ([4, 18], "fuse mode needs 4.18"),
+        ([4, 8], "ptrace mode needs 4.8"),
+    ]
+    .iter()
+    .filter(|(v, _)| !at_least(*v))
+    .map(|(_, why)| *why)
+    .collect();
     r.line(
-        if new_enough { Status::Ok } else { Status::Fail },
+        if at_least([4, 8]) { Status::Ok } else { Status::Fail },
         "kernel",
-        &format!(
-            "Linux {release}{}",
-            if new_enough {
-                ""
-            } else {
-                ": perch run needs 5.14 or newer (seccomp notification with ADDFD)"
-            }
-        ),
+        &if needs.is_empty() {
+            format!("Linux {release}")
+        } else {
+            format!("Linux {release}: {}", needs.join(", "))
+        },
     );
     match read("/proc/sys/kernel/seccomp/actions_avail") {
         Some(a) if a.split_whitespace().any(|x| x == "user_notif") => {
             r.line(Status::Ok, "seccomp user notification", "available")
         }
         Some(a) => r.line(
-            Status::Fail,
+            Status::Warn,
             "seccomp user notification",
-            &format!("not offered (actions: {a})"),
+            &format!("not offered (actions: {a}): no notify mode"),
         ),
         None => r.line(
             Status::Fail,
@@ -451,69 +458,53 @@ fn kernel(r: &mut Report) {
             "allowed (Yama ptrace_scope 2, perch has CAP_SYS_PTRACE)",
         ),
         Some(s) => r.line(
-            Status::Fail,
+            Status::Warn,
             "ptrace",
             &format!(
-                "forbidden (Yama ptrace_scope {s}): perch run needs ptrace for exec and chdir"
+                "forbidden (Yama ptrace_scope {s}): notify and ptrace modes need it, fuse mode does not"
             ),
         ),
     }
-    // The decisive check: perch run itself, on nothing but /bin/true.
-    match notify_run() {
-        Ok(()) => r.line(
-            Status::Ok,
-            "run mode notify",
-            "perch run -- true works; this is the mode perch run uses",
-        ),
-        Err(e) => r.line(Status::Fail, "run mode notify", &e),
+    // The decisive checks: perch run itself, on nothing but /bin/true, in each mode; one of
+    // them must work, and auto says which it picks.
+    let mut any = false;
+    for mode in ["fuse", "notify", "ptrace"] {
+        match perch_true(&["--mode", mode]) {
+            Ok(_) => {
+                any = true;
+                r.line(Status::Ok, &format!("run mode {mode}"), "perch run -- true works")
+            }
+            Err(e) => r.line(Status::Warn, &format!("run mode {mode}"), &e),
+        }
     }
-    // Prerequisites of a FUSE mode (not used by perch run today): warnings only.
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
-        Ok(_) => r.line(Status::Ok, "fuse: /dev/fuse", "can be opened"),
+    match perch_true(&["-d", "mode"]) {
+        Ok(log) => {
+            let picked = log
+                .lines()
+                .filter_map(|l| l.strip_prefix("perch[mode]: "))
+                .filter_map(|l| l.split_once(" mode:").map(|(m, _)| m.to_string()))
+                .filter(|m| ["fuse", "notify", "ptrace"].contains(&m.as_str()))
+                .last()
+                .unwrap_or_else(|| "?".into());
+            r.line(
+                Status::Ok,
+                "run mode auto",
+                &format!("perch run picks {picked} mode here"),
+            )
+        }
         Err(e) => r.line(
-            Status::Warn,
-            "fuse: /dev/fuse",
-            &format!("{e} (only a FUSE mode needs it)"),
+            if any { Status::Warn } else { Status::Fail },
+            "run mode auto",
+            &e,
         ),
     }
-    let max_ns = read("/proc/sys/user/max_user_namespaces").and_then(|v| v.parse::<u64>().ok());
-    let clone = read("/proc/sys/kernel/unprivileged_userns_clone");
-    match (max_ns, clone.as_deref()) {
-        (Some(0), _) => r.line(
-            Status::Warn,
-            "fuse: user namespaces",
-            "disabled (user.max_user_namespaces = 0)",
-        ),
-        (_, Some("0")) => r.line(
-            Status::Warn,
-            "fuse: user namespaces",
-            "disabled for unprivileged users (kernel.unprivileged_userns_clone = 0)",
-        ),
-        _ => r.line(Status::Ok, "fuse: user namespaces", "available"),
-    }
-    let fusermount = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("fusermount3"))
-                .find(|f| f.exists())
-        })
-        .unwrap_or(None);
-    match fusermount {
-        Some(f) => r.line(Status::Ok, "fuse: fusermount3", &f.display().to_string()),
-        None => r.line(
-            Status::Warn,
-            "fuse: fusermount3",
-            "not on PATH (Debian package fuse3; only a FUSE mode needs it)",
-        ),
+    if !any {
+        r.line(Status::Fail, "run modes", "no mode of perch run works here");
     }
 }
 
-/// `perch run -- true` with an empty configuration and a throw-away cache.
-fn notify_run() -> Result<(), String> {
+/// `perch run ARGS -- true` with an empty configuration and a throw-away cache; its stderr.
+fn perch_true(args: &[&str]) -> Result<String, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find perch itself: {e}"))?;
     let tmp = tempfile::Builder::new()
         .prefix("perch-doctor-")
@@ -525,17 +516,15 @@ fn notify_run() -> Result<(), String> {
         .arg(tmp.path().join("etc"))
         .arg("--cache")
         .arg(tmp.path().join("cache"))
+        .args(args)
         .args(["--", "true"])
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("cannot start perch run: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if out.status.success() {
-        Ok(())
+        Ok(stderr)
     } else {
-        Err(format!(
-            "perch run -- true failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("perch run -- true failed ({}): {stderr}", out.status))
     }
 }

@@ -14,9 +14,9 @@ use run_common::{Out, Repo, PERCH};
 /// `F_GETFD`/`F_SETFD` (CPython's `test_get_set_inheritable_o_path`), as natively.
 #[test]
 fn issue_14_o_path_opens_of_cvmfs_paths() {
-    let r = Repo::standard();
-    r.same(
-        "python3 -c '
+    run_common::each_mode(|r| {
+        r.same(
+            "python3 -c '
 import os, stat, sys
 root = os.environ[\"ROOT\"]
 for p, fl in [(\"include/hello.h\", 0), (\"include/hello.h\", os.O_NOFOLLOW), (\"sub\", 0),
@@ -33,16 +33,17 @@ for p, fl in [(\"include/hello.h\", 0), (\"include/hello.h\", os.O_NOFOLLOW), (\
     os.close(fd)
     print()
 '",
-    );
+        );
+    });
 }
 
 /// `futimens(fd, NULL)` (`utimensat(fd, NULL, NULL, 0)`) on an fd opened from `/cvmfs` fails
 /// with `EROFS` like `fchmod`, and leaves the cached file alone.
 #[test]
 fn issue_14_futimens_on_a_cvmfs_fd_is_erofs() {
-    let r = Repo::standard();
-    let o = r.perch(
-        "python3 -c '
+    run_common::each_mode(|r| {
+        let o = r.perch(
+            "python3 -c '
 import os
 fd = os.open(os.environ[\"ROOT\"] + \"/include/hello.h\", os.O_RDONLY)
 before = os.fstat(fd).st_mtime_ns
@@ -54,12 +55,13 @@ for f in (lambda: os.utime(fd), lambda: os.utime(fd, (1, 1)), lambda: os.fchmod(
         print(e.strerror)
 print(os.fstat(fd).st_mtime_ns == before)
 '",
-    );
-    o.ok();
-    assert_eq!(
-        o.stdout, "Read-only file system\nRead-only file system\nRead-only file system\nTrue\n",
-        "{o}"
-    );
+        );
+        o.ok();
+        assert_eq!(
+            o.stdout, "Read-only file system\nRead-only file system\nRead-only file system\nTrue\n",
+            "{o}"
+        );
+    });
 }
 
 /// Python looks for `pyvenv.cfg` beside and above its executable: for an interpreter in
@@ -67,21 +69,22 @@ print(os.fstat(fd).st_mtime_ns == before)
 /// without a mount attempt and without a word from perch.
 #[test]
 fn issue_14_probes_of_non_repository_names_are_enoent_silently() {
-    let r = Repo::standard();
-    let o = r.perch(
-        "for p in /cvmfs/pyvenv.cfg /cvmfs/pyvenv.cfg/x /cvmfs/foo.py; do \
+    run_common::each_mode(|r| {
+        let o = r.perch(
+            "for p in /cvmfs/pyvenv.cfg /cvmfs/pyvenv.cfg/x /cvmfs/foo.py; do \
            test -e $p; echo \"$p $?\"; cat $p 2>&1 | sed 's/^cat: //'; done; \
          cat $ROOT/empty && echo still-fine",
-    );
-    o.ok();
-    assert_eq!(
-        o.stdout,
-        "/cvmfs/pyvenv.cfg 1\n/cvmfs/pyvenv.cfg: No such file or directory\n\
+        );
+        o.ok();
+        assert_eq!(
+            o.stdout,
+            "/cvmfs/pyvenv.cfg 1\n/cvmfs/pyvenv.cfg: No such file or directory\n\
          /cvmfs/pyvenv.cfg/x 1\n/cvmfs/pyvenv.cfg/x: No such file or directory\n\
          /cvmfs/foo.py 1\n/cvmfs/foo.py: No such file or directory\nstill-fine\n",
-        "{o}"
-    );
-    assert_eq!(o.stderr, "", "{o}");
+            "{o}"
+        );
+        assert_eq!(o.stderr, "", "{o}");
+    });
 }
 
 /// A repository without a server (misspelled, or its configuration missing) is `ENOENT` for the

@@ -272,17 +272,17 @@ impl PerchHandler {
     /// copy that names `/cvmfs` paths where the kernel's names the shadow tree (guard.rs), as
     /// readlink of `/proc/<pid>/fd/N` already does. Absolute paths only; a relative open of
     /// `maps` from a `/proc/<pid>` directory fd sees the kernel's file.
-    fn proc_maps(&self, n: &Notification<'_>) -> Option<Answer> {
-        let (ptr, flags) = match *n.call() {
+    fn proc_maps(&self, c: &dyn Caller, pid: i32, call: &Call) -> Option<Answer> {
+        let (ptr, flags) = match *call {
             Call::Open { path, flags, .. } | Call::Openat { path, flags, .. } => (path, flags),
             _ => return None,
         };
-        let path = NotifiedCaller(n).read_cstr(ptr.0, PATH_MAX).ok()?;
+        let path = c.read_cstr(ptr.0, PATH_MAX).ok()?;
         if flags.writes() || !(path.starts_with(b"/proc/") || path.starts_with(b"/dev/fd/")) {
             return None;
         }
-        let real = guard::maps_file(&proc_path(&path, n.pid().0)?)?;
-        n.verify().ok()?;
+        let real = guard::maps_file(&proc_path(&path, pid)?)?;
+        c.verify().ok()?;
         let ns = self.calls.namespace();
         let shadow_root = ns.shadow().root().as_os_str().as_bytes();
         let to_virtual = |p: &[u8]| {
@@ -298,13 +298,22 @@ impl PerchHandler {
         })
     }
 
-    fn reply(&self, n: Notification<'_>, answer: Answer) {
+    /// The answer of the table's code (or the maps hook) for one call, counted.
+    fn answer(&self, c: &dyn Caller, pid: i32, call: &Call) -> Answer {
+        let answer = match self.proc_maps(c, pid, call) {
+            Some(a) => a,
+            None => self.calls.answer(c, call),
+        };
         let counts = &self.wiring.counts;
         let counter = match answer {
             Answer::Continue => &counts.continued,
             _ => &counts.virtual_,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        answer
+    }
+
+    fn reply(&self, n: Notification<'_>, answer: Answer) {
         match answer {
             Answer::Continue => n.continue_unchecked(),
             Answer::Err(e) => n.error(e),
@@ -320,14 +329,19 @@ impl PerchHandler {
 
 impl Handler for PerchHandler {
     fn on_syscall(&self, n: Notification<'_>) {
-        let answer = match self.proc_maps(&n) {
-            Some(a) => a,
-            None => self.calls.answer(&NotifiedCaller(&n), n.call()),
-        };
+        let answer = self.answer(&NotifiedCaller(&n), n.pid().0, n.call());
         if self.log {
             tracing::debug!(target: "perch::syscall", pid = n.pid().0, "{} = {answer}", n.display());
         }
         self.reply(n, answer);
+    }
+
+    fn on_trace_call(&self, t: &TracedCall) -> Answer {
+        let answer = self.answer(&TracedCaller(t), t.pid().0, t.call());
+        if self.log {
+            tracing::debug!(target: "perch::syscall", pid = t.pid().0, "{} = {answer} (ptrace)", t.call().display(t));
+        }
+        answer
     }
 
     fn on_trace_path(&self, t: &TracedCall) -> TraceAction {

@@ -61,7 +61,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use perch_intercept::Interceptor;
+use perch_intercept::{Backend, Interceptor};
 use perch_vfs::{Namespace, SyscallTable};
 
 use crate::adapter::VfsMounter;
@@ -146,19 +146,27 @@ fn namespace(args: &RunArgs) -> Result<Namespace, Fail> {
     Namespace::with_mountpoint(mounter, &mount_dir).or_fail(Failure::Config)
 }
 
-fn setup(args: &RunArgs) -> Result<(PerchHandler, Interceptor), Fail> {
+fn setup(args: &RunArgs) -> Result<PerchHandler, Fail> {
     let remaps = args
         .remap
         .iter()
         .map(|s| parse_remap(s))
         .collect::<Result<Vec<_>, _>>()?;
     let ns = namespace(args)?;
-    let handler = PerchHandler::new(ns, handler::own_cred(), remaps, args.record.is_some());
-    let mut interceptor = interceptor();
+    Ok(PerchHandler::new(
+        ns,
+        handler::own_cred(),
+        remaps,
+        args.record.is_some(),
+    ))
+}
+
+fn interceptor_for(args: &RunArgs, backend: Backend) -> Interceptor {
+    let mut interceptor = interceptor().backend(backend);
     if let Some(n) = args.workers {
         interceptor = interceptor.workers(n);
     }
-    Ok((handler, interceptor))
+    interceptor
 }
 
 /// `--record FILE`: the lines to FILE.tmp, then renamed to FILE.
@@ -181,9 +189,16 @@ fn write_record(file: &std::path::Path, lines: &[String]) -> Result<(), Fail> {
 pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
     use fuse::FuseFailure;
     use mode::Mode;
-    if args.mode == Mode::Notify {
-        tracing::debug!(target: "mode", "notify mode: asked for with --mode notify");
-        return notify(args);
+    match args.mode {
+        Mode::Notify => {
+            tracing::debug!(target: "mode", "notify mode: asked for with --mode notify");
+            return intercepted(args, Backend::Notify, false);
+        }
+        Mode::Ptrace => {
+            tracing::debug!(target: "mode", "ptrace mode: asked for with --mode ptrace");
+            return intercepted(args, Backend::Ptrace, false);
+        }
+        Mode::Auto | Mode::Fuse => {}
     }
     // Configuration errors are the same in both modes: report them, do not fall back.
     let ns = Arc::new(namespace(&args)?);
@@ -192,7 +207,7 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
         Err(FuseFailure::Exec(code)) => Ok(code),
         Err(FuseFailure::Unavailable(why)) if args.mode == Mode::Auto => {
             tracing::debug!(target: "mode", "notify mode: fuse mode unavailable: {why}");
-            notify(args)
+            intercepted(args, Backend::Notify, true)
         }
         Err(FuseFailure::Unavailable(why)) => Err(Fail::new(
             Failure::Unsupported,
@@ -201,13 +216,26 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
     }
 }
 
-/// `perch run` in notify mode.
-fn notify(args: RunArgs) -> Result<ExitCode, Fail> {
-    let (handler, interceptor) = setup(&args)?;
-    let stats = interceptor.stats();
-    let handler = Arc::new(handler);
+/// `perch run` in notify or ptrace mode; `fallback`: when notify mode cannot start here
+/// (kernel too old, no seccomp notification, a listener refused), run in ptrace mode instead.
+fn intercepted(args: RunArgs, backend: Backend, fallback: bool) -> Result<ExitCode, Fail> {
+    let handler = Arc::new(setup(&args)?);
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let result = interceptor.run(&args.command, &env, handler.clone());
+    let mut interceptor = interceptor_for(&args, backend);
+    let mut stats = interceptor.stats();
+    let mut result = interceptor.run(&args.command, &env, handler.clone());
+    if let Err(e) = &result {
+        if backend == Backend::Notify && fallback && e.notify_unavailable() {
+            let why = match std::error::Error::source(e) {
+                Some(src) => format!("{e}: {src}"),
+                None => e.to_string(),
+            };
+            tracing::debug!(target: "mode", "ptrace mode: notify mode unavailable: {why}");
+            interceptor = interceptor_for(&args, Backend::Ptrace);
+            stats = interceptor.stats();
+            result = interceptor.run(&args.command, &env, handler.clone());
+        }
+    }
     if let Some(file) = &args.record {
         write_record(file, &handler.recorded())?;
     }

@@ -1,11 +1,15 @@
 //! `perch run --mode`: which backend runs the program, and why the others do not.
 //!
-//! - `notify`: seccomp user notification + ptrace (works without user namespaces).
+//! - `notify`: seccomp user notification + ptrace (works without user namespaces; Linux ≥ 5.14).
 //! - `fuse`: perch's FUSE server at `/cvmfs` in a private user + mount namespace; nothing is
 //!   intercepted.
+//! - `ptrace`: every trapped call stops the program for perch (`SECCOMP_RET_TRACE`); the
+//!   kernel opens shadow files itself (Linux ≥ 4.8; no user namespaces, no seccomp
+//!   notification).
 //! - `auto`: fuse when its setup succeeds (the setup itself is the probe: a fork, `unshare`,
 //!   the id maps, `open("/dev/fuse")` and the mounts, a few milliseconds, all undone with the
-//!   child if any step fails), else notify. `-d mode` logs the choice and the reason.
+//!   child if any step fails), else notify when the kernel has it and lets perch install a
+//!   listener, else ptrace. `-d mode` logs the choice and the reasons.
 
 use std::fmt;
 
@@ -14,13 +18,15 @@ use perch_sys::ns::{NsError, NsStage};
 /// How `perch run` gives the program its `/cvmfs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Mode {
-    /// fuse where it works, else notify.
+    /// fuse where it works, else notify, else ptrace.
     #[default]
     Auto,
     /// perch's FUSE server at /cvmfs in a private user + mount namespace (nothing intercepted).
     Fuse,
     /// seccomp user notification + ptrace (no namespaces needed).
     Notify,
+    /// ptrace alone, at seccomp stops (older kernels, or where notification is refused).
+    Ptrace,
 }
 
 impl fmt::Display for Mode {
@@ -29,6 +35,7 @@ impl fmt::Display for Mode {
             Mode::Auto => "auto",
             Mode::Fuse => "fuse",
             Mode::Notify => "notify",
+            Mode::Ptrace => "ptrace",
         })
     }
 }

@@ -374,7 +374,7 @@ impl Repo {
 }
 
 /// The modes every mode-independent `perch run` test runs in.
-pub const MODES: [&str; 2] = ["notify", "fuse"];
+pub const MODES: [&str; 3] = ["notify", "fuse", "ptrace"];
 
 /// Runs `f` on the standard repository in every mode of [`MODES`] (published once: the modes
 /// share the repository and its cache).
