@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# perch run (fuse mode and notify mode) vs native vs Debian's proot, from one run: median wall
+# perch run (notify, fuse and ptrace modes) vs native vs Debian's proot, from one run: median wall
 # time of each workload and its ratio to native, on native paths and with the inputs in /cvmfs
 # (warm cache). The fuse column needs user namespaces and /dev/fuse (it says FAILED otherwise).
+# The last column is half of Parrot's ratio for the workload (issue 11's figures, measured on
+# this kind of machine): the goal for ptrace mode.
 # Reproduce with:  bash bench/run.sh            (REPS=5 by default; BIG=1 adds cat of a 1 GiB file)
 # Options (environment):
 #   ROWS=REGEX      only the workloads whose name matches (grep -E), e.g. ROWS=threads
@@ -48,6 +50,7 @@ printf 'CVMFS_SERVER_URL=file://%s/stratum\nCVMFS_HTTP_PROXY=DIRECT\nCVMFS_PUBLI
 mkdir -p "$W/etc" "$W/cache" "$W/cache-old" "$W/out"
 RUN=("$PERCH" run --mode notify --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
 FUSE=("$PERCH" run --mode fuse --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
+PTRACE=("$PERCH" run --mode ptrace --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
 # The old build may predate --mode (notify was its only mode).
 OLD=("${PERCH_OLD:-false}" run --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache-old" -r $FQRN --)
 CV=/cvmfs/$FQRN
@@ -111,15 +114,23 @@ fi
 
 echo "# bash bench/run.sh   REPS=$REPS${ROWS:+ ROWS=$ROWS}, $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), proot $(proot --version 2>&1 | grep -o '[0-9][0-9.]*$' | head -1 || true)"
 [ -z "$PERCH_OLD" ] || echo "# perch(old) = $PERCH_OLD, run alternately with perch = $PERCH"
+# Half of Parrot's ratio to native (3 runs, medians), the goal for ptrace mode; "-" if unknown.
+parrot_half() {
+  case "$1" in
+    find*) echo 15.5x ;; 500x*) echo 1.95x ;; tar*) echo 7.5x ;; 20x\ python3*) echo 1.05x ;;
+    gcc*) echo 1.95x ;; python\ 8*) echo 45x ;; make*) echo 2.2x ;; cat\ 1\ GiB*) echo 3.7x ;;
+    *) echo - ;;
+  esac
+}
 header() {
   if [ -n "$PERCH_OLD" ]; then
-    printf '%-32s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' "$1" native "notify(old)" notify fuse proot old/n notify/n fuse/n proot/n
+    printf '%-32s %9s %9s %9s %9s %9s %9s %8s %8s %8s %8s %8s %8s\n' "$1" native "notify(old)" notify fuse ptrace proot old/n notify/n fuse/n ptrace/n proot/n parrot/2
   else
-    printf '%-32s %9s %9s %9s %9s %8s %8s %8s\n' "$1" native notify fuse proot notify/n fuse/n proot/n
+    printf '%-32s %9s %9s %9s %9s %9s %8s %8s %8s %8s %8s\n' "$1" native notify fuse ptrace proot notify/n fuse/n ptrace/n proot/n parrot/2
   fi
 }
 row() { # name native-script perch-script proot-args...
-  local name=$1 nat=$2 under=$3 n p o f r; shift 3
+  local name=$1 nat=$2 under=$3 n p o f t r; shift 3
   n=$(median_ms sh -c "$nat")
   if [ -n "$PERCH_OLD" ]; then
     read -r p o <<<"$(median_pair_ms "$under")"
@@ -127,11 +138,12 @@ row() { # name native-script perch-script proot-args...
     p=$(median_ms "${RUN[@]}" sh -c "$under")
   fi
   f=$(median_ms "${FUSE[@]}" sh -c "$under")
+  t=$(median_ms "${PTRACE[@]}" sh -c "$under")
   r=$(median_ms proot "$@" sh -c "$under")
   if [ -n "$PERCH_OLD" ]; then
-    printf '%-32s %7sms %7sms %7sms %7sms %7sms %8s %8s %8s %8s\n' "$name" "$n" "$o" "$p" "$f" "$r" "$(ratio "$o" "$n")" "$(ratio "$p" "$n")" "$(ratio "$f" "$n")" "$(ratio "$r" "$n")"
+    printf '%-32s %7sms %7sms %7sms %7sms %7sms %7sms %8s %8s %8s %8s %8s %8s\n' "$name" "$n" "$o" "$p" "$f" "$t" "$r" "$(ratio "$o" "$n")" "$(ratio "$p" "$n")" "$(ratio "$f" "$n")" "$(ratio "$t" "$n")" "$(ratio "$r" "$n")" "$(parrot_half "$name")"
   else
-    printf '%-32s %7sms %7sms %7sms %7sms %8s %8s %8s\n' "$name" "$n" "$p" "$f" "$r" "$(ratio "$p" "$n")" "$(ratio "$f" "$n")" "$(ratio "$r" "$n")"
+    printf '%-32s %7sms %7sms %7sms %7sms %7sms %8s %8s %8s %8s %8s\n' "$name" "$n" "$p" "$f" "$t" "$r" "$(ratio "$p" "$n")" "$(ratio "$f" "$n")" "$(ratio "$t" "$n")" "$(ratio "$r" "$n")" "$(parrot_half "$name")"
   fi
 }
 header "workload (native paths)"

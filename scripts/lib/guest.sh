@@ -29,15 +29,27 @@ guest_tree() {
   cat > "$root/checks.sh" <<'EOF'
 #!/bin/sh
 # Runs as the user under test: $1 = label, $2 = where the test tree is. Prints CHECK lines.
+# MODES (optional) replaces the modes perch offers; AUTO_PICKS (optional) is the mode auto mode
+# must choose here (checked as mode-choice).
 user=$1 T=${2%/} kver=$(uname -r) fq=$(basename "$T"/etc/*.pub .pub)
-for mode in $(cat "$T/etc/modes"); do
+for mode in ${MODES:-$(cat "$T/etc/modes")}; do
   cache=/tmp/cache-$user-$mode
   mkdir -p "$cache"
   set -- perch run --config-dir /nonexistent --config "$T/etc/client.conf" --cache "$cache" -r "$fq"
   [ "$mode" = default ] || set -- "$@" --mode "$mode"
   line() { echo "CHECK $kver $mode $user $1 $2"; }
   out=$("$@" -- true 2>&1); rc=$?
-  [ "$mode" = auto ] && line mode-choice "NOTE $("$@" -d mode -- true 2>&1 | grep -o 'perch\[mode\].*' | head -n 1)"
+  if [ "$mode" = auto ]; then
+    # The last mode line names the mode that ran ("ptrace mode: notify mode unavailable: ...").
+    choice=$("$@" -d mode -- true 2>&1 | grep -o 'perch\[mode\].*' | tail -n 1)
+    line mode-choice "NOTE $choice"
+    if [ -n "${AUTO_PICKS:-}" ]; then
+      case "$choice" in
+        "perch[mode]: $AUTO_PICKS mode"*) line picks-"$AUTO_PICKS" OK ;;
+        *) line picks-"$AUTO_PICKS" "FAIL auto mode chose otherwise: $choice" ;;
+      esac
+    fi
+  fi
   if [ $rc -ne 0 ]; then
     if [ $rc -eq 206 ]; then line start "REFUSED $out"; else line start "FAIL rc=$rc $out"; fi
     continue

@@ -1,5 +1,8 @@
 //! Run a process tree under interception: seccomp user notification for the syscalls that must
-//! be seen, ptrace for the few that notify cannot do (exec and chdir path rewriting).
+//! be seen, ptrace for the few that notify cannot do (exec and chdir path rewriting) — or, with
+//! [`Backend::Ptrace`], ptrace alone: the same calls trapped with `SECCOMP_RET_TRACE` and
+//! answered at the seccomp stop ([`Handler::on_trace_call`]), for kernels before 5.14 and
+//! places where a seccomp listener is refused.
 //!
 //! This crate owns the process tree: the filter (from [`Interceptor`]'s syscall sets, built with
 //! perch-bpf), the fork-to-exec child (perch-sys), a pool of supervisor threads answering
@@ -15,7 +18,8 @@
 //!   reaped, because nothing would answer their notifications afterwards.
 //! - A handler panic answers `EIO` for that call and is counted in [`Stats`]; a panic in the
 //!   receive loop or the ptrace loop aborts perch (killed loudly beats hung).
-//! - Needs Linux ≥ 5.14 on x86_64 ([`Error::KernelTooOld`]). Uses
+//! - The notify backend needs Linux ≥ 5.14 on x86_64, the ptrace backend Linux ≥ 4.8
+//!   ([`Error::KernelTooOld`]). Uses
 //!   `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (5.19) and `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`
 //!   (6.6) when the kernel has them.
 //! - Threads: one ptrace thread (it forks the child and alone makes ptrace calls) and a pool of

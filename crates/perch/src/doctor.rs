@@ -409,7 +409,11 @@ fn kernel(r: &mut Report) {
     .map(|(_, why)| *why)
     .collect();
     r.line(
-        if at_least([4, 8]) { Status::Ok } else { Status::Fail },
+        if at_least([4, 8]) {
+            Status::Ok
+        } else {
+            Status::Fail
+        },
         "kernel",
         &if needs.is_empty() {
             format!("Linux {release}")
@@ -472,7 +476,11 @@ fn kernel(r: &mut Report) {
         match perch_true(&["--mode", mode]) {
             Ok(_) => {
                 any = true;
-                r.line(Status::Ok, &format!("run mode {mode}"), "perch run -- true works")
+                r.line(
+                    Status::Ok,
+                    &format!("run mode {mode}"),
+                    "perch run -- true works",
+                )
             }
             Err(e) => r.line(Status::Warn, &format!("run mode {mode}"), &e),
         }
@@ -525,6 +533,9 @@ fn perch_true(args: &[&str]) -> Result<String, String> {
     if out.status.success() {
         Ok(stderr)
     } else {
-        Err(format!("perch run -- true failed ({}): {stderr}", out.status))
+        Err(format!(
+            "perch run -- true failed ({}): {stderr}",
+            out.status
+        ))
     }
 }
