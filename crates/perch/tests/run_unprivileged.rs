@@ -6,10 +6,18 @@ mod run_common;
 
 use run_common::{is_root, nobody, Fixtures, Out, Repo, PERCH};
 
+/// In the default mode (fuse where 65534 may open /dev/fuse, else notify) and in ptrace mode.
 #[test]
 fn unprivileged_gvisor_rule_on_a_published_tree() {
     let mut r = Repo::standard();
     r.drop_privileges();
+    for mode in [None, Some("ptrace")] {
+        r.mode = mode;
+        unprivileged_checks(&r);
+    }
+}
+
+fn unprivileged_checks(r: &Repo) {
     let o = r.perch("id -u; grep CapEff /proc/self/status");
     o.ok();
     if is_root() {
