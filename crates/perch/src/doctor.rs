@@ -489,10 +489,10 @@ fn kernel(r: &mut Report) {
         Ok(log) => {
             let picked = log
                 .lines()
+                .rev()
                 .filter_map(|l| l.strip_prefix("perch[mode]: "))
                 .filter_map(|l| l.split_once(" mode:").map(|(m, _)| m.to_string()))
-                .filter(|m| ["fuse", "notify", "ptrace"].contains(&m.as_str()))
-                .last()
+                .find(|m| ["fuse", "notify", "ptrace"].contains(&m.as_str()))
                 .unwrap_or_else(|| "?".into());
             r.line(
                 Status::Ok,

@@ -46,6 +46,13 @@ pub trait Caller: TraceeView {
     /// for any other path or an unreadable link.
     fn proc_link(&self, path: &[u8]) -> Option<Vec<u8>>;
 
+    /// The real `/proc` path of a `/proc/self/…`, `/proc/thread-self/…`, `/proc/<pid>/…` or
+    /// `/dev/fd/N` path named by the caller (`self` is the caller's tid); `None` for others.
+    fn proc_real_path(&self, path: &[u8]) -> Option<PathBuf> {
+        let _ = path;
+        None
+    }
+
     /// [`Caller::fd_path_unverified`], verified.
     fn fd_path(&self, fd: DirFd) -> Result<Vec<u8>, Errno> {
         let p = self.fd_path_unverified(fd);
@@ -72,6 +79,20 @@ pub trait Hooks: Send + Sync {
 
     /// An fd of a virtual object was handed to the program.
     fn injected(&self) {}
+
+    /// A read-only open of an absolute `/proc/…` or `/dev/fd/…` path: the binary's own answer
+    /// (a translated copy of `/proc/<pid>/maps`), if it has one. Called only for those paths, so
+    /// other opens pay nothing for it.
+    fn proc_open(
+        &self,
+        ns: &Namespace,
+        caller: &dyn Caller,
+        path: &[u8],
+        flags: i32,
+    ) -> Option<Answer> {
+        let _ = (ns, caller, path, flags);
+        None
+    }
 }
 
 /// No hooks.

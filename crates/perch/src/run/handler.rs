@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use super::guard;
 use perch_intercept::{Errno, Handler, Notification, TraceAction, TracedCall};
-use perch_syscalls::{Answer, Call, DirFd, TraceeView, PATH_MAX};
+use perch_syscalls::{Answer, Call, DirFd, TraceeView};
 use perch_vfs::syscall::rewrite::Rewrite;
 use perch_vfs::{Caller, Calls, Cred, Hooks, Kind, Namespace, Resolved};
 
@@ -107,6 +107,26 @@ impl Hooks for SharedWiring {
     fn injected(&self) {
         self.0.counts.injected.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// `/proc/<pid>/maps` (`smaps`, `numa_maps`) opened for reading: a translated copy that
+    /// names `/cvmfs` paths where the kernel's names the shadow tree (guard.rs), as readlink of
+    /// `/proc/<pid>/fd/N` already does. Absolute paths only; a relative open of `maps` from a
+    /// `/proc/<pid>` directory fd sees the kernel's file.
+    fn proc_open(&self, ns: &Namespace, c: &dyn Caller, path: &[u8], flags: i32) -> Option<Answer> {
+        let real = guard::maps_file(&c.proc_real_path(path)?)?;
+        let shadow_root = ns.shadow().root().as_os_str().as_bytes();
+        let to_virtual = |p: &[u8]| {
+            ns.virtual_path(std::path::Path::new(OsStr::from_bytes(p)))
+                .map(|v| v.into_os_string().into_vec())
+        };
+        Some(match guard::translated(&real, shadow_root, &to_virtual) {
+            Ok(fd) => Answer::Fd {
+                fd,
+                cloexec: flags & libc::O_CLOEXEC != 0,
+            },
+            Err(e) => Answer::Err(e),
+        })
+    }
 }
 
 /// The namespace as a [`Handler`].
@@ -167,6 +187,10 @@ impl Caller for NotifiedCaller<'_, '_> {
     fn proc_link(&self, path: &[u8]) -> Option<Vec<u8>> {
         proc_link(path, self.0.pid().0)
     }
+
+    fn proc_real_path(&self, path: &[u8]) -> Option<PathBuf> {
+        proc_path(path, self.0.pid().0)
+    }
 }
 
 /// A stopped tracee as the table's code sees it: it cannot go away while stopped.
@@ -199,6 +223,10 @@ impl Caller for TracedCaller<'_> {
 
     fn proc_link(&self, path: &[u8]) -> Option<Vec<u8>> {
         proc_link(path, self.0.pid().0)
+    }
+
+    fn proc_real_path(&self, path: &[u8]) -> Option<PathBuf> {
+        proc_path(path, self.0.pid().0)
     }
 }
 
@@ -268,42 +296,9 @@ impl PerchHandler {
         })
     }
 
-    /// `open`/`openat` of `/proc/<pid>/maps` (`smaps`, `numa_maps`) for reading: a translated
-    /// copy that names `/cvmfs` paths where the kernel's names the shadow tree (guard.rs), as
-    /// readlink of `/proc/<pid>/fd/N` already does. Absolute paths only; a relative open of
-    /// `maps` from a `/proc/<pid>` directory fd sees the kernel's file.
-    fn proc_maps(&self, c: &dyn Caller, pid: i32, call: &Call) -> Option<Answer> {
-        let (ptr, flags) = match *call {
-            Call::Open { path, flags, .. } | Call::Openat { path, flags, .. } => (path, flags),
-            _ => return None,
-        };
-        let path = c.read_cstr(ptr.0, PATH_MAX).ok()?;
-        if flags.writes() || !(path.starts_with(b"/proc/") || path.starts_with(b"/dev/fd/")) {
-            return None;
-        }
-        let real = guard::maps_file(&proc_path(&path, pid)?)?;
-        c.verify().ok()?;
-        let ns = self.calls.namespace();
-        let shadow_root = ns.shadow().root().as_os_str().as_bytes();
-        let to_virtual = |p: &[u8]| {
-            ns.virtual_path(std::path::Path::new(OsStr::from_bytes(p)))
-                .map(|v| v.into_os_string().into_vec())
-        };
-        Some(match guard::translated(&real, shadow_root, &to_virtual) {
-            Ok(fd) => Answer::Fd {
-                fd,
-                cloexec: flags.cloexec(),
-            },
-            Err(e) => Answer::Err(e),
-        })
-    }
-
-    /// The answer of the table's code (or the maps hook) for one call, counted.
-    fn answer(&self, c: &dyn Caller, pid: i32, call: &Call) -> Answer {
-        let answer = match self.proc_maps(c, pid, call) {
-            Some(a) => a,
-            None => self.calls.answer(c, call),
-        };
+    /// The answer of the table's code for one call, counted.
+    fn answer(&self, c: &dyn Caller, call: &Call) -> Answer {
+        let answer = self.calls.answer(c, call);
         let counts = &self.wiring.counts;
         let counter = match answer {
             Answer::Continue => &counts.continued,
@@ -329,7 +324,7 @@ impl PerchHandler {
 
 impl Handler for PerchHandler {
     fn on_syscall(&self, n: Notification<'_>) {
-        let answer = self.answer(&NotifiedCaller(&n), n.pid().0, n.call());
+        let answer = self.answer(&NotifiedCaller(&n), n.call());
         if self.log {
             tracing::debug!(target: "perch::syscall", pid = n.pid().0, "{} = {answer}", n.display());
         }
@@ -337,7 +332,7 @@ impl Handler for PerchHandler {
     }
 
     fn on_trace_call(&self, t: &TracedCall) -> Answer {
-        let answer = self.answer(&TracedCaller(t), t.pid().0, t.call());
+        let answer = self.answer(&TracedCaller(t), t.call());
         if self.log {
             tracing::debug!(target: "perch::syscall", pid = t.pid().0, "{} = {answer} (ptrace)", t.call().display(t));
         }
