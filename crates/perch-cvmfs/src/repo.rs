@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use perch_format::catalog::{CatalogError, DirEntry};
-use perch_format::compress::{zlib_decompress, Compression};
+use perch_format::compress::Compression;
 use perch_format::crypto::PublicKey;
 use perch_format::hash::{ContentHash, ObjectKind};
 use perch_format::history::{History, Tag};
@@ -408,9 +408,4 @@ impl Repository {
             source,
         })
     }
-}
-
-/// Decompress helper for tests and tools.
-pub fn inflate(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-    zlib_decompress(bytes)
 }
