@@ -11,9 +11,12 @@ use std::sync::{Arc, Mutex};
 use perch_sys::misc;
 use perch_sys::ptrace::{self, event, options, Regs, WaitStatus};
 use perch_sys::spawn::{self, SockFilter, SpawnPlan, Stage};
-use perch_syscalls::{Answer, Call, Errno, PathPtr, Pid, SyscallSet, TraceeView, PATH_MAX};
+use perch_syscalls::{
+    Answer, Call, DirFd, Errno, PathPtr, Pid, SyscallSet, TraceeView, PATH_MAX,
+};
 
 use crate::kernel::{Kernel, LinuxKernel};
+use crate::procfd::ProcFds;
 use crate::supervisor::{self, Shared};
 use crate::{Backend, Error, ExitStatus, Handler, Stats};
 
@@ -26,6 +29,7 @@ pub struct TracedCall {
     pid: Pid,
     call: Call,
     kernel: Arc<dyn Kernel>,
+    procfs: Arc<ProcFds>,
 }
 
 impl std::fmt::Debug for TracedCall {
@@ -51,6 +55,18 @@ impl TracedCall {
     /// Reads a path argument (without the NUL).
     pub fn read_path(&self, path: PathPtr) -> Result<Vec<u8>, Errno> {
         self.read_cstr(path.0, PATH_MAX)
+    }
+
+    /// The kernel's path of the stopped thread's fd, or of its cwd for `AT_FDCWD` (through
+    /// kept-open `/proc/<tid>/fd` directories, as notifications do). `EBADF` for a closed fd.
+    pub fn fd_path_unverified(&self, fd: DirFd) -> Result<Vec<u8>, Errno> {
+        if fd.is_cwd() {
+            self.procfs.readlink(self.pid.0, None)
+        } else if fd.0 < 0 {
+            Err(Errno::EBADF)
+        } else {
+            self.procfs.readlink(self.pid.0, Some(fd.0))
+        }
     }
 }
 
@@ -247,6 +263,7 @@ struct Tracer<'a> {
     /// perch's files reopened by a tracee's rewritten open, kept until that tracee's next
     /// stop (its open has then completed).
     pending: HashMap<Pid, OwnedFd>,
+    procfs: Arc<ProcFds>,
 }
 
 fn is_stop_signal(sig: i32) -> bool {
@@ -268,6 +285,7 @@ impl<'a> Tracer<'a> {
             notified: job.notified,
             answered: job.answered,
             pending: HashMap::new(),
+            procfs: Arc::default(),
         }
     }
 
@@ -407,6 +425,7 @@ impl<'a> Tracer<'a> {
                 [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
             ),
             kernel: Arc::clone(&self.kernel),
+            procfs: Arc::clone(&self.procfs),
         };
         let Ok(p) = view.read_cstr(path, PATH_MAX) else {
             return true;
@@ -444,6 +463,7 @@ impl<'a> Tracer<'a> {
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
         let traced = TracedCall {
             kernel: Arc::clone(&self.kernel),
+            procfs: Arc::clone(&self.procfs),
             pid,
             call: Call::decode(regs.orig_rax, args),
         };
@@ -857,6 +877,7 @@ mod tests {
             },
             notified,
             pending: HashMap::new(),
+            procfs: Arc::default(),
         }
         .run();
         (status, k.ops(), stats)

@@ -204,17 +204,7 @@ impl TraceeView for TracedCaller<'_> {
 
 impl Caller for TracedCaller<'_> {
     fn fd_path_unverified(&self, fd: DirFd) -> Result<Vec<u8>, Errno> {
-        let pid = self.0.pid().0;
-        let link = if fd.is_cwd() {
-            format!("/proc/{pid}/cwd")
-        } else if fd.0 < 0 {
-            return Err(Errno::EBADF);
-        } else {
-            format!("/proc/{pid}/fd/{}", fd.0)
-        };
-        std::fs::read_link(link)
-            .map(|t| t.into_os_string().into_vec())
-            .map_err(|e| Errno::from_io(&e))
+        self.0.fd_path_unverified(fd)
     }
 
     fn verify(&self) -> Result<(), Errno> {
