@@ -11,9 +11,7 @@ use std::sync::{Arc, Mutex};
 use perch_sys::misc;
 use perch_sys::ptrace::{self, event, options, Regs, WaitStatus};
 use perch_sys::spawn::{self, SockFilter, SpawnPlan, Stage};
-use perch_syscalls::{
-    Answer, Call, DirFd, Errno, PathPtr, Pid, SyscallSet, TraceeView, PATH_MAX,
-};
+use perch_syscalls::{Answer, Call, DirFd, Errno, PathPtr, Pid, SyscallSet, TraceeView, PATH_MAX};
 
 use crate::kernel::{Kernel, LinuxKernel};
 use crate::procfd::ProcFds;

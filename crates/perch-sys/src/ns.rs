@@ -29,6 +29,8 @@ const MSG_UNSHARED: u32 = 1;
 const MSG_FUSE_FD: u32 = 2;
 const MSG_SETUP_ERROR: u32 = 3;
 const MSG_EXEC_ERROR: u32 = 4;
+/// How the read-only binds went: (how many failed, the first failure's errno).
+const MSG_READ_ONLY: u32 = 5;
 
 /// Name of the old root's mount point inside the new root while it is being built.
 const OLD_ROOT: &[u8] = b"/.perch-oldroot";
@@ -140,6 +142,7 @@ pub struct NsPlan {
     fuse_data_suffix: Vec<u8>,
     cwd: CString,
     new_root: Option<(CString, CString, Vec<Step>)>,
+    read_only: Vec<CString>,
 }
 
 fn cstring(s: &[u8]) -> Result<CString, Errno> {
@@ -227,7 +230,19 @@ impl NsPlan {
             fuse_data_suffix: suffix.into_bytes(),
             cwd: cstring(cwd.as_bytes())?,
             new_root,
+            read_only: Vec::new(),
         })
+    }
+
+    /// Directories the program sees read-only (perch's caches: no program can change what a
+    /// later job is served). Each is bound over itself and remounted read-only in the
+    /// program's mount namespace, after the FUSE mount; perch's own process, outside the
+    /// namespace, still writes them. Missing directories are skipped by the caller.
+    pub fn read_only<P: AsRef<OsStr>>(mut self, dirs: &[P]) -> Result<NsPlan, Errno> {
+        for d in dirs {
+            self.read_only.push(cstring(d.as_ref().as_bytes())?);
+        }
+        Ok(self)
     }
 }
 
@@ -419,6 +434,8 @@ fn child_main(plan: &NsPlan, sock: RawFd, parent_end: RawFd) -> ! {
             }
         }
     }
+    let (failed, first) = bind_read_only(&plan.read_only);
+    report(sock, MSG_READ_ONLY, failed, first);
     // SAFETY: `cwd` is a NUL-terminated string owned by `plan`.
     if unsafe { libc::chdir(plan.cwd.as_ptr()) } != 0 {
         fail(sock, NsStage::Chdir);
@@ -435,6 +452,48 @@ fn child_main(plan: &NsPlan, sock: RawFd, parent_end: RawFd) -> ! {
     report(sock, MSG_EXEC_ERROR, 0, err);
     // SAFETY: `_exit` never returns.
     unsafe { libc::_exit(127) }
+}
+
+/// Binds each of `dirs` over itself and remounts the bind read-only, keeping the flags the
+/// user namespace may not drop (nosuid, nodev, noexec, atime: they are locked when inherited).
+/// Returns how many failed and the first failure's errno. Async-signal-safe syscalls only.
+fn bind_read_only(dirs: &[CString]) -> (i32, i32) {
+    const KEPT: libc::c_ulong = libc::MS_NOSUID
+        | libc::MS_NODEV
+        | libc::MS_NOEXEC
+        | libc::MS_NOATIME
+        | libc::MS_NODIRATIME
+        | libc::MS_RELATIME;
+    let null: *const libc::c_char = std::ptr::null();
+    let (mut failed, mut first) = (0, 0);
+    for d in dirs {
+        // SAFETY: `d` is a NUL-terminated string owned by the plan; `st` is a writable local
+        // struct; mount and statvfs are plain syscalls.
+        let ok = unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            mount_raw(
+                d.as_ptr(),
+                d.as_ptr(),
+                null,
+                libc::MS_BIND | libc::MS_REC,
+                null.cast(),
+            ) && libc::statvfs(d.as_ptr(), &mut st) == 0
+                && mount_raw(
+                    null,
+                    d.as_ptr(),
+                    null,
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | (st.f_flag & KEPT),
+                    null.cast(),
+                )
+        };
+        if !ok {
+            if failed == 0 {
+                first = errno_now();
+            }
+            failed += 1;
+        }
+    }
+    (failed, first)
 }
 
 /// tmpfs on `base`, `pivot_root` into it with the old root at `/.perch-oldroot`, then the
@@ -552,6 +611,25 @@ impl NsChild {
             stage: NsStage::Handshake,
             errno: Errno::from_io(&e),
         })
+    }
+
+    /// Waits for the child's read-only binds ([`NsPlan::read_only`]): `Ok(None)` when all
+    /// were made, else how many failed and the first errno (the program still runs: its
+    /// caches are then protected by verification alone).
+    pub fn read_only_result(&self) -> Result<Option<(i32, Errno)>, NsError> {
+        let handshake = |errno| NsError {
+            stage: NsStage::Handshake,
+            errno,
+        };
+        match self.read_msg().map_err(handshake)? {
+            Some((MSG_READ_ONLY, 0, _)) => Ok(None),
+            Some((MSG_READ_ONLY, n, errno)) => Ok(Some((n, Errno::new(errno)))),
+            Some((MSG_SETUP_ERROR, stage, errno)) => Err(NsError {
+                stage: NsStage::from_code(stage),
+                errno: Errno::new(errno),
+            }),
+            _ => Err(handshake(Errno::EPIPE)),
+        }
     }
 
     /// Waits for the child to mount and takes a duplicate of its `/dev/fuse` descriptor.

@@ -242,6 +242,34 @@ impl Client {
         Ok(cfg.alien_cache().unwrap_or_else(|| cfg.cache_base()))
     }
 
+    /// Every cache directory this client may write for the repositories it knows (configured
+    /// and named on the command line), and the cache root: what a program must not change.
+    /// Existing directories only, outermost first, none inside another.
+    pub fn cache_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.cache_root().into_iter().collect();
+        let mut names = self.configured();
+        names.extend(self.extra_repositories());
+        for fqrn in names {
+            if let Ok(o) = self.mount_options(&fqrn) {
+                dirs.push(o.cache_dir);
+            }
+        }
+        let mut dirs: Vec<PathBuf> = dirs
+            .into_iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok())
+            .filter(|d| d.is_dir())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        let mut out: Vec<PathBuf> = Vec::new();
+        for d in dirs {
+            if !out.iter().any(|o| d.starts_with(o)) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
     /// Mount options for `fqrn` from the configuration and command line.
     pub fn mount_options(&self, fqrn: &str) -> Result<MountOptions> {
         self.settle_cache_base();

@@ -52,6 +52,24 @@ fn fuse_mode_serves_a_published_tree_like_the_native_one() {
     // Nothing is intercepted: the program may trace its children.
     let o = r.perch("strace -f -e trace=none -o /dev/null true && echo traced");
     assert_eq!(o.ok().stdout, "traced\n", "{o}");
+    // perch's cache is read-only for the program (issue 9): no new file, no write to an
+    // object or to the trust index, no chmod; the host's other files stay writable.
+    let cache = r.dir.path().join("cache");
+    let o = r.perch(&format!(
+        "c='{}'; touch \"$c/x\" 2>&1; n=0; for f in $(find \"$c\" -type f); do \
+           n=$((n+1)); (echo PWNED >>\"$f\") 2>/dev/null && echo \"wrote $f\"; \
+           chmod u+w \"$f\" 2>/dev/null && echo \"chmod $f\"; done; \
+         test $n -gt 3 && echo files; touch \"$WORK/host\" && echo host-ok",
+        cache.display()
+    ));
+    assert_eq!(
+        o.ok().stdout,
+        format!(
+            "touch: cannot touch '{}/x': Read-only file system\nfiles\nhost-ok\n",
+            cache.display()
+        ),
+        "{o}"
+    );
 }
 
 /// A host symlink into `/cvmfs` is an ordinary symlink in fuse mode: open, exec (also through
@@ -372,4 +390,24 @@ fn leftover_processes_are_killed_in_fuse_mode() {
         let cmd = std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
         assert!(!cmd.starts_with("sleep"), "{p} still runs: {cmd}");
     }
+}
+
+/// `perch run` inside a fuse-mode job (a workflow script that calls it again) runs its program
+/// directly on the job's `/cvmfs`: perch's caches are read-only there, and nothing needs doing.
+#[test]
+fn perch_run_inside_a_fuse_mode_job_runs_the_program_directly() {
+    let r = Repo::standard().in_mode("fuse");
+    let inner = r.perch_args().join(" ");
+    let o = r.perch(&format!(
+        "{PERCH} -d mode {inner} -- cat \"$ROOT/include/hello.h\" | head -n 1; \
+         {PERCH} {inner} -- no-such-program-here; echo \"rc=$?\""
+    ));
+    let o = o.ok();
+    assert!(o.stdout.starts_with("#define GREETING"), "{o}");
+    assert!(o.stdout.ends_with("rc=127\n"), "{o}");
+    assert!(
+        o.stderr
+            .contains("already inside a fuse-mode job: /cvmfs is perch's FUSE mount"),
+        "{o}"
+    );
 }

@@ -54,6 +54,43 @@ impl From<Unavailable> for FuseFailure {
     }
 }
 
+/// Whether `dir` is already perch's FUSE mount (`fuse.perch` in `/proc/self/mountinfo`): the
+/// caller is a program inside a fuse-mode job, where `/cvmfs` is served and perch's caches are
+/// read-only. A `perch run` there runs its program directly on that `/cvmfs`.
+pub fn inside_fuse_job(dir: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let dir = dir.as_os_str().as_bytes();
+    info.lines().any(|l| {
+        // "id parent major:minor root mountpoint options [optional...] - fstype source super"
+        let mut f = l.split(' ');
+        let point = f.nth(4).unwrap_or("");
+        let fstype = l.split(" - ").nth(1).and_then(|t| t.split(' ').next());
+        fstype == Some(perch_fuse::FS_TYPE) && unescape(point) == dir
+    })
+}
+
+/// mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 fn unavailable(msg: impl Into<String>) -> FuseFailure {
     FuseFailure::Unavailable(Unavailable(msg.into()))
 }
@@ -127,7 +164,11 @@ fn root_entries(skip: &[u8]) -> std::io::Result<Vec<RootEntry>> {
 
 /// Runs the program in fuse mode; `Unavailable` when that cannot work here (before anything
 /// ran), which auto mode answers with notify.
-pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> {
+pub fn run(
+    args: &RunArgs,
+    ns: Arc<Namespace>,
+    caches: &[std::path::PathBuf],
+) -> Result<ExitCode, FuseFailure> {
     if let Some(u) = unsupported_options(args) {
         return Err(u.into());
     }
@@ -160,6 +201,7 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
         &place,
         perch_fuse::MOUNT_OPTIONS,
     )
+    .and_then(|p| p.read_only(caches))
     .map_err(|_| unavailable("an argument or environment string contains a NUL byte"))?;
     // Orphans of the program come to perch, which kills them when the program has exited (as
     // notify mode does: nothing would serve their /cvmfs afterwards).
@@ -178,7 +220,23 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
             true,
         )
     };
-    let fd = match mapped.and_then(|()| child.fuse_fd()) {
+    let protected = mapped.and_then(|()| child.read_only_result());
+    match &protected {
+        Ok(None) => tracing::debug!(
+            target: "mode",
+            "fuse mode: the program sees perch's caches read-only: {}",
+            caches
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Ok(Some((n, errno))) => tracing::warn!(
+            "{n} of perch's cache directories could not be made read-only for the program              ({errno}); their objects are still verified before they are served"
+        ),
+        Err(_) => {}
+    }
+    let fd = match protected.and_then(|_| child.fuse_fd()) {
         Ok(fd) => fd,
         Err(e) => {
             child.kill_and_reap();

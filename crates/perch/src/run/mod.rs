@@ -189,6 +189,14 @@ fn write_record(file: &std::path::Path, lines: &[String]) -> Result<(), Fail> {
 pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
     use fuse::FuseFailure;
     use mode::Mode;
+    if fuse::inside_fuse_job(&args.client.mount_dir) {
+        tracing::debug!(
+            target: "mode",
+            "already inside a fuse-mode job: {} is perch's FUSE mount, running the program directly",
+            args.client.mount_dir.display()
+        );
+        return direct_exec(&args.command);
+    }
     match args.mode {
         Mode::Notify => {
             tracing::debug!(target: "mode", "notify mode: asked for with --mode notify");
@@ -202,7 +210,12 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
     }
     // Configuration errors are the same in both modes: report them, do not fall back.
     let ns = Arc::new(namespace(&args)?);
-    match fuse::run(&args, ns) {
+    let caches = {
+        let mut client = Client::new(args.client.clone());
+        client.add_repositories(&args.repositories);
+        client.cache_dirs()
+    };
+    match fuse::run(&args, ns, &caches) {
         Ok(code) => Ok(code),
         Err(FuseFailure::Exec(code)) => Ok(code),
         Err(FuseFailure::Unavailable(why)) if args.mode == Mode::Auto => {
@@ -214,6 +227,27 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
             anyhow!("fuse mode unavailable: {why}"),
         )),
     }
+}
+
+/// Replaces perch with the program (inside a fuse-mode job, where `/cvmfs` is already served);
+/// 127 or 126 with one line when it cannot be executed, like `env(1)`.
+fn direct_exec(command: &[OsString]) -> Result<ExitCode, Fail> {
+    use std::os::unix::process::CommandExt;
+    let Some((program, rest)) = command.split_first() else {
+        return Err(Fail::new(Failure::Usage, anyhow!("no program given")));
+    };
+    let e = std::process::Command::new(program).args(rest).exec();
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("perch: cannot execute {}: {e}", program.to_string_lossy());
+    }
+    Ok(ExitCode::from(
+        if e.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        },
+    ))
 }
 
 /// `perch run` in notify or ptrace mode; `fallback`: when notify mode cannot start here
