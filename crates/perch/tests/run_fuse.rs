@@ -169,7 +169,16 @@ buf = ctypes.create_string_buffer(prog)
 fprog = struct.pack("HxxxxxxQ", n, ctypes.addressof(buf))
 fbuf = ctypes.create_string_buffer(fprog)
 assert libc.prctl(38, 1, 0, 0, 0) == 0                      # PR_SET_NO_NEW_PRIVS
-assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0   # PR_SET_SECCOMP, FILTER
+if os.environ.get("HOLD_LISTENER"):
+    # seccomp(SET_MODE_FILTER, NEW_LISTENER): the chain now has a listener, as under a
+    # runtime that intercepts syscalls itself; kept open across exec (closing it frees it).
+    libc.syscall.restype = ctypes.c_long
+    L = ctypes.c_long
+    fd = libc.syscall(L(317), L(1), L(8), ctypes.c_void_p(ctypes.addressof(fbuf)))
+    assert fd >= 0, ctypes.get_errno()
+    os.dup2(fd, 50, inheritable=True)
+else:
+    assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0   # PR_SET_SECCOMP, FILTER
 os.execv(sys.argv[1], sys.argv[1:])
 "#;
 
@@ -410,4 +419,42 @@ fn perch_run_inside_a_fuse_mode_job_runs_the_program_directly() {
             .contains("already inside a fuse-mode job: /cvmfs is perch's FUSE mount"),
         "{o}"
     );
+}
+
+/// Where the filter chain already has a seccomp listener (a container runtime or sandbox that
+/// intercepts syscalls itself) and user namespaces are refused, notify mode's own listener is
+/// refused with `EBUSY`: auto mode runs the job in ptrace mode, and it succeeds.
+#[test]
+fn auto_falls_back_to_ptrace_when_a_listener_is_already_installed() {
+    let r = Repo::standard();
+    let hello = format!("{}/include/hello.h", r.mount());
+    let o: Out = Command::new("python3")
+        .args(["-c", DENY_USERNS, PERCH, "-d", "mode"])
+        .args(r.perch_args())
+        .args(["--", "cat", &hello])
+        .env("HOLD_LISTENER", "1")
+        .current_dir(r.work())
+        .output()
+        .unwrap()
+        .into();
+    assert!(o.ok().stdout.starts_with("#define GREETING"), "{o}");
+    assert!(
+        o.stderr.contains("notify mode: fuse mode unavailable")
+            && o.stderr.contains(
+                "ptrace mode: notify mode unavailable: cannot install the seccomp filter \
+                 with a notification listener: EBUSY"
+            ),
+        "{o}"
+    );
+    // Forced notify mode says why it cannot run, with perch's exit code for it.
+    let o: Out = Command::new("python3")
+        .args(["-c", DENY_USERNS, PERCH])
+        .args(r.perch_args())
+        .args(["--mode", "notify", "--", "cat", &hello])
+        .env("HOLD_LISTENER", "1")
+        .current_dir(r.work())
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(o.code, Some(206), "{o}");
 }
