@@ -347,7 +347,7 @@ fn file_declaring_2_pow_40_bytes() {
 #[test]
 fn object_inflating_past_its_declared_size_is_stopped() {
     // A signed row promising 11 bytes whose object inflates to 256 MiB of zeros: the download
-    // stops at the declared size (nothing near 256 MiB is written).
+    // stops within a little of the declared size (nothing near 256 MiB is written).
     let s = Scratch::tiny();
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
     let zeros = vec![0u8; 1 << 20];
@@ -365,7 +365,11 @@ fn object_inflating_past_its_declared_size_is_stopped() {
     let repo = s.mount();
     let n = repo.lookup(b"/hello.txt").unwrap().unwrap();
     let e = error_chain(&repo.read(&n).expect_err("refused"));
-    assert!(e.contains("inflates past its declared size"), "{e}");
+    // Its stored form is already far longer than 11 bytes can take: cut off there.
+    assert!(
+        e.contains("for an object the catalog declares as 11 bytes"),
+        "{e}"
+    );
     let mut stack = vec![s.dir.path().join("cache")];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {

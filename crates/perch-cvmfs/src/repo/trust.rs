@@ -145,7 +145,7 @@ impl Repository {
         known: Option<&(ContentHash, u64, u64)>,
     ) -> Result<SignedManifest, RepoError> {
         let raw = fetcher
-            .fetch_bytes(".cvmfspublished", 1 << 20)
+            .fetch_bytes(".cvmfspublished", crate::limits::MANIFEST_MAX)
             .map_err(RepoError::ManifestFetch)?;
         let m = SignedManifest::parse(&raw).map_err(RepoError::Manifest)?;
         if let Some(n) = &m.manifest.fqrn {
@@ -179,7 +179,7 @@ impl Repository {
         })?;
         m.verify(&cert).map_err(RepoError::Manifest)?;
         let wl_raw = fetcher
-            .fetch_bytes(".cvmfswhitelist", 1 << 20)
+            .fetch_bytes(".cvmfswhitelist", crate::limits::WHITELIST_MAX)
             .map_err(RepoError::WhitelistFetch)?;
         let wl = Whitelist::parse(&wl_raw).map_err(RepoError::Whitelist)?;
         wl.verify(&opts.fqrn, now(), keys, &cert)
