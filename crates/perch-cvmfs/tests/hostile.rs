@@ -513,3 +513,112 @@ fn directory_with_very_many_entries() {
         "streaming {n} entries took the peak RSS from {base} KiB to {streamed_peak} KiB"
     );
 }
+
+/// The name every hostile target below carries: no file of this name exists anywhere, so a
+/// system call naming it can only come from perch following what the repository says.
+const PROBE: &str = "perch-hostile-probe";
+
+/// What a job does with a hostile revision, run in a child process under strace by
+/// [`no_host_path_named_by_the_repository_is_touched`]: mount, list, look up, resolve and
+/// read everything the rows name.
+fn walk_hostile(opts: MountOptions) {
+    let repo = Repository::mount(opts).unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let _ = repo.list(b"");
+    for path in ["/abs", "/up", "/deep/up", "/dots", "/deep", "/.."] {
+        let _ = repo.lookup(path.as_bytes());
+        for follow in [false, true] {
+            let _ = repo.resolve(path.as_bytes(), follow, b"/cvmfs");
+            let _ = repo.resolve(format!("{path}/x").as_bytes(), follow, b"/cvmfs");
+        }
+        if let Ok(Some(n)) = repo.lookup(path.as_bytes()) {
+            let _ = repo.readlink(&n);
+            let _ = repo.read(&n);
+        }
+    }
+    let _ = repo.list(b"/deep");
+}
+
+#[test]
+fn no_host_path_named_by_the_repository_is_touched() {
+    // The child: the walk only (the parent traces it).
+    if let (Some(stratum), Some(cache)) = (
+        std::env::var_os("PERCH_HOSTILE_STRATUM"),
+        std::env::var_os("PERCH_HOSTILE_CACHE"),
+    ) {
+        let fqrn = "tiny.example.org";
+        let key = fixtures_dir()
+            .join(fqrn)
+            .join("keys")
+            .join(format!("{fqrn}.pub"));
+        let url = format!("file://{}", Path::new(&stratum).display());
+        walk_hostile(MountOptions::new(fqrn, &url, vec![key], cache.into()));
+        return;
+    }
+    let s = Scratch::tiny();
+    s.patch_root(|c| {
+        // Absolute and climbing symlinks out of the repository, a row named `..` and one
+        // whose name holds a `/`, all pointing at or naming the probe.
+        symlink_row(c, "/abs", &format!("/etc/{PROBE}"));
+        symlink_row(c, "/up", &format!("../../../../../../tmp/{PROBE}"));
+        insert_row(c, b"/deep", b"", 1, 0o040755, 4096, None, b"");
+        symlink_row(c, "/deep/up", &format!("../../../../../../etc/{PROBE}"));
+        symlink_row(
+            c,
+            "/dots",
+            &format!("/cvmfs/tiny.example.org/../../etc/{PROBE}"),
+        );
+        insert_row(
+            c,
+            b"/..",
+            b"",
+            FLAG_FILE | FLAG_LINK,
+            0o120777,
+            10,
+            None,
+            PROBE.as_bytes(),
+        );
+        insert_row(
+            c,
+            format!("/x/{PROBE}").as_bytes(),
+            b"",
+            FLAG_FILE | FLAG_LINK,
+            0o120777,
+            10,
+            None,
+            format!("/{PROBE}").as_bytes(),
+        );
+    });
+    let log = s.dir.path().join("strace.log");
+    let cache = s.dir.path().join("cache");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=%file", "-o"])
+        .arg(&log)
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "no_host_path_named_by_the_repository_is_touched",
+            "--test-threads=1",
+        ])
+        .env("PERCH_HOSTILE_STRATUM", s.stratum())
+        .env("PERCH_HOSTILE_CACHE", &cache)
+        .output()
+        .expect("strace runs (test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "the traced walk failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace = std::fs::read_to_string(&log).unwrap();
+    // The trace saw the walk: the cache and the stratum were opened.
+    let seen = |p: &Path| trace.contains(&*p.to_string_lossy());
+    assert!(
+        seen(&cache) && seen(&s.stratum()),
+        "strace did not see the walk"
+    );
+    let touched: Vec<&str> = trace.lines().filter(|l| l.contains(PROBE)).collect();
+    assert!(
+        touched.is_empty(),
+        "system calls naming a path from the repository: {touched:#?}"
+    );
+}
