@@ -133,7 +133,16 @@ impl Repository {
     }
 
     fn cached_manifest(cache: &Cache, fqrn: &str) -> Option<SignedManifest> {
-        let raw = std::fs::read(cache.root().join(format!("manifest.{fqrn}"))).ok()?;
+        use std::io::Read;
+        // Bounded like a download: in a shared cache, another user may have put a file there.
+        let f = std::fs::File::open(cache.root().join(format!("manifest.{fqrn}"))).ok()?;
+        let mut raw = Vec::new();
+        f.take(crate::limits::MANIFEST_MAX + 1)
+            .read_to_end(&mut raw)
+            .ok()?;
+        if raw.len() as u64 > crate::limits::MANIFEST_MAX {
+            return None;
+        }
         SignedManifest::parse(&raw).ok()
     }
 
