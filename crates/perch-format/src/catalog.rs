@@ -886,6 +886,51 @@ mod tests {
     }
 
     #[test]
+    fn pages_of_a_listing_hand_out_every_child_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        let w = CatalogWriter::create(&p).unwrap();
+        w.set_property("schema", "2.5").unwrap();
+        let file = |name: &str| DirEntry {
+            name: name.as_bytes().to_vec(),
+            flags: FLAG_FILE,
+            mode: 0o100644,
+            size: 0,
+            mtime: 1,
+            mtime_ns: None,
+            uid: 0,
+            gid: 0,
+            hardlink_group: 0,
+            linkcount: 1,
+            hash: None,
+            symlink: Vec::new(),
+            xattrs: Vec::new(),
+        };
+        for i in 0..10 {
+            w.insert(format!("/d/f{i}").as_bytes(), &file(&format!("f{i}")))
+                .unwrap();
+            // Rows of another directory in between: skipped, not counted in a page.
+            w.insert(format!("/e/g{i}").as_bytes(), &file(&format!("g{i}")))
+                .unwrap();
+        }
+        w.finish().unwrap();
+        let c = Catalog::open(&p).unwrap();
+        let (mut seen, mut after, mut pages) = (Vec::new(), i64::MIN, 0);
+        loop {
+            let page = c.list_page(b"/d", after, 3).unwrap();
+            let Some((last, _)) = page.last() else { break };
+            assert!(page.len() <= 3);
+            after = *last;
+            pages += 1;
+            seen.extend(page.into_iter().map(|(_, e)| e.name));
+        }
+        assert_eq!(pages, 4);
+        let want: Vec<Vec<u8>> = (0..10).map(|i| format!("f{i}").into_bytes()).collect();
+        assert_eq!(seen, want);
+        assert_eq!(c.list(b"/d").unwrap().len(), 10);
+    }
+
+    #[test]
     fn xattr_round_trip() {
         let a = vec![
             (b"user.b".to_vec(), b"2".to_vec()),
