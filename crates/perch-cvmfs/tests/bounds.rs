@@ -146,7 +146,7 @@ fn peak_rss_mib() -> u64 {
 fn assert_small_memory() {
     let peak = peak_rss_mib();
     eprintln!("peak RSS of the test process: {peak} MiB");
-    assert!(peak < 200, "peak RSS {peak} MiB: a body was held in memory");
+    assert!(peak < 64, "peak RSS {peak} MiB: a body was held in memory");
 }
 
 /// Files under `dir`, recursively.
