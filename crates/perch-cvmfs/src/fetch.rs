@@ -77,6 +77,14 @@ pub enum Reason {
     Redirect(u16),
     /// The content failed its check (hash mismatch, corrupt zlib, size).
     BadData(String),
+    /// The reply went past the most perch accepts for this file ([`crate::limits`]); it was
+    /// cut off there.
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+        /// What is limited ("a certificate").
+        what: String,
+    },
     /// A local file problem of `file://` servers.
     Local(String),
 }
@@ -106,6 +114,11 @@ impl std::fmt::Display for Reason {
                 "HTTP redirect {c} not followed (CVMFS_FOLLOW_REDIRECTS=no)"
             ),
             Reason::BadData(d) => write!(f, "{d}"),
+            Reason::TooLarge { limit, what } => write!(
+                f,
+                "reply cut off at {}: larger than perch accepts for {what}",
+                crate::limits::shown(*limit)
+            ),
             Reason::Local(d) => write!(f, "{d}"),
         }
     }
@@ -138,7 +151,7 @@ impl FetchError {
         !matches!(
             self,
             FetchError::Failed {
-                reason: Reason::BadData(_),
+                reason: Reason::BadData(_) | Reason::TooLarge { .. },
                 ..
             }
         )
@@ -186,6 +199,13 @@ pub enum Verdict<T> {
     Good(T),
     /// The reply was bad (hash mismatch...): try elsewhere.
     Bad(String),
+    /// The reply went past `limit` bytes, the most accepted for `what`: bad data too.
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+        /// What is limited.
+        what: String,
+    },
     /// Stop trying (a local problem, e.g. the cache disk is full).
     Abort(String),
 }
@@ -635,6 +655,10 @@ impl Fetcher {
                 class: Class::BadData,
                 reason: Reason::BadData(r),
             }),
+            Ok(Verdict::TooLarge { limit, what }) => Err(AttemptError {
+                class: Class::BadData,
+                reason: Reason::TooLarge { limit, what },
+            }),
             Ok(Verdict::Abort(r)) => Err(AttemptError {
                 class: Class::Transfer,
                 reason: Reason::Local(r),
@@ -722,13 +746,22 @@ impl Fetcher {
         }
     }
 
-    /// Fetch a small file whole (manifest, whitelist), no content check.
+    /// Fetch a small file whole (manifest, whitelist), no content check. A reply longer than
+    /// `limit` bytes is cut off there: at most `limit + 1` bytes are read.
     pub fn fetch_bytes(&self, rel: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
+        let what = match rel {
+            ".cvmfspublished" => "a manifest (.cvmfspublished)".to_string(),
+            ".cvmfswhitelist" => "a whitelist (.cvmfswhitelist)".to_string(),
+            _ => format!("{rel}, read into memory"),
+        };
         self.fetch(rel, &mut |r| {
             let mut v = Vec::new();
-            r.take(limit + 1).read_to_end(&mut v)?;
+            r.take(limit.saturating_add(1)).read_to_end(&mut v)?;
             if v.len() as u64 > limit {
-                return Ok(Verdict::Bad(format!("larger than {limit} bytes")));
+                return Ok(Verdict::TooLarge {
+                    limit,
+                    what: what.clone(),
+                });
             }
             Ok(Verdict::Good(v))
         })

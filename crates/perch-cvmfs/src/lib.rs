@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod dns;
 pub mod fetch;
+pub mod limits;
 pub mod parrot;
 pub mod repo;
 

@@ -374,6 +374,12 @@ impl Catalog {
         )
     }
 
+    /// [`Catalog::select`] with the row id as column 12.
+    fn select_with_rowid(&self) -> String {
+        self.select()
+            .replacen(" FROM catalog", ", rowid FROM catalog", 1)
+    }
+
     fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<(DirEntry, Option<Vec<u8>>)> {
         let hardlinks: i64 = r.get::<_, Option<i64>>(0)?.unwrap_or(0);
         let hash: Option<Vec<u8>> = r.get(1)?;
@@ -482,17 +488,46 @@ impl Catalog {
 
     /// Children of directory `path` (including hidden ones; callers filter).
     pub fn list(&self, path: &[u8]) -> Result<Vec<DirEntry>, CatalogError> {
+        let mut out = Vec::new();
+        let mut after = i64::MIN;
+        loop {
+            let page = self.list_page(path, after, 4096)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(out);
+            };
+            after = *last;
+            out.extend(page.into_iter().map(|(_, e)| e));
+        }
+    }
+
+    /// At most `max` children of directory `path` whose row id is above `after`, in row id
+    /// order, each with its row id: pass the last one as `after` for the next page (`i64::MIN`
+    /// for the first). A directory of any size is read this way in pages of bounded memory.
+    /// Each page is one range scan, of the parent index where the catalog has it, else of
+    /// the table from `after` on, so the pages of one listing cost one scan in all.
+    pub fn list_page(
+        &self,
+        path: &[u8],
+        after: i64,
+        max: usize,
+    ) -> Result<Vec<(i64, DirEntry)>, CatalogError> {
         let (a, b) = path_md5(path);
-        let sql = format!("{} WHERE parent_1 = ?1 AND parent_2 = ?2", self.select());
+        let sql = format!(
+            "{} WHERE parent_1 = ?1 AND parent_2 = ?2 AND rowid > ?3 ORDER BY rowid LIMIT ?4",
+            self.select_with_rowid()
+        );
         let mut st = self.conn.prepare_cached(&sql)?;
-        let rows = st.query_map(params![a, b], Self::row_to_entry)?;
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = st.query_map(params![a, b, after, max], |r| {
+            Ok((r.get::<_, i64>(12)?, Self::row_to_entry(r)?))
+        })?;
         let mut out = Vec::new();
         for r in rows {
-            let (e, h) = r?;
+            let (rowid, (e, h)) = r?;
             let mut p = path.to_vec();
             p.push(b'/');
             p.extend_from_slice(&e.name);
-            out.push(Self::finish_entry(&p, e, h, false)?);
+            out.push((rowid, Self::finish_entry(&p, e, h, false)?));
         }
         Ok(out)
     }
@@ -848,6 +883,51 @@ mod tests {
         assert_eq!(c.lookup(&path).unwrap().unwrap(), e);
         assert_eq!(c.list(b"/n\xff").unwrap(), vec![e]);
         assert_eq!(c.nested().unwrap()[0].path, b"/n\xff/d\xfe");
+    }
+
+    #[test]
+    fn pages_of_a_listing_hand_out_every_child_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        let w = CatalogWriter::create(&p).unwrap();
+        w.set_property("schema", "2.5").unwrap();
+        let file = |name: &str| DirEntry {
+            name: name.as_bytes().to_vec(),
+            flags: FLAG_FILE,
+            mode: 0o100644,
+            size: 0,
+            mtime: 1,
+            mtime_ns: None,
+            uid: 0,
+            gid: 0,
+            hardlink_group: 0,
+            linkcount: 1,
+            hash: None,
+            symlink: Vec::new(),
+            xattrs: Vec::new(),
+        };
+        for i in 0..10 {
+            w.insert(format!("/d/f{i}").as_bytes(), &file(&format!("f{i}")))
+                .unwrap();
+            // Rows of another directory in between: skipped, not counted in a page.
+            w.insert(format!("/e/g{i}").as_bytes(), &file(&format!("g{i}")))
+                .unwrap();
+        }
+        w.finish().unwrap();
+        let c = Catalog::open(&p).unwrap();
+        let (mut seen, mut after, mut pages) = (Vec::new(), i64::MIN, 0);
+        loop {
+            let page = c.list_page(b"/d", after, 3).unwrap();
+            let Some((last, _)) = page.last() else { break };
+            assert!(page.len() <= 3);
+            after = *last;
+            pages += 1;
+            seen.extend(page.into_iter().map(|(_, e)| e.name));
+        }
+        assert_eq!(pages, 4);
+        let want: Vec<Vec<u8>> = (0..10).map(|i| format!("f{i}").into_bytes()).collect();
+        assert_eq!(seen, want);
+        assert_eq!(c.list(b"/d").unwrap().len(), 10);
     }
 
     #[test]

@@ -102,6 +102,12 @@ impl<W: Write> Inflater<W> {
         }
     }
 
+    /// True once the content went past the limit of [`Inflater::with_limit`] (the error that
+    /// stopped it is then that, not a corrupt stream).
+    pub fn past_limit(&self) -> bool {
+        self.written > self.limit
+    }
+
     /// Finish: error if the stream was truncated.
     pub fn finish(self) -> std::io::Result<W> {
         if !self.ended {

@@ -33,6 +33,17 @@ pub enum Fault {
     Trickle(usize),
     /// Close the connection without answering.
     Close,
+    /// Answer 200 with `head` and then `repeat` over and over, without reading any file:
+    /// `length` bytes in all with that `Content-Length`, or, with `None`, an endless chunked
+    /// body. Stops when the client hangs up or the server is dropped.
+    Flood {
+        /// Total body length, or `None` for an endless `Transfer-Encoding: chunked` body.
+        length: Option<u64>,
+        /// Sent once, first.
+        head: Vec<u8>,
+        /// Sent after `head` until `length` is reached (must not be empty).
+        repeat: Vec<u8>,
+    },
 }
 
 type Rule = dyn Fn(&str) -> Fault + Send + Sync;
@@ -132,6 +143,45 @@ impl Drop for FaultServer {
     }
 }
 
+/// Write a [`Fault::Flood`] reply; a client hanging up ends it with an error, which is fine.
+fn flood(
+    conn: &mut TcpStream,
+    length: Option<u64>,
+    head: &[u8],
+    repeat: &[u8],
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let framing = match length {
+        Some(n) => format!("Content-Length: {n}"),
+        None => "Transfer-Encoding: chunked".to_string(),
+    };
+    conn.write_all(
+        format!("HTTP/1.1 200 OK\r\n{framing}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut left = length.unwrap_or(u64::MAX);
+    let piece = |conn: &mut TcpStream, data: &[u8], left: &mut u64| -> std::io::Result<()> {
+        let data = &data[..usize::try_from(*left).map_or(data.len(), |l| l.min(data.len()))];
+        if data.is_empty() {
+            // An empty chunk would end a chunked body.
+            return Ok(());
+        }
+        if length.is_some() {
+            conn.write_all(data)?;
+        } else {
+            conn.write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
+            conn.write_all(data)?;
+            conn.write_all(b"\r\n")?;
+        }
+        *left -= data.len() as u64;
+        Ok(())
+    };
+    piece(conn, head, &mut left)?;
+    while left > 0 && !repeat.is_empty() && !stop.load(Ordering::SeqCst) {
+        piece(conn, repeat, &mut left)?;
+    }
+    Ok(())
+}
+
 fn handle(
     mut conn: TcpStream,
     root: &Path,
@@ -178,6 +228,11 @@ fn handle(
     };
     match fault {
         Fault::Close => {}
+        Fault::Flood {
+            length,
+            head,
+            repeat,
+        } => flood(&mut conn, length, &head, &repeat, stop)?,
         Fault::Garbage => conn.write_all(b"\x00\x01garbage, not HTTP\r\n\r\n")?,
         Fault::Status(code) => {
             let b = format!("fault {code}\n");

@@ -19,6 +19,8 @@ pub struct MemRepo {
     contents: HashMap<Vec<u8>, Vec<u8>>,
     xattrs: HashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>,
     fail: HashMap<Vec<u8>, Errno>,
+    /// Directories whose streamed listing fails after handing out this many children.
+    fail_listing_after: HashMap<Vec<u8>, usize>,
     objects: PathBuf,
     fetches: AtomicUsize,
     lists: AtomicUsize,
@@ -48,6 +50,7 @@ impl MemRepo {
                 contents: HashMap::new(),
                 xattrs: HashMap::new(),
                 fail: HashMap::new(),
+                fail_listing_after: HashMap::new(),
                 objects: objects.to_owned(),
                 fetches: AtomicUsize::new(0),
                 lists: AtomicUsize::new(0),
@@ -65,7 +68,7 @@ impl MemRepo {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// How many times `list` was called.
+    /// How many times `list` or `for_each_child` was called.
     pub fn lists(&self) -> usize {
         self.lists.load(Ordering::Relaxed)
     }
@@ -172,6 +175,15 @@ impl MemRepoBuilder {
         self
     }
 
+    /// Make the streamed listing of directory `path` ([`Repository::for_each_child`]) fail
+    /// with `EIO` after it handed out `n` children, as a catalog with a corrupt row does.
+    pub fn fail_listing_after(mut self, path: &str, n: usize) -> Self {
+        self.repo
+            .fail_listing_after
+            .insert(path.as_bytes().to_vec(), n);
+        self
+    }
+
     /// Finish: directory link counts are computed (2 + subdirectories).
     pub fn build(mut self) -> Arc<MemRepo> {
         let dirs: Vec<Vec<u8>> = self
@@ -226,6 +238,30 @@ impl Repository for MemRepo {
             }
         }
         Ok(out)
+    }
+
+    fn for_each_child(
+        &self,
+        path: &[u8],
+        f: &mut dyn FnMut(&[u8], Entry) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), RepoError> {
+        self.check(path)?;
+        self.lists.fetch_add(1, Ordering::Relaxed);
+        let fail_after = self.fail_listing_after.get(path).copied();
+        let mut handed = 0;
+        for (p, e) in &self.entries {
+            if p.is_empty() || parent_of(p) != path {
+                continue;
+            }
+            if fail_after == Some(handed) {
+                return Err(RepoError::io("injected failure in the middle of a listing"));
+            }
+            handed += 1;
+            if f(&p[parent_of(p).len() + 1..], e.clone()).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn fetch(&self, path: &[u8], entry: &Entry) -> Result<PathBuf, RepoError> {

@@ -1,6 +1,7 @@
 //! The contract between perch-vfs and a repository implementation (perch-cvmfs in production,
 //! [`crate::mem`] in tests): [`Repository`], [`Mounter`], [`Entry`], [`RepoError`].
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -219,6 +220,22 @@ pub trait Repository: Send + Sync {
     fn lookup(&self, path: &[u8]) -> Result<Option<Entry>, RepoError>;
     /// Children of a directory: names without `/`, no `.` and `..`, hidden entries omitted.
     fn list(&self, path: &[u8]) -> Result<Vec<(Vec<u8>, Entry)>, RepoError>;
+    /// The same children, handed to `f` one at a time in any order until it says `Break`:
+    /// what fills a shadow directory, so that a directory of a million entries is never held
+    /// in memory whole. Implementations should stream; the default collects with
+    /// [`Repository::list`].
+    fn for_each_child(
+        &self,
+        path: &[u8],
+        f: &mut dyn FnMut(&[u8], Entry) -> ControlFlow<()>,
+    ) -> Result<(), RepoError> {
+        for (name, entry) in self.list(path)? {
+            if f(&name, entry).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
     /// Make sure the whole decompressed file is in the cache and return its path, on the same
     /// file system as [`Mounter::cache_root`]. The file must not be modified afterwards.
     fn fetch(&self, path: &[u8], entry: &Entry) -> Result<PathBuf, RepoError>;

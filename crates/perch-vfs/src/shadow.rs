@@ -43,6 +43,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -260,18 +261,27 @@ impl ShadowTree {
     ) -> Result<(), VfsError> {
         let tmp = self.temp_name();
         fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
-        let result = fill(&tmp).and_then(|()| match fs::rename(&tmp, target) {
-            Ok(()) => Ok(()),
-            Err(e) if is_race_loss(&e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(())
-            }
-            Err(e) => Err(io_err("rename into", target)(e)),
-        });
-        if result.is_err() {
+        if let Err(e) = fill(&tmp) {
             let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
         }
-        result
+        Self::rename_into_place(&tmp, target)
+    }
+
+    /// Rename the complete staging directory `tmp` over `target` (absent or empty); losing
+    /// the race to another process is fine (its copy is as good). `tmp` is gone afterwards.
+    fn rename_into_place(tmp: &Path, target: &Path) -> Result<(), VfsError> {
+        match fs::rename(tmp, target) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = fs::remove_dir_all(tmp);
+                if is_race_loss(&e) {
+                    Ok(())
+                } else {
+                    Err(io_err("rename into", target)(e))
+                }
+            }
+        }
     }
 
     /// True if `dir` exists and has at least one entry; `None` if it does not exist.
@@ -294,8 +304,44 @@ impl ShadowTree {
             self.mark_complete(key);
             return Ok(());
         }
-        let children = repo.list(path).map_err(repo_err(repo, path))?;
-        if children.is_empty() {
+        // Children are created in a staging directory as the repository hands them out (a
+        // page of catalog rows at a time), so memory does not grow with the directory.
+        let tmp = self.temp_name();
+        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        let mut made = 0usize;
+        let mut failed = None;
+        let listed = repo.for_each_child(path, &mut |name, entry| {
+            if !valid_name(name) {
+                let mut shown = path.to_vec();
+                shown.push(b'/');
+                shown.extend_from_slice(name);
+                tracing::warn!(target: "vfs", fqrn = repo.fqrn(), bytes = name.len(),
+                    "{}{}: left out of the directory listing: not a name Linux can hold \
+                     (at most 255 bytes, no '/' or NUL)",
+                    repo.fqrn(), String::from_utf8_lossy(&shown));
+                return ControlFlow::Continue(());
+            }
+            match Self::create_child(&tmp.join(OsStr::from_bytes(name)), &entry) {
+                Ok(()) => {
+                    made += 1;
+                    ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        let filled = match (listed, failed) {
+            (Err(e), _) => Err(repo_err(repo, path)(e)),
+            (Ok(()), Some(e)) => Err(e),
+            (Ok(()), None) => Ok(()),
+        };
+        if filled.is_err() || made == 0 {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        filled?;
+        if made == 0 {
             if state.is_none() {
                 match fs::create_dir(dir) {
                     Ok(()) => {}
@@ -307,24 +353,8 @@ impl ShadowTree {
             return Ok(());
         }
         tracing::debug!(target: "vfs", fqrn = repo.fqrn(), path = %String::from_utf8_lossy(path),
-            children = children.len(), "populating shadow directory");
-        self.publish_dir(dir, |tmp| {
-            for (name, entry) in &children {
-                if !valid_name(name) {
-                    let mut shown = path.to_vec();
-                    shown.push(b'/');
-                    shown.extend_from_slice(name);
-                    tracing::warn!(target: "vfs", fqrn = repo.fqrn(), bytes = name.len(),
-                        "{}{}: left out of the directory listing: not a name Linux can hold \
-                         (at most 255 bytes, no '/' or NUL)",
-                        repo.fqrn(), String::from_utf8_lossy(&shown));
-                    continue;
-                }
-                let child = tmp.join(OsStr::from_bytes(name));
-                Self::create_child(&child, entry)?;
-            }
-            Ok(())
-        })?;
+            children = made, "populated shadow directory");
+        Self::rename_into_place(&tmp, dir)?;
         self.mark_complete(key);
         Ok(())
     }

@@ -312,3 +312,34 @@ fn remembered_directories_are_bounded() {
     assert_eq!(repo.lists(), lists + 1);
     assert!(shadow.remembered_complete() <= 8);
 }
+
+#[test]
+fn a_listing_that_fails_midway_publishes_nothing_and_leaves_nothing() {
+    // Children are created as the listing streams them; when it fails after some, the
+    // half-filled staging directory is removed and the shadow directory stays empty (not
+    // complete), so the next use lists it again.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = MemRepo::builder("broken.org", &tmp.path().join("objects"));
+    for i in 0..10 {
+        b = b.file(&format!("/d/f{i}"), b"x", 0o644);
+    }
+    let repo = b.fail_listing_after("/d", 4).build();
+    let shadow = ShadowTree::new(tmp.path()).unwrap();
+    let e = shadow
+        .ensure_dir(repo.as_ref(), b"/d")
+        .expect_err("the listing fails");
+    assert!(e.to_string().contains("broken.org"), "{e}");
+    let dir = shadow.repo_dir(repo.as_ref()).join("d");
+    assert!(names(&dir).is_empty(), "nothing published");
+    assert!(
+        names(&shadow.root().join(".tmp")).is_empty(),
+        "no staging leftovers"
+    );
+    let lists = repo.lists();
+    assert!(shadow.ensure_dir(repo.as_ref(), b"/d").is_err());
+    assert_eq!(
+        repo.lists(),
+        lists + 1,
+        "listed again, not taken as complete"
+    );
+}

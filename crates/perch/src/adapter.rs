@@ -223,6 +223,23 @@ impl perch_vfs::Repository for VfsRepo {
         Ok(out)
     }
 
+    fn for_each_child(
+        &self,
+        path: &[u8],
+        f: &mut dyn FnMut(&[u8], Entry) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), RepoError> {
+        // Streamed a catalog page at a time; the lookup memo keeps the most recent children
+        // (it is a bounded LRU), as a listing is often followed by a stat of each.
+        self.repo
+            .for_each_child(path, |n| {
+                let e = entry(&self.repo, &n);
+                let flow = f(&n.entry.name, e);
+                self.remember(n.path.clone(), Some(Arc::new(n)));
+                flow
+            })
+            .map_err(|e| io_error("cannot list", e))
+    }
+
     fn fetch(&self, path: &[u8], entry: &Entry) -> Result<PathBuf, RepoError> {
         let n = self.node_of(path, entry)?;
         self.repo.fetch(&n).map_err(|e| io_error("cannot fetch", e))

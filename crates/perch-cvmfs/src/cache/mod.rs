@@ -586,7 +586,8 @@ impl Cache {
     }
 
     /// Download and verify into a temp file (not yet visible); returns the temp
-    /// file, the SHA-1 of the decompressed content and its size.
+    /// file, the SHA-1 of the decompressed content and its size. Without an expected size
+    /// the reply is cut off at [`crate::limits::undeclared`]; the temp file is removed.
     fn download(
         &self,
         fetcher: &Fetcher,
@@ -596,6 +597,10 @@ impl Cache {
         expected_size: Option<u64>,
     ) -> Result<(tempfile::NamedTempFile, ContentHash, u64), CacheError> {
         let rel = h.object_path(kind);
+        let bound = match expected_size {
+            Some(size) => Bound::Declared(size),
+            None => Bound::AtMost(crate::limits::undeclared(kind, self.opts.quota_limit)),
+        };
         let mut io_err: Option<CacheError> = None;
         let res = fetcher.fetch(&rel, &mut |body| {
             let tmp = match self.temp_file() {
@@ -607,12 +612,16 @@ impl Cache {
                 }
             };
             let path = tmp.path().to_path_buf();
-            match stream_verified(body, tmp, h, compression, expected_size) {
+            match stream_verified(body, tmp, h, compression, &bound) {
                 Ok(Ok(v)) => {
                     self.stats.bytes_in.fetch_add(v.stored, Ordering::Relaxed);
                     Ok(Verdict::Good((v.tmp, v.digest, v.size)))
                 }
-                Ok(Err(reason)) => Ok(Verdict::Bad(reason)),
+                Ok(Err(Refused::Bad(reason))) => Ok(Verdict::Bad(reason)),
+                Ok(Err(Refused::TooLarge(l))) => Ok(Verdict::TooLarge {
+                    limit: l.bytes,
+                    what: l.what,
+                }),
                 Err(StreamError::Read(e)) => Err(e),
                 Err(StreamError::Write(e)) => {
                     let msg = e.to_string();
@@ -745,15 +754,32 @@ struct Streamed {
     stored: u64,
 }
 
-/// Stream `body` into `tmp`, hashing the stored bytes and decompressing.
-/// The inner `Err` is a bad-data reason.
+/// How large an object may be.
+enum Bound {
+    /// Exactly this many content bytes, as a verified catalog row says.
+    Declared(u64),
+    /// Nothing declares its size: at most this.
+    AtMost(crate::limits::Limit),
+}
+
+/// Why a reply was refused (bad data: another copy is tried).
+enum Refused {
+    /// Hash mismatch, corrupt zlib, not the declared size.
+    Bad(String),
+    /// Past the limit of an object of undeclared size.
+    TooLarge(crate::limits::Limit),
+}
+
+/// Stream `body` into `tmp`, hashing the stored bytes and decompressing, never going past
+/// `bound`: at most one read buffer beyond it is taken from the reply, and the temp file
+/// holds at most the limit.
 fn stream_verified(
     body: &mut dyn Read,
     tmp: tempfile::NamedTempFile,
     h: &ContentHash,
     compression: Compression,
-    expected_size: Option<u64>,
-) -> Result<Result<Streamed, String>, StreamError> {
+    bound: &Bound,
+) -> Result<Result<Streamed, Refused>, StreamError> {
     let mut hasher = Algorithm::hasher(h.algo);
     let mut buf = vec![0u8; 128 * 1024];
     let mut stored = 0u64;
@@ -762,12 +788,31 @@ fn stream_verified(
         Zlib(Inflater<W>),
         Raw(W),
     }
-    let mut sink = match compression {
-        // A declared size bounds what a hostile server can make us write before the hash check.
-        Compression::Zlib => {
-            Sink::Zlib(Inflater::with_limit(out, expected_size.unwrap_or(u64::MAX)))
+    let zlib = matches!(compression, Compression::Zlib);
+    // The most content and stored bytes: what a hostile server can make us write before the
+    // hash check.
+    let (content_max, stored_max) = match bound {
+        Bound::Declared(size) => {
+            let l = crate::limits::Limit {
+                bytes: *size,
+                what: String::new(),
+            };
+            (*size, l.stored(zlib))
         }
-        Compression::None => Sink::Raw(out),
+        Bound::AtMost(l) => (l.bytes, l.stored(zlib)),
+    };
+    let too_large = || {
+        match bound {
+        Bound::Declared(want) => {
+            Refused::Bad(format!("reply of more than {stored_max} bytes for an object the catalog declares as {want} bytes"))
+        }
+        Bound::AtMost(l) => Refused::TooLarge(l.clone()),
+    }
+    };
+    let mut sink = if zlib {
+        Sink::Zlib(Inflater::with_limit(out, content_max))
+    } else {
+        Sink::Raw(out)
     };
     loop {
         let n = body.read(&mut buf).map_err(StreamError::Read)?;
@@ -775,6 +820,9 @@ fn stream_verified(
             break;
         }
         stored += n as u64;
+        if stored > stored_max {
+            return Ok(Err(too_large()));
+        }
         hasher.update(&buf[..n]);
         let w = match &mut sink {
             Sink::Zlib(z) => z.write_all(&buf[..n]),
@@ -782,27 +830,27 @@ fn stream_verified(
         };
         if let Err(e) = w {
             if e.kind() == std::io::ErrorKind::InvalidData {
-                return Ok(Err(format!("corrupt object: {e}")));
+                if let (Sink::Zlib(z), Bound::AtMost(l)) = (&sink, bound) {
+                    if z.past_limit() {
+                        return Ok(Err(Refused::TooLarge(l.clone())));
+                    }
+                }
+                return Ok(Err(Refused::Bad(format!("corrupt object: {e}"))));
             }
             return Err(StreamError::Write(e));
-        }
-        if let Some(want) = expected_size {
-            if matches!(compression, Compression::None) && stored > want {
-                return Ok(Err(format!(
-                    "object larger than the catalog's {want} bytes"
-                )));
-            }
         }
     }
     let got = hasher.finish();
     if got != *h {
-        return Ok(Err(format!("hash mismatch: content hashes to {got}")));
+        return Ok(Err(Refused::Bad(format!(
+            "hash mismatch: content hashes to {got}"
+        ))));
     }
     let out = match sink {
         Sink::Zlib(z) => match z.finish() {
             Ok(w) => w,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Ok(Err(format!("corrupt object: {e}")))
+                return Ok(Err(Refused::Bad(format!("corrupt object: {e}"))))
             }
             Err(e) => return Err(StreamError::Write(e)),
         },
@@ -812,11 +860,11 @@ fn stream_verified(
     let tmp = w
         .into_inner()
         .map_err(|e| StreamError::Write(e.into_error()))?;
-    if let Some(want) = expected_size {
-        if size != want {
-            return Ok(Err(format!(
+    if let Bound::Declared(want) = bound {
+        if size != *want {
+            return Ok(Err(Refused::Bad(format!(
                 "decompressed size {size} differs from the catalog's {want}"
-            )));
+            ))));
         }
     }
     Ok(Ok(Streamed {

@@ -9,6 +9,7 @@
 //! catalog pushed out of the LRU is opened again from the cache file when needed (its
 //! object is pinned in the cache while the revision is mounted).
 
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hashlink::LruCache;
@@ -22,6 +23,9 @@ use super::{Node, RepoError, Repository, ResolveError, SymlinkEnv};
 /// path (nesting is rarely deeper than ten) plus siblings a walk comes back to; each costs
 /// at most its page cache (`perch_format::catalog::PAGE_CACHE_KIB`) and a few statements.
 pub const MAX_OPEN_CATALOGS: usize = 32;
+
+/// Rows a listing reads from the catalog at a time (about 200 bytes each in memory).
+pub const LIST_PAGE: usize = 4096;
 
 /// One open catalog database.
 pub(crate) struct OpenCatalog {
@@ -284,31 +288,62 @@ impl Repository {
         Ok(self.lookup(&cur)?)
     }
 
-    /// List a directory (hidden entries removed), sorted by name.
+    /// List a directory (hidden entries removed), sorted by name. This holds the whole
+    /// directory in memory (about 200 bytes an entry): for a directory of any size, use
+    /// [`Repository::for_each_child`].
     pub fn list(&self, path: &[u8]) -> Result<Vec<Node>, RepoError> {
+        let mut out = Vec::new();
+        self.for_each_child(path, |n| {
+            out.push(n);
+            ControlFlow::Continue(())
+        })?;
+        out.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
+        Ok(out)
+    }
+
+    /// The children of a directory (hidden entries left out), in catalog order (not sorted),
+    /// handed to `f` one at a time until it says `Break`. They are read [`LIST_PAGE`] at a
+    /// time, so memory does not grow with the directory, and the catalog is not locked while
+    /// `f` runs (it may use this repository). A corrupt row ends the listing with an error
+    /// after `f` saw the rows before it.
+    pub fn for_each_child(
+        &self,
+        path: &[u8],
+        mut f: impl FnMut(Node) -> ControlFlow<()>,
+    ) -> Result<(), RepoError> {
         let cat = self.catalog_for(path)?;
         let h = cat.hash;
-        let rows = cat.db().list(path).map_err(|source| RepoError::Catalog {
-            hash: h.to_string(),
-            source,
-        })?;
-        let mut out: Vec<Node> = rows
-            .into_iter()
-            .filter(|e| !e.is_hidden())
-            .map(|entry| {
+        let mut after = i64::MIN;
+        loop {
+            let page = cat
+                .db()
+                .list_page(path, after, LIST_PAGE)
+                .map_err(|source| RepoError::Catalog {
+                    hash: h.to_string(),
+                    source,
+                })?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = *last;
+            for (_, entry) in page {
+                if entry.is_hidden() {
+                    continue;
+                }
                 let mut p = path.to_vec();
                 p.push(b'/');
                 p.extend_from_slice(&entry.name);
-                Node {
+                let node = Node {
                     inode: Self::inode_for(&p, &entry),
                     path: p,
                     entry,
                     catalog: h,
+                };
+                if f(node).is_break() {
+                    return Ok(());
                 }
-            })
-            .collect();
-        out.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
-        Ok(out)
+            }
+        }
     }
 
     /// Symlink target with `$(VAR)` expansion.

@@ -133,7 +133,16 @@ impl Repository {
     }
 
     fn cached_manifest(cache: &Cache, fqrn: &str) -> Option<SignedManifest> {
-        let raw = std::fs::read(cache.root().join(format!("manifest.{fqrn}"))).ok()?;
+        use std::io::Read;
+        // Bounded like a download: in a shared cache, another user may have put a file there.
+        let f = std::fs::File::open(cache.root().join(format!("manifest.{fqrn}"))).ok()?;
+        let mut raw = Vec::new();
+        f.take(crate::limits::MANIFEST_MAX + 1)
+            .read_to_end(&mut raw)
+            .ok()?;
+        if raw.len() as u64 > crate::limits::MANIFEST_MAX {
+            return None;
+        }
         SignedManifest::parse(&raw).ok()
     }
 
@@ -145,7 +154,7 @@ impl Repository {
         known: Option<&(ContentHash, u64, u64)>,
     ) -> Result<SignedManifest, RepoError> {
         let raw = fetcher
-            .fetch_bytes(".cvmfspublished", 1 << 20)
+            .fetch_bytes(".cvmfspublished", crate::limits::MANIFEST_MAX)
             .map_err(RepoError::ManifestFetch)?;
         let m = SignedManifest::parse(&raw).map_err(RepoError::Manifest)?;
         if let Some(n) = &m.manifest.fqrn {
@@ -179,7 +188,7 @@ impl Repository {
         })?;
         m.verify(&cert).map_err(RepoError::Manifest)?;
         let wl_raw = fetcher
-            .fetch_bytes(".cvmfswhitelist", 1 << 20)
+            .fetch_bytes(".cvmfswhitelist", crate::limits::WHITELIST_MAX)
             .map_err(RepoError::WhitelistFetch)?;
         let wl = Whitelist::parse(&wl_raw).map_err(RepoError::Whitelist)?;
         wl.verify(&opts.fqrn, now(), keys, &cert)
