@@ -1,10 +1,12 @@
 //! `perch run`: a program and its descendants with `/cvmfs` visible, without privileges, and
 //! `perch syscalls`: what perch does with each file-system syscall.
 //!
-//! Two modes ([`mode::Mode`]; `--mode auto`, the default, picks fuse where its setup succeeds):
-//! **fuse** ([`fuse`]) runs the program in a private user + mount namespace where `/cvmfs` is
-//! perch's FUSE server (perch-fuse) and intercepts nothing; **notify**, described below,
-//! intercepts path syscalls. Both serve the same [`perch_vfs::Namespace`].
+//! Three modes ([`mode::Mode`]; `--mode auto`, the default, picks fuse where its setup
+//! succeeds, else notify, else ptrace): **fuse** ([`fuse`]) runs the program in a private user +
+//! mount namespace where `/cvmfs` is perch's FUSE server (perch-fuse) and intercepts nothing;
+//! **notify**, described below, intercepts path syscalls; **ptrace** answers the same calls
+//! from the same table at seccomp ptrace stops ([`perch_intercept::Backend::Ptrace`]). All
+//! serve the same [`perch_vfs::Namespace`].
 //!
 //! The wiring of notify mode: configuration → [`crate::mounts::Client`] → [`crate::adapter::VfsMounter`]
 //! (repositories mounted lazily) → [`perch_vfs::Namespace`] → [`handler::PerchHandler`] →
@@ -89,9 +91,11 @@ pub struct RunArgs {
     /// is preloaded with everything below it).
     #[arg(long = "record", value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// How /cvmfs is given to the program: notify (intercept path syscalls), fuse (perch's
-    /// FUSE server in a private user + mount namespace, nothing intercepted), or auto (fuse
-    /// where it works, else notify; `-d mode` says why).
+    /// How /cvmfs is given to the program: notify (intercept path syscalls with seccomp
+    /// notification), fuse (perch's FUSE server in a private user + mount namespace, nothing
+    /// intercepted), ptrace (intercept path syscalls at ptrace stops: older kernels, or where
+    /// notification is refused), or auto (fuse where it works, else notify, else ptrace;
+    /// `-d mode` says why).
     #[arg(long = "mode", value_enum, default_value_t = mode::Mode::default(), value_name = "MODE")]
     pub mode: mode::Mode,
     /// Supervisor threads answering notifications at once in notify mode (default: one per
