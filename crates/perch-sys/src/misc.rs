@@ -1,7 +1,7 @@
 //! Small kernel helpers: kernel version, signals, eventfd, poll and epoll, a thread's seccomp
 //! filter.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::spawn::SockFilter;
 
@@ -66,24 +66,6 @@ pub fn install_thread_filter(filter: &[SockFilter]) -> Result<(), Errno> {
         )
     })
     .map(drop)
-}
-
-/// `pidfd_open(pid, 0)` (fuse mode takes the child's `/dev/fuse` fd with it).
-pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open takes no pointers.
-    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid.0, 0) })?;
-    let fd = RawFd::try_from(fd).map_err(|_| Errno::EBADF)?;
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `pidfd_getfd(pidfd, targetfd, 0)`: a duplicate of another process's fd.
-pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, target: RawFd) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_getfd takes no pointers; `pidfd` is a valid borrowed fd.
-    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) })?;
-    let fd = RawFd::try_from(fd).map_err(|_| Errno::EBADF)?;
-    // SAFETY: the kernel just returned this fd (with O_CLOEXEC) to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// A close-on-exec, non-blocking `eventfd` used to wake pollers.

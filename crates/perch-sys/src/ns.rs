@@ -8,8 +8,9 @@
 //! when the mount directory exists on the host, mounts FUSE over it; when it does not, it builds
 //! a new root: a tmpfs holding a recursive bind mount of each top-level host entry (symlinks
 //! copied), plus the mount directory, entered with `pivot_root`, the old root detached and the
-//! new root made read-only. It returns to the working directory by path, reports the FUSE
-//! descriptor's number ([`NsChild::fuse_fd`] takes a duplicate with `pidfd_getfd`), waits for
+//! new root made read-only. It returns to the working directory by path, sends the FUSE
+//! descriptor to the parent over their socket pair (`SCM_RIGHTS`, [`crate::handshake`]; not
+//! `pidfd_getfd`, which needs Linux 5.6 and `CAP_SYS_PTRACE` under container profiles), waits for
 //! the parent's go ([`NsChild::release`], sent once the FUSE server has answered `INIT`), and
 //! execs the program. The descriptor is close-on-exec: the program never holds it.
 //!
@@ -17,12 +18,11 @@
 //! `execve` it makes async-signal-safe calls only and never allocates.
 
 use std::ffi::{CString, OsStr};
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use crate::handshake::{self, errno_now, exit, report, wait_go, Channel};
 use crate::{check_int, misc, Errno, Pid};
 
 const MSG_UNSHARED: u32 = 1;
@@ -235,52 +235,20 @@ impl NsPlan {
 #[derive(Debug)]
 pub struct NsChild {
     pid: Pid,
-    sock: UnixStream,
+    sock: Channel,
 }
 
 /// Forks the child described by `plan`. It stops twice before exec: after `unshare` (until
 /// [`NsChild::map_ids`]) and after mounting (until [`NsChild::release`]).
 pub fn spawn(plan: &NsPlan) -> Result<NsChild, Errno> {
-    let (parent, child) = UnixStream::pair().map_err(|e| Errno::from_io(&e))?;
-    // SAFETY: the child branch only runs `child_main`, which makes async-signal-safe calls on
-    // memory prepared before the fork and never returns.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => Err(crate::last_errno()),
-        0 => child_main(plan, child.as_raw_fd(), parent.as_raw_fd()),
-        pid => Ok(NsChild {
-            pid: Pid(pid),
-            sock: parent,
-        }),
-    }
-}
-
-fn errno_now() -> i32 {
-    // SAFETY: `__errno_location` returns the calling thread's errno slot, always valid.
-    unsafe { *libc::__errno_location() }
-}
-
-fn report(sock: RawFd, kind: u32, a: i32, b: i32) {
-    let mut msg = [0u8; 12];
-    msg[0..4].copy_from_slice(&kind.to_ne_bytes());
-    msg[4..8].copy_from_slice(&a.to_ne_bytes());
-    msg[8..12].copy_from_slice(&b.to_ne_bytes());
-    // SAFETY: `msg` is 12 readable bytes that outlive the call. A failed write only means the
-    // parent is gone; the child exits next anyway.
-    unsafe { libc::write(sock, msg.as_ptr().cast(), msg.len()) };
+    // `child_main` makes async-signal-safe calls only, on memory prepared before the fork.
+    let (pid, sock) = handshake::fork_with_channel(plan, child_main)?;
+    Ok(NsChild { pid, sock })
 }
 
 fn fail(sock: RawFd, stage: NsStage) -> ! {
     report(sock, MSG_SETUP_ERROR, stage.code(), errno_now());
-    // SAFETY: `_exit` is async-signal-safe and never returns.
-    unsafe { libc::_exit(126) }
-}
-
-fn wait_go(sock: RawFd) -> bool {
-    let mut go = 0u8;
-    // SAFETY: `go` is one writable byte that outlives the call.
-    let n = unsafe { libc::read(sock, (&mut go as *mut u8).cast(), 1) };
-    n == 1 && go == 1
+    exit(126)
 }
 
 /// `mount(2)` with optional source/type/data.
@@ -317,20 +285,8 @@ fn itoa(mut n: i32, buf: &mut [u8; 12]) -> usize {
 }
 
 /// The child between fork and exec: async-signal-safe calls only, no allocation.
-fn child_main(plan: &NsPlan, sock: RawFd, parent_end: RawFd) -> ! {
-    // SAFETY: closing the parent's end of the socket pair, a valid fd in this fresh process.
-    unsafe { libc::close(parent_end) };
-    // Undo what perch's runtime changed: an empty signal mask, default SIGPIPE.
-    // SAFETY: `set` and `sa` are valid, initialised local structs that outlive the calls;
-    // sigemptyset/sigprocmask/sigaction are async-signal-safe.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(libc::SIGPIPE, &sa, std::ptr::null_mut());
-    }
+fn child_main(plan: &NsPlan, sock: RawFd) -> ! {
+    handshake::reset_signals();
     // SAFETY: unshare takes flags only.
     if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
         fail(sock, NsStage::Unshare);
@@ -338,8 +294,7 @@ fn child_main(plan: &NsPlan, sock: RawFd, parent_end: RawFd) -> ! {
     report(sock, MSG_UNSHARED, 0, 0);
     if !wait_go(sock) {
         // The parent could not map our ids and said why itself.
-        // SAFETY: `_exit` never returns.
-        unsafe { libc::_exit(126) };
+        exit(126);
     }
     let null = std::ptr::null();
     // SAFETY: static NUL-terminated strings and null pointers.
@@ -423,18 +378,18 @@ fn child_main(plan: &NsPlan, sock: RawFd, parent_end: RawFd) -> ! {
     if unsafe { libc::chdir(plan.cwd.as_ptr()) } != 0 {
         fail(sock, NsStage::Chdir);
     }
-    report(sock, MSG_FUSE_FD, fuse, 0);
+    if !handshake::send_with_fd(sock, MSG_FUSE_FD, fuse, 0, fuse) {
+        fail(sock, NsStage::Handshake);
+    }
     if !wait_go(sock) {
-        // SAFETY: `_exit` never returns.
-        unsafe { libc::_exit(126) };
+        exit(126);
     }
     // SAFETY: our own fd; the parent holds its duplicate.
     unsafe { libc::close(fuse) };
     // `plan` owns the strings and arrays and outlives the exec.
     let err = crate::spawn::exec_first(&plan.candidate_ptrs, &plan.argv, &plan.envp);
     report(sock, MSG_EXEC_ERROR, 0, err);
-    // SAFETY: `_exit` never returns.
-    unsafe { libc::_exit(127) }
+    exit(127)
 }
 
 /// tmpfs on `base`, `pivot_root` into it with the old root at `/.perch-oldroot`, then the
@@ -492,37 +447,26 @@ impl NsChild {
         self.pid
     }
 
-    fn read_msg(&self) -> Result<Option<(u32, i32, i32)>, Errno> {
-        let mut buf = [0u8; 12];
-        let mut got = 0;
-        while got < buf.len() {
-            match (&self.sock).read(&mut buf[got..]) {
-                Ok(0) => return Ok(None),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Errno::from_io(&e)),
-            }
-        }
-        let word = |i: usize| [buf[i], buf[i + 1], buf[i + 2], buf[i + 3]];
-        Ok(Some((
-            u32::from_ne_bytes(word(0)),
-            i32::from_ne_bytes(word(4)),
-            i32::from_ne_bytes(word(8)),
-        )))
-    }
-
-    fn expect(&self, kind: u32) -> Result<i32, NsError> {
+    fn expect(&self, kind: u32) -> Result<(), NsError> {
         let handshake = |errno| NsError {
             stage: NsStage::Handshake,
             errno,
         };
-        match self.read_msg().map_err(handshake)? {
-            Some((k, a, _)) if k == kind => Ok(a),
+        Self::check(kind, self.sock.read_msg().map_err(handshake)?).map(drop)
+    }
+
+    /// `Ok` for a message of `kind`, the child's own error for a setup error.
+    fn check(kind: u32, msg: Option<handshake::Msg>) -> Result<(), NsError> {
+        match msg {
+            Some((k, _, _)) if k == kind => Ok(()),
             Some((MSG_SETUP_ERROR, stage, errno)) => Err(NsError {
                 stage: NsStage::from_code(stage),
                 errno: Errno::new(errno),
             }),
-            _ => Err(handshake(Errno::EPIPE)),
+            _ => Err(NsError {
+                stage: NsStage::Handshake,
+                errno: Errno::EPIPE,
+            }),
         }
     }
 
@@ -548,33 +492,33 @@ impl NsChild {
         }
         write("uid_map", uid_map)?;
         write("gid_map", gid_map)?;
-        (&self.sock).write_all(&[1]).map_err(|e| NsError {
+        self.sock.go().map_err(|errno| NsError {
             stage: NsStage::Handshake,
-            errno: Errno::from_io(&e),
+            errno,
         })
     }
 
-    /// Waits for the child to mount and takes a duplicate of its `/dev/fuse` descriptor.
+    /// Waits for the child to mount and receives the `/dev/fuse` descriptor it sends along
+    /// (`SCM_RIGHTS`; perch gets its own duplicate, close-on-exec).
     pub fn fuse_fd(&self) -> Result<OwnedFd, NsError> {
-        let fd = self.expect(MSG_FUSE_FD)?;
         let handshake = |errno| NsError {
             stage: NsStage::Handshake,
             errno,
         };
-        let pidfd = misc::pidfd_open(self.pid).map_err(handshake)?;
-        misc::pidfd_getfd(pidfd.as_fd(), fd).map_err(handshake)
+        let (msg, fd) = self.sock.read_msg_with_fd().map_err(handshake)?;
+        Self::check(MSG_FUSE_FD, msg)?;
+        fd.ok_or(handshake(Errno::new(libc::EPROTO)))
     }
 
     /// Lets the child exec the program.
     pub fn release(&self) -> Result<(), Errno> {
-        (&self.sock).write_all(&[1]).map_err(|e| Errno::from_io(&e))
+        self.sock.go()
     }
 
     /// After the child has exited: the errno of its failed exec, if that is why it exited.
     pub fn exec_error(&self) -> Option<Errno> {
-        self.sock.set_nonblocking(true).ok()?;
-        match self.read_msg() {
-            Ok(Some((MSG_EXEC_ERROR, _, errno))) => Some(Errno::new(errno)),
+        match self.sock.leftover() {
+            Some((MSG_EXEC_ERROR, _, errno)) => Some(Errno::new(errno)),
             _ => None,
         }
     }

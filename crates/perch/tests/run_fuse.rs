@@ -373,3 +373,97 @@ fn leftover_processes_are_killed_in_fuse_mode() {
         assert!(!cmd.starts_with("sleep"), "{p} still runs: {cmd}");
     }
 }
+
+/// What Linux 4.18 (the first kernel that allows FUSE mounts in a user namespace) offers
+/// perch's process tree, as far as a seccomp filter can say it: every x86_64 system call added
+/// after 4.18 (numbers above 334, `rseq`: `pidfd_open`, `pidfd_getfd`, `clone3`, `close_range`,
+/// `openat2`, `faccessat2`, `epoll_pwait2`, `mount_setattr`, ...) fails with `ENOSYS`, as an
+/// old kernel answers, and `getrandom` with a flag newer than 4.18 (`GRND_INSECURE`) fails
+/// with `EINVAL`. It cannot make an old kernel's FUSE protocol or missing flags of older calls.
+/// Installed by python3 on itself, then exec.
+#[cfg(target_arch = "x86_64")]
+const LINUX_4_18: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+def stmt(code, k): return struct.pack("HBBI", code, 0, 0, k)
+def jump(code, k, jt, jf): return struct.pack("HBBI", code, jt, jf, k)
+LD, JEQ, JGT, JSET, RET = 0x20, 0x15, 0x25, 0x45, 0x06
+ALLOW, EINVAL, ENOSYS = 0x7fff0000, 0x00050000 | 22, 0x00050000 | 38
+prog = b"".join([
+    stmt(LD, 4),                      # arch
+    jump(JEQ, 0xc000003e, 1, 0),      # AUDIT_ARCH_X86_64
+    stmt(RET, ENOSYS),
+    stmt(LD, 0),                      # nr
+    jump(JGT, 334, 4, 0),             # newer than rseq -> ENOSYS
+    jump(JEQ, 318, 0, 2),             # getrandom -> check flags
+    stmt(LD, 32),                     # args[2], low 32 bits
+    jump(JSET, 4, 2, 0),              # GRND_INSECURE (5.6) -> EINVAL
+    stmt(RET, ALLOW),
+    stmt(RET, ENOSYS),
+    stmt(RET, EINVAL),
+])
+n = len(prog) // 8
+buf = ctypes.create_string_buffer(prog)
+fprog = struct.pack("HxxxxxxQ", n, ctypes.addressof(buf))
+fbuf = ctypes.create_string_buffer(fprog)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                      # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0   # PR_SET_SECCOMP, FILTER
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+/// Fuse mode under [`LINUX_4_18`]: it still mounts, serves the tree (walk, stat, read, exec, a
+/// threaded python) with the same output as natively, and nothing the program sees differs.
+/// Before the `/dev/fuse` descriptor travelled over the socket pair, `pidfd_getfd` made this
+/// fail.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn fuse_mode_needs_no_system_call_newer_than_linux_4_18() {
+    let r = Repo::standard();
+    // The filter works: the calls are gone under it.
+    // The filter works: pidfd_open, pidfd_getfd and clone3 are gone under it, and getrandom
+    // refuses GRND_INSECURE.
+    let probe = "import ctypes, errno, os\n\
+                 libc = ctypes.CDLL(None, use_errno=True)\n\
+                 for nr, a, b, c in ((434, os.getpid(), 0, 0), (438, -1, 0, 0), (435, 0, 0, 0), (318, 0, 0, 4)):\n\
+                 \x20   r = libc.syscall(nr, a, b, c)\n\
+                 \x20   print(nr, errno.errorcode.get(ctypes.get_errno(), r) if r < 0 else 'present')\n";
+    let o: Out = Command::new("python3")
+        .args(["-c", LINUX_4_18, "/usr/bin/python3", "-c", probe])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(
+        o.ok().stdout,
+        "434 ENOSYS\n438 ENOSYS\n435 ENOSYS\n318 EINVAL\n",
+        "{o}"
+    );
+    let script = "cd \"$ROOT\" && find . -mindepth 1 -printf '%M %n %s %P -> %l\\n' | sort && \
+                  find . -type f | sort | xargs sha1sum && ./bin/tool.sh a && \
+                  PYTHONPATH=\"$ROOT/lib/python\" python3 -c 'import pkg.mod; print(pkg.mod.f())' && \
+                  python3 -c 'import concurrent.futures as c, os; \
+                  print(sorted(c.ThreadPoolExecutor(8).map(lambda p: os.stat(p).st_size, sorted(os.listdir(\".\")))))'";
+    let native = r.native(script);
+    native.ok();
+    let o: Out = Command::new("python3")
+        .args(["-c", LINUX_4_18, PERCH, "-d", "mode"])
+        .args(r.perch_args())
+        .args(["--mode", "fuse", "--", "sh", "-c", script])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", r.work())
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("ROOT", r.mount())
+        .env("WORK", r.work())
+        .current_dir(r.work())
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(o.ok().stdout, native.stdout, "{o}");
+    assert!(
+        o.stderr.contains("fuse mode: /cvmfs is perch's FUSE mount"),
+        "{o}"
+    );
+}
