@@ -1,18 +1,19 @@
 //! The fork-to-exec child of fuse mode: a private user + mount namespace with `/cvmfs` as a
 //! FUSE mount, like cvmfsexec, without any setuid helper.
 //!
-//! The child unshares `CLONE_NEWUSER | CLONE_NEWNS` and waits while the parent writes its
-//! `uid_map`/`gid_map` ([`NsChild::map_ids`]: the parent sits in the parent namespace, so root
-//! can map every id to itself; another user maps their own uid and gid). Then the child makes
-//! every mount a slave (host mounts still propagate in, ours never out), opens `/dev/fuse` and,
+//! The child unshares `CLONE_NEWUSER | CLONE_NEWNS` and maps ids ([`IdMaps`]): a user maps
+//! their own uid and gid, which the child writes itself; root maps every id to itself, which
+//! only a process in the parent namespace may write, so the child waits while perch does.
+//! Then the child makes every mount a slave (host mounts still propagate in, ours never out), opens `/dev/fuse` and,
 //! when the mount directory exists on the host, mounts FUSE over it; when it does not, it builds
 //! a new root: a tmpfs holding a recursive bind mount of each top-level host entry (symlinks
 //! copied), plus the mount directory, entered with `pivot_root`, the old root detached and the
 //! new root made read-only. It returns to the working directory by path, sends the FUSE
 //! descriptor to the parent over their socket pair (`SCM_RIGHTS`, [`crate::handshake`]; not
-//! `pidfd_getfd`, which needs Linux 5.6 and `CAP_SYS_PTRACE` under container profiles), waits for
-//! the parent's go ([`NsChild::release`], sent once the FUSE server has answered `INIT`), and
-//! execs the program. The descriptor is close-on-exec: the program never holds it.
+//! `pidfd_getfd`, which needs Linux 5.6 and `CAP_SYS_PTRACE` under container profiles) and execs
+//! the program at once, without waiting for perch to answer the kernel's `INIT`: the kernel
+//! holds the program's first request under the mount until that answer, so the program's
+//! start overlaps the server's. The descriptor is close-on-exec: the program never holds it.
 //!
 //! Everything the child needs is prepared before `fork` ([`NsPlan`]); between `fork` and
 //! `execve` it makes async-signal-safe calls only and never allocates.
@@ -128,6 +129,17 @@ enum Step {
     Symlink(CString, CString),
 }
 
+/// How the new user namespace maps ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdMaps {
+    /// The caller's uid and gid to themselves (`setgroups` denied): all an unprivileged user
+    /// may map. The child writes the maps itself, with no round trip to perch.
+    Own,
+    /// Every id to itself: needs `CAP_SETUID`/`CAP_SETGID` in perch's namespace (root), so
+    /// perch writes the maps while the child waits.
+    All,
+}
+
 /// Everything the child needs, prepared before `fork`.
 pub struct NsPlan {
     _candidates: Vec<CString>,
@@ -140,6 +152,8 @@ pub struct NsPlan {
     fuse_data_suffix: Vec<u8>,
     cwd: CString,
     new_root: Option<(CString, CString, Vec<Step>)>,
+    /// [`IdMaps::Own`]: the `uid_map` and `gid_map` lines the child writes.
+    own_maps: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 fn cstring(s: &[u8]) -> Result<CString, Errno> {
@@ -163,6 +177,7 @@ impl NsPlan {
         env: &[S],
         cwd: &OsStr,
         place: &MountPlace,
+        ids: IdMaps,
         mount_options: &str,
     ) -> Result<NsPlan, Errno> {
         if candidates.is_empty() || argv.is_empty() {
@@ -184,6 +199,12 @@ impl NsPlan {
         // SAFETY: getuid/getgid cannot fail and take no pointers.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let suffix = format!(",rootmode=40000,user_id={uid},group_id={gid},{mount_options}");
+        let own_maps = (ids == IdMaps::Own).then(|| {
+            (
+                format!("{uid} {uid} 1\n").into_bytes(),
+                format!("{gid} {gid} 1\n").into_bytes(),
+            )
+        });
         let (fuse_target, new_root) = match place {
             MountPlace::Existing(dir) => (cstring(dir)?, None),
             MountPlace::NewRoot {
@@ -227,6 +248,7 @@ impl NsPlan {
             fuse_data_suffix: suffix.into_bytes(),
             cwd: cstring(cwd.as_bytes())?,
             new_root,
+            own_maps,
         })
     }
 }
@@ -236,19 +258,41 @@ impl NsPlan {
 pub struct NsChild {
     pid: Pid,
     sock: Channel,
+    /// [`IdMaps::All`]: perch writes the maps.
+    parent_maps: bool,
 }
 
-/// Forks the child described by `plan`. It stops twice before exec: after `unshare` (until
-/// [`NsChild::map_ids`]) and after mounting (until [`NsChild::release`]).
+/// Forks the child described by `plan`. With [`IdMaps::All`] it stops after `unshare` until
+/// [`NsChild::fuse_fd`] has written its maps; it execs the program right after sending the FUSE
+/// descriptor.
 pub fn spawn(plan: &NsPlan) -> Result<NsChild, Errno> {
     // `child_main` makes async-signal-safe calls only, on memory prepared before the fork.
     let (pid, sock) = handshake::fork_with_channel(plan, child_main)?;
-    Ok(NsChild { pid, sock })
+    Ok(NsChild {
+        pid,
+        sock,
+        parent_maps: plan.own_maps.is_none(),
+    })
 }
 
 fn fail(sock: RawFd, stage: NsStage) -> ! {
     report(sock, MSG_SETUP_ERROR, stage.code(), errno_now());
     exit(126)
+}
+
+/// Writes `data` to the file `path` (async-signal-safe); whether all of it was written.
+fn write_file(path: &std::ffi::CStr, data: &[u8]) -> bool {
+    // SAFETY: `path` is NUL-terminated and `data` readable for its length, both alive for
+    // the calls; the fd is ours and closed here.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        libc::close(fd);
+        usize::try_from(n) == Ok(data.len())
+    }
 }
 
 /// `mount(2)` with optional source/type/data.
@@ -291,10 +335,22 @@ fn child_main(plan: &NsPlan, sock: RawFd) -> ! {
     if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
         fail(sock, NsStage::Unshare);
     }
-    report(sock, MSG_UNSHARED, 0, 0);
-    if !wait_go(sock) {
-        // The parent could not map our ids and said why itself.
-        exit(126);
+    match &plan.own_maps {
+        Some((uid_map, gid_map)) => {
+            if !write_file(c"/proc/self/setgroups", b"deny")
+                || !write_file(c"/proc/self/uid_map", uid_map)
+                || !write_file(c"/proc/self/gid_map", gid_map)
+            {
+                fail(sock, NsStage::IdMap);
+            }
+        }
+        None => {
+            report(sock, MSG_UNSHARED, 0, 0);
+            if !wait_go(sock) {
+                // The parent could not map our ids and said why itself.
+                exit(126);
+            }
+        }
     }
     let null = std::ptr::null();
     // SAFETY: static NUL-terminated strings and null pointers.
@@ -380,9 +436,6 @@ fn child_main(plan: &NsPlan, sock: RawFd) -> ! {
     }
     if !handshake::send_with_fd(sock, MSG_FUSE_FD, fuse, 0, fuse) {
         fail(sock, NsStage::Handshake);
-    }
-    if !wait_go(sock) {
-        exit(126);
     }
     // SAFETY: our own fd; the parent holds its duplicate.
     unsafe { libc::close(fuse) };
@@ -470,49 +523,41 @@ impl NsChild {
         }
     }
 
-    /// Waits for the child's new user namespace and maps ids in it: `uid_map`/`gid_map` are
-    /// written as given (`"inside outside count\n"` lines); `deny_setgroups` writes `deny` to
-    /// `setgroups` first (required for an unprivileged `gid_map`). Lets the child go on.
-    pub fn map_ids(
-        &self,
-        uid_map: &str,
-        gid_map: &str,
-        deny_setgroups: bool,
-    ) -> Result<(), NsError> {
+    /// [`IdMaps::All`]: waits for the child's new user namespace, maps every id to itself in
+    /// it and lets the child go on.
+    fn map_all_ids(&self) -> Result<(), NsError> {
         self.expect(MSG_UNSHARED)?;
         let proc = format!("/proc/{}", self.pid.0);
-        let write = |file: &str, text: &str| {
-            std::fs::write(format!("{proc}/{file}"), text).map_err(|e| NsError {
+        for file in ["uid_map", "gid_map"] {
+            std::fs::write(format!("{proc}/{file}"), "0 0 4294967295\n").map_err(|e| NsError {
                 stage: NsStage::IdMap,
                 errno: Errno::from_io(&e),
-            })
-        };
-        if deny_setgroups {
-            write("setgroups", "deny")?;
+            })?;
         }
-        write("uid_map", uid_map)?;
-        write("gid_map", gid_map)?;
         self.sock.go().map_err(|errno| NsError {
             stage: NsStage::Handshake,
             errno,
         })
     }
 
-    /// Waits for the child to mount and receives the `/dev/fuse` descriptor it sends along
-    /// (`SCM_RIGHTS`; perch gets its own duplicate, close-on-exec).
-    pub fn fuse_fd(&self) -> Result<OwnedFd, NsError> {
-        let handshake = |errno| NsError {
+    /// Maps the ids if perch must ([`IdMaps::All`]), waits for the child to mount and receives
+    /// the `/dev/fuse` descriptor it sends along (`SCM_RIGHTS`; perch gets its own duplicate,
+    /// close-on-exec).
+    ///
+    /// `Err`: the setup failed and the child never runs the program (it has exited or waits:
+    /// [`NsChild::kill_and_reap`] it). `Ok(_)`: the child has sent the descriptor and goes on
+    /// to exec the program; `Ok(Err(EPROTO))` when the descriptor was lost on the way (perch at
+    /// its descriptor limit).
+    pub fn fuse_fd(&self) -> Result<Result<OwnedFd, Errno>, NsError> {
+        if self.parent_maps {
+            self.map_all_ids()?;
+        }
+        let (msg, fd) = self.sock.read_msg_with_fd().map_err(|errno| NsError {
             stage: NsStage::Handshake,
             errno,
-        };
-        let (msg, fd) = self.sock.read_msg_with_fd().map_err(handshake)?;
+        })?;
         Self::check(MSG_FUSE_FD, msg)?;
-        fd.ok_or(handshake(Errno::new(libc::EPROTO)))
-    }
-
-    /// Lets the child exec the program.
-    pub fn release(&self) -> Result<(), Errno> {
-        self.sock.go()
+        Ok(fd.ok_or(Errno::new(libc::EPROTO)))
     }
 
     /// After the child has exited: the errno of its failed exec, if that is why it exited.
@@ -678,6 +723,7 @@ mod tests {
             &[],
             OsStr::new("/"),
             &place,
+            IdMaps::Own,
             "ro",
         )
         .unwrap();
@@ -690,5 +736,15 @@ mod tests {
             if t.as_bytes() == b"usr/bin" && p.as_bytes() == b"/bin"));
         assert_eq!(plan.fuse_target.as_bytes(), b"/cvmfs");
         assert!(String::from_utf8_lossy(&plan.fuse_data_suffix).starts_with(",rootmode=40000,"));
+        // SAFETY: getuid/getgid take no pointers.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (u, g) = plan.own_maps.as_ref().unwrap();
+        assert_eq!(
+            (u.as_slice(), g.as_slice()),
+            (
+                format!("{uid} {uid} 1\n").as_bytes(),
+                format!("{gid} {gid} 1\n").as_bytes()
+            )
+        );
     }
 }

@@ -30,7 +30,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use perch_intercept::exec_candidates;
-use perch_sys::ns::{self, MountPlace, RootEntry};
+use perch_sys::ns::{self, IdMaps, MountPlace, RootEntry};
 use perch_vfs::Namespace;
 
 use super::mode::{explain, Unavailable};
@@ -46,6 +46,9 @@ pub enum FuseFailure {
     Unavailable(Unavailable),
     /// The command line names no runnable program (exit 126/127, message printed).
     Exec(ExitCode),
+    /// The FUSE server failed after the program had started (it was killed): too late to
+    /// fall back to notify mode.
+    Broken(String),
 }
 
 impl From<Unavailable> for FuseFailure {
@@ -146,12 +149,19 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
     let program = args.command.first().cloned().unwrap_or_default();
     let candidates = exec_candidates(&program, std::env::var_os("PATH").as_deref());
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    // Root maps every id (files of other users keep their owners); anyone else only their own.
+    let ids = if rustix::process::getuid().is_root() {
+        IdMaps::All
+    } else {
+        IdMaps::Own
+    };
     let plan = ns::NsPlan::new(
         &candidates,
         &args.command,
         &env,
         cwd.as_os_str(),
         &place,
+        ids,
         perch_fuse::MOUNT_OPTIONS,
     )
     .map_err(|_| unavailable("an argument or environment string contains a NUL byte"))?;
@@ -161,31 +171,34 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
         tracing::warn!("cannot become the subreaper of the job: {e}");
     }
     let child = ns::spawn(&plan).map_err(|e| unavailable(format!("fork failed: {e}")))?;
-    let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
-    let mapped = if uid == 0 {
-        child.map_ids("0 0 4294967295\n", "0 0 4294967295\n", false)
-    } else {
-        child.map_ids(
-            &format!("{uid} {uid} 1\n"),
-            &format!("{gid} {gid} 1\n"),
-            true,
-        )
+    // Once the child has sent the descriptor it execs the program (the kernel holds the
+    // program's first /cvmfs request until the server has answered INIT): from then on a
+    // failure cannot fall back to notify mode.
+    let started = |child: &ns::NsChild, why: String| {
+        child.kill_and_reap();
+        ns::kill_remaining_children();
+        FuseFailure::Broken(why)
     };
-    let fd = match mapped.and_then(|()| child.fuse_fd()) {
-        Ok(fd) => fd,
+    let fd = match child.fuse_fd() {
+        Ok(Ok(fd)) => fd,
+        Ok(Err(e)) => {
+            return Err(started(
+                &child,
+                format!("the /dev/fuse descriptor was lost: {e}"),
+            ))
+        }
         Err(e) => {
             child.kill_and_reap();
             return Err(explain(&e).into());
         }
     };
+    if let Err(e) = ns::forward_signals(child.pid()) {
+        tracing::warn!("cannot install signal handlers: {e}");
+    }
     let threads = args.workers.unwrap_or(4);
     let session = match perch_fuse::serve(fd, ns, threads) {
         Ok(s) => s,
-        Err(e) => {
-            child.kill_and_reap();
-            return Err(unavailable(format!("FUSE handshake failed: {e}")));
-        }
+        Err(e) => return Err(started(&child, format!("FUSE handshake failed: {e}"))),
     };
     tracing::debug!(
         target: "mode",
@@ -193,16 +206,9 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
         "fuse mode: /cvmfs is perch's FUSE mount in a private user+mount namespace \
          (notify mode not needed)"
     );
-    if let Err(e) = ns::forward_signals(child.pid()) {
-        tracing::warn!("cannot install signal handlers: {e}");
-    }
-    if child.release().is_err() {
-        child.kill_and_reap();
-        return Err(unavailable("the namespace child died before exec"));
-    }
     let status = child
         .wait()
-        .map_err(|e| unavailable(format!("waitpid failed: {e}")))?;
+        .map_err(|e| started(&child, format!("waitpid failed: {e}")))?;
     // Processes the program left behind are killed and reaped; the session thread then ends
     // with the mount namespace (it is not waited for).
     ns::kill_remaining_children();
