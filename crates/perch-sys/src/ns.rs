@@ -151,6 +151,9 @@ pub struct NsPlan {
     fuse_target: CString,
     fuse_data_suffix: Vec<u8>,
     cwd: CString,
+    /// The working directory is on the FUSE mount: entering it needs perch's answer to `INIT`,
+    /// so the child enters it after sending the descriptor.
+    cwd_in_mount: bool,
     new_root: Option<(CString, CString, Vec<Step>)>,
     /// [`IdMaps::Own`]: the `uid_map` and `gid_map` lines the child writes.
     own_maps: Option<(Vec<u8>, Vec<u8>)>,
@@ -244,13 +247,26 @@ impl NsPlan {
             argv,
             _envp: env_s,
             envp,
-            fuse_target,
             fuse_data_suffix: suffix.into_bytes(),
+            cwd_in_mount: cwd
+                .as_bytes()
+                .strip_prefix(fuse_target.as_bytes())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/")),
             cwd: cstring(cwd.as_bytes())?,
+            fuse_target,
             new_root,
             own_maps,
         })
     }
+}
+
+/// Why the child exited after sending the descriptor without running the program.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LateError {
+    /// No candidate could be executed.
+    Exec(Errno),
+    /// The working directory, on the FUSE mount, could not be entered.
+    Chdir(Errno),
 }
 
 /// The child, before and after exec.
@@ -431,11 +447,16 @@ fn child_main(plan: &NsPlan, sock: RawFd) -> ! {
         }
     }
     // SAFETY: `cwd` is a NUL-terminated string owned by `plan`.
-    if unsafe { libc::chdir(plan.cwd.as_ptr()) } != 0 {
+    let enter_cwd = || unsafe { libc::chdir(plan.cwd.as_ptr()) } == 0;
+    if !plan.cwd_in_mount && !enter_cwd() {
         fail(sock, NsStage::Chdir);
     }
     if !handshake::send_with_fd(sock, MSG_FUSE_FD, fuse, 0, fuse) {
         fail(sock, NsStage::Handshake);
+    }
+    // Perch reads this failure when the child has exited ([`NsChild::late_error`]).
+    if plan.cwd_in_mount && !enter_cwd() {
+        fail(sock, NsStage::Chdir);
     }
     // SAFETY: our own fd; the parent holds its duplicate.
     unsafe { libc::close(fuse) };
@@ -560,10 +581,17 @@ impl NsChild {
         Ok(fd.ok_or(Errno::new(libc::EPROTO)))
     }
 
-    /// After the child has exited: the errno of its failed exec, if that is why it exited.
-    pub fn exec_error(&self) -> Option<Errno> {
+    /// After the child has exited: why it did not run the program, if it sent the
+    /// descriptor and then failed (a working directory on the FUSE mount it cannot enter, or
+    /// an `execve` error).
+    pub fn late_error(&self) -> Option<LateError> {
         match self.sock.leftover() {
-            Some((MSG_EXEC_ERROR, _, errno)) => Some(Errno::new(errno)),
+            Some((MSG_EXEC_ERROR, _, errno)) => Some(LateError::Exec(Errno::new(errno))),
+            Some((MSG_SETUP_ERROR, stage, errno))
+                if NsStage::from_code(stage) == NsStage::Chdir =>
+            {
+                Some(LateError::Chdir(Errno::new(errno)))
+            }
             _ => None,
         }
     }

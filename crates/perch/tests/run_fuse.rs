@@ -467,3 +467,45 @@ fn fuse_mode_needs_no_system_call_newer_than_linux_4_18() {
         "{o}"
     );
 }
+
+/// A working directory inside the mount directory (a host that has it, as with a real
+/// `/cvmfs`): the program starts there. The child enters it only after handing perch the
+/// `/dev/fuse` descriptor (entering it needs the server; before, this hung), and the
+/// repository it names is mounted while the program starts. A directory of a repository that
+/// cannot be mounted is a one-line error after the program's start, not a hang or a rerun in
+/// notify mode.
+#[test]
+fn the_working_directory_may_be_inside_the_mount_directory() {
+    let r = Repo::standard();
+    let mnt = r.dir.path().join("mnt");
+    let cwd = mnt.join(&r.fqrn).join("sub");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::create_dir_all(mnt.join("down.example.org")).unwrap();
+    let run = |mode: &str, dir: &Path| -> Out {
+        Command::new("timeout")
+            .args(["60", PERCH, "-d", "mode"])
+            .args(r.perch_args())
+            .arg("--mount-dir")
+            .arg(&mnt)
+            .args(["--mode", mode, "--", "sh", "-c", "pwd && head -n 1 link.h"])
+            .current_dir(dir)
+            .output()
+            .unwrap()
+            .into()
+    };
+    let o = run("fuse", &cwd);
+    assert_eq!(
+        o.ok().stdout,
+        format!("{}\n#define GREETING \"hello from cvmfs\"\n", cwd.display()),
+        "{o}"
+    );
+    let o = run("auto", &mnt.join("down.example.org"));
+    assert_eq!(o.code, Some(206), "{o}");
+    assert_eq!(o.stdout, "", "{o}");
+    assert!(
+        o.stderr.lines().last().unwrap_or_default().starts_with(
+            "perch: fuse mode failed after the program started: cannot enter the working directory"
+        ),
+        "{o}"
+    );
+}

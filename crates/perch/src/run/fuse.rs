@@ -30,7 +30,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use perch_intercept::exec_candidates;
-use perch_sys::ns::{self, IdMaps, MountPlace, RootEntry};
+use perch_sys::ns::{self, IdMaps, LateError, MountPlace, RootEntry};
 use perch_vfs::Namespace;
 
 use super::mode::{explain, Unavailable};
@@ -128,6 +128,48 @@ fn root_entries(skip: &[u8]) -> std::io::Result<Vec<RootEntry>> {
     Ok(out)
 }
 
+/// The repositories the command line and working directory name by path
+/// (`<mount_dir>/<fqrn>/...`, also inside an argument such as `-I/cvmfs/<fqrn>/include` or
+/// `PATH=/cvmfs/<fqrn>/bin`): the program will most likely look there first. At most 4.
+fn named_repositories(mount_dir: &[u8], args: &[OsString], cwd: &Path) -> Vec<String> {
+    let mut prefix = mount_dir.to_vec();
+    prefix.push(b'/');
+    let mut out: Vec<String> = Vec::new();
+    for text in args
+        .iter()
+        .map(|a| a.as_bytes())
+        .chain(std::iter::once(cwd.as_os_str().as_bytes()))
+    {
+        let mut at = 0;
+        while let Some(i) = find(&text[at..], &prefix).map(|i| i + at) {
+            at = i + prefix.len();
+            // Only where a path starts: the beginning, or after `=`, `:`, `,` or a space.
+            if i > 0 && !matches!(text[i - 1], b'=' | b':' | b',' | b' ') {
+                continue;
+            }
+            let name: &[u8] = text[at..].split(|&b| b == b'/').next().unwrap_or_default();
+            let name = name
+                .split(|&b| matches!(b, b':' | b',' | b' '))
+                .next()
+                .unwrap_or_default();
+            let valid = name.contains(&b'.')
+                && name
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+            if let (true, Ok(name)) = (valid, std::str::from_utf8(name)) {
+                if !out.iter().any(|n| n == name) && out.len() < 4 {
+                    out.push(name.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 /// Runs the program in fuse mode; `Unavailable` when that cannot work here (before anything
 /// ran), which auto mode answers with notify.
 pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> {
@@ -165,6 +207,23 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
         perch_fuse::MOUNT_OPTIONS,
     )
     .map_err(|_| unavailable("an argument or environment string contains a NUL byte"))?;
+    // The repositories the command line names are mounted while the namespace is set up and
+    // the program starts, instead of on its first access (the access waits for this mount;
+    // a failure is reported to it, as without this).
+    let ahead = named_repositories(ns.mountpoint(), &args.command, &cwd);
+    if !ahead.is_empty() {
+        let ns = ns.clone();
+        let started = std::thread::Builder::new()
+            .name("perch-mount-ahead".into())
+            .spawn(move || {
+                for fqrn in ahead {
+                    ns.mount_ahead(&fqrn);
+                }
+            });
+        if let Err(e) = started {
+            tracing::debug!(target: "mode", "repositories mounted on first access: {e}");
+        }
+    }
     // Orphans of the program come to perch, which kills them when the program has exited (as
     // notify mode does: nothing would serve their /cvmfs afterwards).
     if let Err(e) = ns::become_subreaper() {
@@ -215,21 +274,30 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
     drop(session);
     match status {
         Ok(127) | Ok(126) => {
-            if let Some(errno) = child.exec_error() {
-                #[allow(clippy::print_stderr)]
-                {
-                    eprintln!(
-                        "perch: cannot execute {}: {}",
-                        program.to_string_lossy(),
-                        errno.message().unwrap_or("error")
-                    );
+            match child.late_error() {
+                Some(LateError::Exec(errno)) => {
+                    #[allow(clippy::print_stderr)]
+                    {
+                        eprintln!(
+                            "perch: cannot execute {}: {}",
+                            program.to_string_lossy(),
+                            errno.message().unwrap_or("error")
+                        );
+                    }
+                    let code = if errno == perch_sys::Errno::ENOENT {
+                        127
+                    } else {
+                        126
+                    };
+                    return Err(FuseFailure::Exec(ExitCode::from(code)));
                 }
-                let code = if errno == perch_sys::Errno::ENOENT {
-                    127
-                } else {
-                    126
-                };
-                return Err(FuseFailure::Exec(ExitCode::from(code)));
+                Some(LateError::Chdir(errno)) => {
+                    return Err(FuseFailure::Broken(format!(
+                        "cannot enter the working directory {}: {errno}",
+                        cwd.display()
+                    )))
+                }
+                None => {}
             }
             Ok(ExitCode::from(
                 u8::try_from(status.unwrap_or(0)).unwrap_or(255),
@@ -243,6 +311,36 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories_named_on_the_command_line() {
+        let args: Vec<OsString> = [
+            "/cvmfs/a.example.org/bin/tool",
+            "-I/cvmfs/nope.example.org/include",
+            "--path=/cvmfs/b.example.org/lib:/cvmfs/c.example.org",
+            "/cvmfs/a.example.org/again",
+            "/cvmfsx/d.example.org",
+            "/cvmfs/noDot",
+            "text /cvmfs/e.example.org,/cvmfs/f.example.org",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        assert_eq!(
+            named_repositories(b"/cvmfs", &args, Path::new("/cvmfs/z.example.org/sub")),
+            [
+                "a.example.org",
+                "b.example.org",
+                "c.example.org",
+                "e.example.org"
+            ]
+        );
+        assert_eq!(
+            named_repositories(b"/cvmfs", &[], Path::new("/cvmfs/z.example.org/sub")),
+            ["z.example.org"]
+        );
+        assert!(named_repositories(b"/cvmfs", &[], Path::new("/home/u")).is_empty());
+    }
 
     #[test]
     fn only_top_level_mount_directories_are_made() {
