@@ -68,6 +68,24 @@ pub fn install_thread_filter(filter: &[SockFilter]) -> Result<(), Errno> {
     .map(drop)
 }
 
+/// Makes glibc's `malloc` serve every allocation of `bytes` or more with its own `mmap`
+/// (`mallopt(M_MMAP_THRESHOLD)`), and keeps it from raising that threshold after such a block is
+/// freed (which it does by default, up to 32 MiB). A fresh mapping is already zero, so `calloc`
+/// (`vec![0; n]`) of a large buffer then touches no page until it is used. Without it, fuse
+/// mode's four FUSE worker threads each zeroed a 16 MiB request buffer at start-up (after the
+/// handshake's buffer, freed, had raised the threshold), page by page. Does nothing where the C
+/// library is not glibc.
+pub fn mmap_large_allocations(bytes: usize) {
+    #[cfg(target_env = "gnu")]
+    {
+        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt takes integers only; an unaccepted value is refused (returns 0).
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) };
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = bytes;
+}
+
 /// A close-on-exec, non-blocking `eventfd` used to wake pollers.
 pub fn eventfd() -> Result<OwnedFd, Errno> {
     // SAFETY: eventfd takes no pointers.

@@ -124,7 +124,7 @@ fn root_entries(skip: &[u8]) -> std::io::Result<Vec<RootEntry>> {
             RootEntry::File(name)
         });
     }
-    out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    out.sort_by(|a, b| entry_name(a).cmp(entry_name(b)));
     Ok(out)
 }
 
@@ -168,6 +168,12 @@ fn named_repositories(mount_dir: &[u8], args: &[OsString], cwd: &Path) -> Vec<St
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn entry_name(e: &RootEntry) -> &[u8] {
+    match e {
+        RootEntry::Dir(n) | RootEntry::File(n) | RootEntry::Symlink(n, _) => n,
+    }
 }
 
 /// Runs the program in fuse mode; `Unavailable` when that cannot work here (before anything
@@ -255,6 +261,9 @@ pub fn run(args: &RunArgs, ns: Arc<Namespace>) -> Result<ExitCode, FuseFailure> 
         tracing::warn!("cannot install signal handlers: {e}");
     }
     let threads = args.workers.unwrap_or(4);
+    // fuser gives each worker thread a zeroed 16 MiB request buffer: mapped fresh, those cost
+    // nothing until a request fills them (instead of zeroing 64 MiB at start-up).
+    perch_sys::misc::mmap_large_allocations(4 << 20);
     let session = match perch_fuse::serve(fd, ns, threads) {
         Ok(s) => s,
         Err(e) => return Err(started(&child, format!("FUSE handshake failed: {e}"))),
