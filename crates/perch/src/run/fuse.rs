@@ -13,6 +13,13 @@
 //! tmpfs with a recursive bind mount of every top-level host entry, plus `/cvmfs`. The working
 //! directory (by path), the environment and open descriptors are kept.
 //!
+//! Start-up, in order: the repositories the command line names are mounted in a thread
+//! ([`perch_vfs::Namespace::mount_ahead`]); the child sets up the namespaces and sends the
+//! `/dev/fuse` descriptor, then execs the program at once; perch answers `INIT` and starts the
+//! server threads meanwhile (the kernel holds the program's first request until `INIT` is
+//! answered). A failure before the descriptor arrives falls back to notify mode in auto mode;
+//! one after it ([`FuseFailure::Broken`]) kills the program and is reported, never retried.
+//!
 //! Signals, as with notify mode: the program is perch's child in perch's process group, so a
 //! terminal's Ctrl-C, Ctrl-Z and `fg` reach both; perch ignores `SIGINT`/`SIGQUIT` while the
 //! program runs (a handler, so the program does not inherit an ignored signal), passes
