@@ -4,8 +4,9 @@
 # read from one run of this script by
 #   curl           the stratum's data/ objects, sequentially and with xargs -P $PAR (the limit),
 #   perch          `perch cat` of every file (no interception), into an empty cache (cold),
-#                  tar of the whole tree inside `perch run`, into an empty cache (cold),
-#                  again with the cache full (warm), and with $PAR readers in parallel (cold),
+#                  tar of the whole tree inside `perch run --mode notify` and `--mode fuse`,
+#                  each into an empty cache (cold) and again with its cache full (warm), and
+#                  with $PAR readers in parallel (cold, auto mode),
 #   16 perch runs  started together on one empty alien cache: wall time and object requests
 #                  nginx saw against the number of objects; then again with that cache full.
 # MB/s are stratum bytes (what goes over the wire) per second of wall time; ratio = time / curl.
@@ -106,9 +107,9 @@ FILES=$(find "$W/src" -type f | wc -l)
 
 printf 'CVMFS_SERVER_URL=%s\nCVMFS_HTTP_PROXY=DIRECT\nCVMFS_PUBLIC_KEY=%s/keys/%s.pub\n' "$URL" "$W" $FQRN > "$W/client.conf"
 mkdir -p "$W/etc"
-run() { # cache-option cache-dir command... : perch run on the bench repository
+run() { # cache-option cache-dir command... : perch run on the bench repository ($MODE)
   local opt=$1 dir=$2; shift 2
-  "$PERCH" run --config-dir "$W/etc" --config "$W/client.conf" "$opt" "$dir" -r $FQRN -- "$@"
+  "$PERCH" run --mode "${MODE:-auto}" --config-dir "$W/etc" --config "$W/client.conf" "$opt" "$dir" -r $FQRN -- "$@"
 }
 READ_ALL="tar cPf - /cvmfs/$FQRN | cat >/dev/null"
 READ_PAR="find /cvmfs/$FQRN -type f | xargs -P $PAR -n 50 cat | cat >/dev/null"
@@ -136,12 +137,15 @@ D=(--config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache3")
 r0=$(requests); s=$(now)
 xargs -a "$W/files" "$PERCH" cat "${D[@]}" >/dev/null
 e=$(now); row "perch cat (no perch run), cold" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
-r0=$(requests); s=$(now)
-run --cache "$W/cache" sh -c "$READ_ALL"
-e=$(now); row "perch run tar, cold cache" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
-r0=$(requests); s=$(now)
-run --cache "$W/cache" sh -c "$READ_ALL"
-e=$(now); row "perch run tar, warm cache" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+for MODE in notify fuse; do
+  r0=$(requests); s=$(now)
+  run --cache "$W/cache-$MODE" sh -c "$READ_ALL"
+  e=$(now); row "perch run tar ($MODE), cold cache" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+  r0=$(requests); s=$(now)
+  run --cache "$W/cache-$MODE" sh -c "$READ_ALL"
+  e=$(now); row "perch run tar ($MODE), warm cache" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+done
+MODE=auto
 r0=$(requests); s=$(now)
 run --cache "$W/cache2" sh -c "$READ_PAR"
 e=$(now); row "perch run $PAR parallel cats, cold" "$(secs "$s" "$e")" $(( $(requests) - r0 ))

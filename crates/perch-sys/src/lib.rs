@@ -4,8 +4,9 @@
 //! ([`spawn`], the one small async-signal-safe fork-to-exec child), the notify ioctls
 //! (`SECCOMP_IOCTL_NOTIF_RECV/SEND/ID_VALID/ADDFD`, [`notify`]), ptrace and `waitpid`
 //! ([`ptrace`]), tracee memory through `process_vm_readv/writev` with a `/proc/<pid>/mem`
-//! fallback ([`mem`]), `poll`, `epoll` and `eventfd` ([`misc`]), and fuse mode's namespaces
-//! and mounts ([`ns`]). Every call takes typed values
+//! fallback ([`mem`]), `poll`, `epoll` and `eventfd` ([`misc`]), fuse mode's namespaces
+//! and mounts ([`ns`]), and the socket pair both fork-to-exec children talk to perch over,
+//! descriptors included (`handshake`). Every call takes typed values
 //! (`BorrowedFd`, [`notify::NotifId`], [`Pid`]) and returns `Result<_, Errno>`. It knows no
 //! policy and does no logging; each `unsafe` block states the invariant it relies on.
 //!
@@ -15,6 +16,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod handshake;
 pub mod mem;
 pub mod misc;
 pub mod notify;

@@ -1,7 +1,7 @@
 //! Small kernel helpers: kernel version, signals, eventfd, poll and epoll, a thread's seccomp
 //! filter.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::spawn::SockFilter;
 
@@ -68,22 +68,22 @@ pub fn install_thread_filter(filter: &[SockFilter]) -> Result<(), Errno> {
     .map(drop)
 }
 
-/// `pidfd_open(pid, 0)` (fuse mode takes the child's `/dev/fuse` fd with it).
-pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open takes no pointers.
-    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid.0, 0) })?;
-    let fd = RawFd::try_from(fd).map_err(|_| Errno::EBADF)?;
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `pidfd_getfd(pidfd, targetfd, 0)`: a duplicate of another process's fd.
-pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, target: RawFd) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_getfd takes no pointers; `pidfd` is a valid borrowed fd.
-    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) })?;
-    let fd = RawFd::try_from(fd).map_err(|_| Errno::EBADF)?;
-    // SAFETY: the kernel just returned this fd (with O_CLOEXEC) to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// Makes glibc's `malloc` serve every allocation of `bytes` or more with its own `mmap`
+/// (`mallopt(M_MMAP_THRESHOLD)`), and keeps it from raising that threshold after such a block is
+/// freed (which it does by default, up to 32 MiB). A fresh mapping is already zero, so `calloc`
+/// (`vec![0; n]`) of a large buffer then touches no page until it is used. Without it, fuse
+/// mode's four FUSE worker threads each zeroed a 16 MiB request buffer at start-up (after the
+/// handshake's buffer, freed, had raised the threshold), page by page. Does nothing where the C
+/// library is not glibc.
+pub fn mmap_large_allocations(bytes: usize) {
+    #[cfg(target_env = "gnu")]
+    {
+        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt takes integers only; an unaccepted value is refused (returns 0).
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) };
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = bytes;
 }
 
 /// A close-on-exec, non-blocking `eventfd` used to wake pollers.

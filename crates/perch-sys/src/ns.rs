@@ -1,28 +1,29 @@
 //! The fork-to-exec child of fuse mode: a private user + mount namespace with `/cvmfs` as a
 //! FUSE mount, like cvmfsexec, without any setuid helper.
 //!
-//! The child unshares `CLONE_NEWUSER | CLONE_NEWNS` and waits while the parent writes its
-//! `uid_map`/`gid_map` ([`NsChild::map_ids`]: the parent sits in the parent namespace, so root
-//! can map every id to itself; another user maps their own uid and gid). Then the child makes
-//! every mount a slave (host mounts still propagate in, ours never out), opens `/dev/fuse` and,
+//! The child unshares `CLONE_NEWUSER | CLONE_NEWNS` and maps ids ([`IdMaps`]): a user maps
+//! their own uid and gid, which the child writes itself; root maps every id to itself, which
+//! only a process in the parent namespace may write, so the child waits while perch does.
+//! Then the child makes every mount a slave (host mounts still propagate in, ours never out), opens `/dev/fuse` and,
 //! when the mount directory exists on the host, mounts FUSE over it; when it does not, it builds
 //! a new root: a tmpfs holding a recursive bind mount of each top-level host entry (symlinks
 //! copied), plus the mount directory, entered with `pivot_root`, the old root detached and the
-//! new root made read-only. It returns to the working directory by path, reports the FUSE
-//! descriptor's number ([`NsChild::fuse_fd`] takes a duplicate with `pidfd_getfd`), waits for
-//! the parent's go ([`NsChild::release`], sent once the FUSE server has answered `INIT`), and
-//! execs the program. The descriptor is close-on-exec: the program never holds it.
+//! new root made read-only. It returns to the working directory by path, sends the FUSE
+//! descriptor to the parent over their socket pair (`SCM_RIGHTS`, [`crate::handshake`]; not
+//! `pidfd_getfd`, which needs Linux 5.6 and `CAP_SYS_PTRACE` under container profiles) and execs
+//! the program at once, without waiting for perch to answer the kernel's `INIT`: the kernel
+//! holds the program's first request under the mount until that answer, so the program's
+//! start overlaps the server's. The descriptor is close-on-exec: the program never holds it.
 //!
 //! Everything the child needs is prepared before `fork` ([`NsPlan`]); between `fork` and
 //! `execve` it makes async-signal-safe calls only and never allocates.
 
 use std::ffi::{CString, OsStr};
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use crate::handshake::{self, errno_now, exit, report, wait_go, Channel};
 use crate::{check_int, misc, Errno, Pid};
 
 const MSG_UNSHARED: u32 = 1;
@@ -130,6 +131,17 @@ enum Step {
     Symlink(CString, CString),
 }
 
+/// How the new user namespace maps ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdMaps {
+    /// The caller's uid and gid to themselves (`setgroups` denied): all an unprivileged user
+    /// may map. The child writes the maps itself, with no round trip to perch.
+    Own,
+    /// Every id to itself: needs `CAP_SETUID`/`CAP_SETGID` in perch's namespace (root), so
+    /// perch writes the maps while the child waits.
+    All,
+}
+
 /// Everything the child needs, prepared before `fork`.
 pub struct NsPlan {
     _candidates: Vec<CString>,
@@ -141,8 +153,13 @@ pub struct NsPlan {
     fuse_target: CString,
     fuse_data_suffix: Vec<u8>,
     cwd: CString,
+    /// The working directory is on the FUSE mount: entering it needs perch's answer to `INIT`,
+    /// so the child enters it after sending the descriptor.
+    cwd_in_mount: bool,
     new_root: Option<(CString, CString, Vec<Step>)>,
     read_only: Vec<CString>,
+    /// [`IdMaps::Own`]: the `uid_map` and `gid_map` lines the child writes.
+    own_maps: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 fn cstring(s: &[u8]) -> Result<CString, Errno> {
@@ -166,6 +183,7 @@ impl NsPlan {
         env: &[S],
         cwd: &OsStr,
         place: &MountPlace,
+        ids: IdMaps,
         mount_options: &str,
     ) -> Result<NsPlan, Errno> {
         if candidates.is_empty() || argv.is_empty() {
@@ -187,6 +205,12 @@ impl NsPlan {
         // SAFETY: getuid/getgid cannot fail and take no pointers.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let suffix = format!(",rootmode=40000,user_id={uid},group_id={gid},{mount_options}");
+        let own_maps = (ids == IdMaps::Own).then(|| {
+            (
+                format!("{uid} {uid} 1\n").into_bytes(),
+                format!("{gid} {gid} 1\n").into_bytes(),
+            )
+        });
         let (fuse_target, new_root) = match place {
             MountPlace::Existing(dir) => (cstring(dir)?, None),
             MountPlace::NewRoot {
@@ -226,11 +250,16 @@ impl NsPlan {
             argv,
             _envp: env_s,
             envp,
-            fuse_target,
             fuse_data_suffix: suffix.into_bytes(),
+            cwd_in_mount: cwd
+                .as_bytes()
+                .strip_prefix(fuse_target.as_bytes())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/")),
             cwd: cstring(cwd.as_bytes())?,
+            fuse_target,
             new_root,
             read_only: Vec::new(),
+            own_maps,
         })
     }
 
@@ -246,56 +275,58 @@ impl NsPlan {
     }
 }
 
+/// Why the child exited after sending the descriptor without running the program.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LateError {
+    /// No candidate could be executed.
+    Exec(Errno),
+    /// The working directory, on the FUSE mount, could not be entered.
+    Chdir(Errno),
+}
+
 /// The child, before and after exec.
 #[derive(Debug)]
 pub struct NsChild {
     pid: Pid,
-    sock: UnixStream,
+    sock: Channel,
+    /// [`IdMaps::All`]: perch writes the maps.
+    parent_maps: bool,
+    /// The child's report on its read-only binds: (failures, first errno).
+    read_only: std::cell::Cell<Option<(i32, i32)>>,
 }
 
-/// Forks the child described by `plan`. It stops twice before exec: after `unshare` (until
-/// [`NsChild::map_ids`]) and after mounting (until [`NsChild::release`]).
+/// Forks the child described by `plan`. With [`IdMaps::All`] it stops after `unshare` until
+/// [`NsChild::fuse_fd`] has written its maps; it execs the program right after sending the FUSE
+/// descriptor.
 pub fn spawn(plan: &NsPlan) -> Result<NsChild, Errno> {
-    let (parent, child) = UnixStream::pair().map_err(|e| Errno::from_io(&e))?;
-    // SAFETY: the child branch only runs `child_main`, which makes async-signal-safe calls on
-    // memory prepared before the fork and never returns.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => Err(crate::last_errno()),
-        0 => child_main(plan, child.as_raw_fd(), parent.as_raw_fd()),
-        pid => Ok(NsChild {
-            pid: Pid(pid),
-            sock: parent,
-        }),
-    }
-}
-
-fn errno_now() -> i32 {
-    // SAFETY: `__errno_location` returns the calling thread's errno slot, always valid.
-    unsafe { *libc::__errno_location() }
-}
-
-fn report(sock: RawFd, kind: u32, a: i32, b: i32) {
-    let mut msg = [0u8; 12];
-    msg[0..4].copy_from_slice(&kind.to_ne_bytes());
-    msg[4..8].copy_from_slice(&a.to_ne_bytes());
-    msg[8..12].copy_from_slice(&b.to_ne_bytes());
-    // SAFETY: `msg` is 12 readable bytes that outlive the call. A failed write only means the
-    // parent is gone; the child exits next anyway.
-    unsafe { libc::write(sock, msg.as_ptr().cast(), msg.len()) };
+    // `child_main` makes async-signal-safe calls only, on memory prepared before the fork.
+    let (pid, sock) = handshake::fork_with_channel(plan, child_main)?;
+    Ok(NsChild {
+        pid,
+        sock,
+        parent_maps: plan.own_maps.is_none(),
+        read_only: std::cell::Cell::new(None),
+    })
 }
 
 fn fail(sock: RawFd, stage: NsStage) -> ! {
     report(sock, MSG_SETUP_ERROR, stage.code(), errno_now());
-    // SAFETY: `_exit` is async-signal-safe and never returns.
-    unsafe { libc::_exit(126) }
+    exit(126)
 }
 
-fn wait_go(sock: RawFd) -> bool {
-    let mut go = 0u8;
-    // SAFETY: `go` is one writable byte that outlives the call.
-    let n = unsafe { libc::read(sock, (&mut go as *mut u8).cast(), 1) };
-    n == 1 && go == 1
+/// Writes `data` to the file `path` (async-signal-safe); whether all of it was written.
+fn write_file(path: &std::ffi::CStr, data: &[u8]) -> bool {
+    // SAFETY: `path` is NUL-terminated and `data` readable for its length, both alive for
+    // the calls; the fd is ours and closed here.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        libc::close(fd);
+        usize::try_from(n) == Ok(data.len())
+    }
 }
 
 /// `mount(2)` with optional source/type/data.
@@ -332,29 +363,28 @@ fn itoa(mut n: i32, buf: &mut [u8; 12]) -> usize {
 }
 
 /// The child between fork and exec: async-signal-safe calls only, no allocation.
-fn child_main(plan: &NsPlan, sock: RawFd, parent_end: RawFd) -> ! {
-    // SAFETY: closing the parent's end of the socket pair, a valid fd in this fresh process.
-    unsafe { libc::close(parent_end) };
-    // Undo what perch's runtime changed: an empty signal mask, default SIGPIPE.
-    // SAFETY: `set` and `sa` are valid, initialised local structs that outlive the calls;
-    // sigemptyset/sigprocmask/sigaction are async-signal-safe.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(libc::SIGPIPE, &sa, std::ptr::null_mut());
-    }
+fn child_main(plan: &NsPlan, sock: RawFd) -> ! {
+    handshake::reset_signals();
     // SAFETY: unshare takes flags only.
     if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
         fail(sock, NsStage::Unshare);
     }
-    report(sock, MSG_UNSHARED, 0, 0);
-    if !wait_go(sock) {
-        // The parent could not map our ids and said why itself.
-        // SAFETY: `_exit` never returns.
-        unsafe { libc::_exit(126) };
+    match &plan.own_maps {
+        Some((uid_map, gid_map)) => {
+            if !write_file(c"/proc/self/setgroups", b"deny")
+                || !write_file(c"/proc/self/uid_map", uid_map)
+                || !write_file(c"/proc/self/gid_map", gid_map)
+            {
+                fail(sock, NsStage::IdMap);
+            }
+        }
+        None => {
+            report(sock, MSG_UNSHARED, 0, 0);
+            if !wait_go(sock) {
+                // The parent could not map our ids and said why itself.
+                exit(126);
+            }
+        }
     }
     let null = std::ptr::null();
     // SAFETY: static NUL-terminated strings and null pointers.
@@ -437,21 +467,23 @@ fn child_main(plan: &NsPlan, sock: RawFd, parent_end: RawFd) -> ! {
     let (failed, first) = bind_read_only(&plan.read_only);
     report(sock, MSG_READ_ONLY, failed, first);
     // SAFETY: `cwd` is a NUL-terminated string owned by `plan`.
-    if unsafe { libc::chdir(plan.cwd.as_ptr()) } != 0 {
+    let enter_cwd = || unsafe { libc::chdir(plan.cwd.as_ptr()) } == 0;
+    if !plan.cwd_in_mount && !enter_cwd() {
         fail(sock, NsStage::Chdir);
     }
-    report(sock, MSG_FUSE_FD, fuse, 0);
-    if !wait_go(sock) {
-        // SAFETY: `_exit` never returns.
-        unsafe { libc::_exit(126) };
+    if !handshake::send_with_fd(sock, MSG_FUSE_FD, fuse, 0, fuse) {
+        fail(sock, NsStage::Handshake);
+    }
+    // Perch reads this failure when the child has exited ([`NsChild::late_error`]).
+    if plan.cwd_in_mount && !enter_cwd() {
+        fail(sock, NsStage::Chdir);
     }
     // SAFETY: our own fd; the parent holds its duplicate.
     unsafe { libc::close(fuse) };
     // `plan` owns the strings and arrays and outlives the exec.
     let err = crate::spawn::exec_first(&plan.candidate_ptrs, &plan.argv, &plan.envp);
     report(sock, MSG_EXEC_ERROR, 0, err);
-    // SAFETY: `_exit` never returns.
-    unsafe { libc::_exit(127) }
+    exit(127)
 }
 
 /// Binds each of `dirs` over itself and remounts the bind read-only, keeping the flags the
@@ -551,108 +583,96 @@ impl NsChild {
         self.pid
     }
 
-    fn read_msg(&self) -> Result<Option<(u32, i32, i32)>, Errno> {
-        let mut buf = [0u8; 12];
-        let mut got = 0;
-        while got < buf.len() {
-            match (&self.sock).read(&mut buf[got..]) {
-                Ok(0) => return Ok(None),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Errno::from_io(&e)),
-            }
-        }
-        let word = |i: usize| [buf[i], buf[i + 1], buf[i + 2], buf[i + 3]];
-        Ok(Some((
-            u32::from_ne_bytes(word(0)),
-            i32::from_ne_bytes(word(4)),
-            i32::from_ne_bytes(word(8)),
-        )))
-    }
-
-    fn expect(&self, kind: u32) -> Result<i32, NsError> {
+    fn expect(&self, kind: u32) -> Result<(), NsError> {
         let handshake = |errno| NsError {
             stage: NsStage::Handshake,
             errno,
         };
-        match self.read_msg().map_err(handshake)? {
-            Some((k, a, _)) if k == kind => Ok(a),
+        Self::check(kind, self.sock.read_msg().map_err(handshake)?).map(drop)
+    }
+
+    /// `Ok` for a message of `kind`, the child's own error for a setup error.
+    fn check(kind: u32, msg: Option<handshake::Msg>) -> Result<(), NsError> {
+        match msg {
+            Some((k, _, _)) if k == kind => Ok(()),
             Some((MSG_SETUP_ERROR, stage, errno)) => Err(NsError {
                 stage: NsStage::from_code(stage),
                 errno: Errno::new(errno),
             }),
-            _ => Err(handshake(Errno::EPIPE)),
+            _ => Err(NsError {
+                stage: NsStage::Handshake,
+                errno: Errno::EPIPE,
+            }),
         }
     }
 
-    /// Waits for the child's new user namespace and maps ids in it: `uid_map`/`gid_map` are
-    /// written as given (`"inside outside count\n"` lines); `deny_setgroups` writes `deny` to
-    /// `setgroups` first (required for an unprivileged `gid_map`). Lets the child go on.
-    pub fn map_ids(
-        &self,
-        uid_map: &str,
-        gid_map: &str,
-        deny_setgroups: bool,
-    ) -> Result<(), NsError> {
+    /// [`IdMaps::All`]: waits for the child's new user namespace, maps every id to itself in
+    /// it and lets the child go on.
+    fn map_all_ids(&self) -> Result<(), NsError> {
         self.expect(MSG_UNSHARED)?;
         let proc = format!("/proc/{}", self.pid.0);
-        let write = |file: &str, text: &str| {
-            std::fs::write(format!("{proc}/{file}"), text).map_err(|e| NsError {
+        for file in ["uid_map", "gid_map"] {
+            std::fs::write(format!("{proc}/{file}"), "0 0 4294967295\n").map_err(|e| NsError {
                 stage: NsStage::IdMap,
                 errno: Errno::from_io(&e),
-            })
-        };
-        if deny_setgroups {
-            write("setgroups", "deny")?;
+            })?;
         }
-        write("uid_map", uid_map)?;
-        write("gid_map", gid_map)?;
-        (&self.sock).write_all(&[1]).map_err(|e| NsError {
+        self.sock.go().map_err(|errno| NsError {
             stage: NsStage::Handshake,
-            errno: Errno::from_io(&e),
+            errno,
         })
     }
 
-    /// Waits for the child's read-only binds ([`NsPlan::read_only`]): `Ok(None)` when all
-    /// were made, else how many failed and the first errno (the program still runs: its
-    /// caches are then protected by verification alone).
-    pub fn read_only_result(&self) -> Result<Option<(i32, Errno)>, NsError> {
-        let handshake = |errno| NsError {
-            stage: NsStage::Handshake,
-            errno,
-        };
-        match self.read_msg().map_err(handshake)? {
-            Some((MSG_READ_ONLY, 0, _)) => Ok(None),
-            Some((MSG_READ_ONLY, n, errno)) => Ok(Some((n, Errno::new(errno)))),
-            Some((MSG_SETUP_ERROR, stage, errno)) => Err(NsError {
-                stage: NsStage::from_code(stage),
-                errno: Errno::new(errno),
-            }),
-            _ => Err(handshake(Errno::EPIPE)),
+    /// How the child's read-only binds went ([`NsPlan::read_only`]), known once
+    /// [`NsChild::fuse_fd`] returned: `None` when all were made, else how many failed and the
+    /// first errno (the program still runs: its caches are then protected by verification
+    /// alone).
+    pub fn read_only_result(&self) -> Option<(i32, Errno)> {
+        match self.read_only.get() {
+            Some((n, errno)) if n > 0 => Some((n, Errno::new(errno))),
+            _ => None,
         }
     }
 
-    /// Waits for the child to mount and takes a duplicate of its `/dev/fuse` descriptor.
-    pub fn fuse_fd(&self) -> Result<OwnedFd, NsError> {
-        let fd = self.expect(MSG_FUSE_FD)?;
-        let handshake = |errno| NsError {
-            stage: NsStage::Handshake,
-            errno,
+    /// Maps the ids if perch must ([`IdMaps::All`]), waits for the child to mount and receives
+    /// the `/dev/fuse` descriptor it sends along (`SCM_RIGHTS`; perch gets its own duplicate,
+    /// close-on-exec).
+    ///
+    /// `Err`: the setup failed and the child never runs the program (it has exited or waits:
+    /// [`NsChild::kill_and_reap`] it). `Ok(_)`: the child has sent the descriptor and goes on
+    /// to exec the program; `Ok(Err(EPROTO))` when the descriptor was lost on the way (perch at
+    /// its descriptor limit).
+    pub fn fuse_fd(&self) -> Result<Result<OwnedFd, Errno>, NsError> {
+        if self.parent_maps {
+            self.map_all_ids()?;
+        }
+        let (msg, fd) = loop {
+            let (msg, fd) = self.sock.read_msg_with_fd().map_err(|errno| NsError {
+                stage: NsStage::Handshake,
+                errno,
+            })?;
+            // The read-only binds are reported just before the descriptor.
+            if let Some((MSG_READ_ONLY, n, errno)) = msg {
+                self.read_only.set(Some((n, errno)));
+                continue;
+            }
+            break (msg, fd);
         };
-        let pidfd = misc::pidfd_open(self.pid).map_err(handshake)?;
-        misc::pidfd_getfd(pidfd.as_fd(), fd).map_err(handshake)
+        Self::check(MSG_FUSE_FD, msg)?;
+        Ok(fd.ok_or(Errno::new(libc::EPROTO)))
     }
 
-    /// Lets the child exec the program.
-    pub fn release(&self) -> Result<(), Errno> {
-        (&self.sock).write_all(&[1]).map_err(|e| Errno::from_io(&e))
-    }
-
-    /// After the child has exited: the errno of its failed exec, if that is why it exited.
-    pub fn exec_error(&self) -> Option<Errno> {
-        self.sock.set_nonblocking(true).ok()?;
-        match self.read_msg() {
-            Ok(Some((MSG_EXEC_ERROR, _, errno))) => Some(Errno::new(errno)),
+    /// After the child has exited: why it did not run the program, if it sent the
+    /// descriptor and then failed (a working directory on the FUSE mount it cannot enter, or
+    /// an `execve` error).
+    pub fn late_error(&self) -> Option<LateError> {
+        match self.sock.leftover() {
+            Some((MSG_EXEC_ERROR, _, errno)) => Some(LateError::Exec(Errno::new(errno))),
+            Some((MSG_SETUP_ERROR, stage, errno))
+                if NsStage::from_code(stage) == NsStage::Chdir =>
+            {
+                Some(LateError::Chdir(Errno::new(errno)))
+            }
             _ => None,
         }
     }
@@ -812,6 +832,7 @@ mod tests {
             &[],
             OsStr::new("/"),
             &place,
+            IdMaps::Own,
             "ro",
         )
         .unwrap();
@@ -824,5 +845,15 @@ mod tests {
             if t.as_bytes() == b"usr/bin" && p.as_bytes() == b"/bin"));
         assert_eq!(plan.fuse_target.as_bytes(), b"/cvmfs");
         assert!(String::from_utf8_lossy(&plan.fuse_data_suffix).starts_with(",rootmode=40000,"));
+        // SAFETY: getuid/getgid take no pointers.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (u, g) = plan.own_maps.as_ref().unwrap();
+        assert_eq!(
+            (u.as_slice(), g.as_slice()),
+            (
+                format!("{uid} {uid} 1\n").as_bytes(),
+                format!("{gid} {gid} 1\n").as_bytes()
+            )
+        );
     }
 }

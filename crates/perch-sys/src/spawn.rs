@@ -2,27 +2,20 @@
 //! hand the listener to the parent over the socket pair (`SCM_RIGHTS`), wait for the parent's
 //! go (it seizes us with ptrace meanwhile), then exec.
 //!
-//! The listener travels as ancillary data rather than being taken with `pidfd_getfd`, which
-//! container seccomp profiles (Docker's and containerd's defaults) allow only with
-//! `CAP_SYS_PTRACE`; `sendmsg`/`recvmsg` on a socket pair are allowed everywhere.
+//! The listener travels as ancillary data ([`crate::handshake`]) rather than being taken with
+//! `pidfd_getfd`, which container seccomp profiles (Docker's and containerd's defaults) allow
+//! only with `CAP_SYS_PTRACE`.
 //!
 //! Everything the child needs is prepared before `fork` ([`SpawnPlan`]); between `fork` and
 //! `execve` the child only makes async-signal-safe calls and never allocates, so spawning from a
 //! multi-threaded supervisor is safe.
 
 use std::ffi::{CString, OsStr};
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::UnixStream;
 
+use crate::handshake::{self, errno_now, exit as child_exit, report, Channel};
 use crate::{misc, Errno, Pid};
-
-/// The fixed-size messages of the handshake: kind and two integers.
-const MSG_LEN: usize = 12;
-
-/// One decoded handshake message: kind and two integers.
-type Msg = (u32, i32, i32);
 
 /// One BPF instruction, laid out like `struct sock_filter`.
 #[repr(C)]
@@ -154,7 +147,7 @@ impl SpawnPlan {
 #[derive(Debug)]
 pub struct Child {
     pid: Pid,
-    sock: UnixStream,
+    sock: Channel,
 }
 
 /// The listener the child installed.
@@ -168,95 +161,14 @@ pub struct Listener {
 
 /// Forks the child described by `plan`. The child stops before exec until [`Child::release`].
 pub fn spawn(plan: &SpawnPlan) -> Result<Child, Errno> {
-    let (parent, child) = UnixStream::pair().map_err(|e| Errno::from_io(&e))?;
-    // SAFETY: the child branch only runs `child_main`, which makes async-signal-safe calls on
-    // memory prepared before the fork and never returns.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => Err(crate::last_errno()),
-        0 => child_main(plan, child.as_raw_fd(), parent.as_raw_fd()),
-        pid => Ok(Child {
-            pid: Pid(pid),
-            sock: parent,
-        }),
-    }
-}
-
-fn errno_now() -> i32 {
-    // SAFETY: `__errno_location` returns the calling thread's errno slot, always valid.
-    unsafe { *libc::__errno_location() }
-}
-
-fn encode(kind: u32, a: i32, b: i32) -> [u8; MSG_LEN] {
-    let mut msg = [0u8; MSG_LEN];
-    msg[0..4].copy_from_slice(&kind.to_ne_bytes());
-    msg[4..8].copy_from_slice(&a.to_ne_bytes());
-    msg[8..12].copy_from_slice(&b.to_ne_bytes());
-    msg
-}
-
-fn report(sock: RawFd, kind: u32, a: i32, b: i32) {
-    let msg = encode(kind, a, b);
-    // SAFETY: `msg` is 12 readable bytes that outlive the call. A failed write only means the
-    // parent is gone; the child exits next anyway.
-    unsafe { libc::write(sock, msg.as_ptr().cast(), msg.len()) };
-}
-
-/// Room for one `cmsghdr` carrying one fd, 8-aligned like `struct cmsghdr`.
-type CmsgBuf = [u64; 4];
-
-/// Sends the listener message with `fd` attached (`SCM_RIGHTS`): the parent receives its own
-/// duplicate. Async-signal-safe, no allocation. Whether all 12 bytes went out.
-fn send_listener(sock: RawFd, fd: RawFd, killable: i32) -> bool {
-    let mut msg = encode(MSG_LISTENER, fd, killable);
-    let mut control: CmsgBuf = [0; 4];
-    let mut iov = libc::iovec {
-        iov_base: msg.as_mut_ptr().cast(),
-        iov_len: msg.len(),
-    };
-    // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
-    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    hdr.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is arithmetic on its argument.
-    let space = unsafe { libc::CMSG_SPACE(4) };
-    hdr.msg_controllen = space as usize;
-    // SAFETY: `hdr.msg_control` points at `control`, 32 bytes ≥ CMSG_SPACE(4) = 24 and
-    // 8-aligned, so the first header and its 4 data bytes lie inside it; CMSG_FIRSTHDR is not
-    // null because msg_controllen ≥ sizeof(cmsghdr). `msg`, `iov` and `control` outlive the
-    // sendmsg, which only reads them.
-    let sent = unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&hdr);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL)
-    };
-    usize::try_from(sent) == Ok(MSG_LEN)
-}
-
-fn child_exit(code: i32) -> ! {
-    // SAFETY: `_exit` is async-signal-safe and never returns.
-    unsafe { libc::_exit(code) }
+    // `child_main` makes async-signal-safe calls only, on memory prepared before the fork.
+    let (pid, sock) = handshake::fork_with_channel(plan, child_main)?;
+    Ok(Child { pid, sock })
 }
 
 /// The child between fork and exec: async-signal-safe calls only, no allocation.
-fn child_main(plan: &SpawnPlan, sock: RawFd, parent_end: RawFd) -> ! {
-    // SAFETY: closing the parent's end of the socket pair, a valid fd in this fresh process.
-    unsafe { libc::close(parent_end) };
-    // Undo what the supervisor's runtime changed: an empty signal mask, default SIGPIPE.
-    // SAFETY: `set` and `sa` are valid, initialised local structs that outlive the calls;
-    // sigemptyset/sigprocmask/sigaction are async-signal-safe.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(libc::SIGPIPE, &sa, std::ptr::null_mut());
-    }
+fn child_main(plan: &SpawnPlan, sock: RawFd) -> ! {
+    handshake::reset_signals();
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         report(sock, MSG_SETUP_ERROR, Stage::NoNewPrivs.code(), errno_now());
@@ -282,7 +194,9 @@ fn child_main(plan: &SpawnPlan, sock: RawFd, parent_end: RawFd) -> ! {
             child_exit(126);
         }
         report(sock, MSG_FILTERED, 0, 0);
-        wait_for_go(sock);
+        if !handshake::wait_go(sock) {
+            child_exit(126);
+        }
         let err = exec_first(&plan.candidates, &plan.argv, &plan.envp);
         report(sock, MSG_EXEC_ERROR, 0, err);
         child_exit(127)
@@ -318,27 +232,18 @@ fn child_main(plan: &SpawnPlan, sock: RawFd, parent_end: RawFd) -> ! {
         report(sock, MSG_SETUP_ERROR, Stage::Seccomp.code(), errno_now());
         child_exit(126);
     }
-    if !send_listener(sock, fd, killable) {
+    if !handshake::send_with_fd(sock, MSG_LISTENER, fd, killable, fd) {
         report(sock, MSG_SETUP_ERROR, Stage::Handshake.code(), errno_now());
         child_exit(126);
     }
-    wait_for_go(sock);
+    if !handshake::wait_go(sock) {
+        child_exit(126);
+    }
     // SAFETY: `fd` is the listener this process owns; the parent holds its own duplicate.
     unsafe { libc::close(fd) };
     let err = exec_first(&plan.candidates, &plan.argv, &plan.envp);
     report(sock, MSG_EXEC_ERROR, 0, err);
     child_exit(127)
-}
-
-/// In the fork child: blocks until the parent's go byte (it seizes us meanwhile); exits if the
-/// parent is gone.
-fn wait_for_go(sock: RawFd) {
-    let mut go = 0u8;
-    // SAFETY: `go` is one writable byte that outlives the call.
-    let n = unsafe { libc::read(sock, (&mut go as *mut u8).cast(), 1) };
-    if n != 1 {
-        child_exit(126);
-    }
 }
 
 /// In a fork child: `execve` each of `candidates` (NULL-terminated) in turn as `execvp` does
@@ -380,74 +285,6 @@ impl Child {
         self.pid
     }
 
-    fn read_msg(&self) -> Result<Option<Msg>, Errno> {
-        let mut buf = [0u8; MSG_LEN];
-        self.read_rest(&mut buf, 0)
-    }
-
-    /// Fills `buf[got..]` from the socket; `None` at end of stream.
-    fn read_rest(&self, buf: &mut [u8; MSG_LEN], mut got: usize) -> Result<Option<Msg>, Errno> {
-        while got < buf.len() {
-            match (&self.sock).read(&mut buf[got..]) {
-                Ok(0) => return Ok(None),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Errno::from_io(&e)),
-            }
-        }
-        let word = |i: usize| [buf[i], buf[i + 1], buf[i + 2], buf[i + 3]];
-        Ok(Some((
-            u32::from_ne_bytes(word(0)),
-            i32::from_ne_bytes(word(4)),
-            i32::from_ne_bytes(word(8)),
-        )))
-    }
-
-    /// Reads one message and the fd sent with it, if any (received close-on-exec).
-    fn read_msg_with_fd(&self) -> Result<(Option<Msg>, Option<OwnedFd>), Errno> {
-        let mut buf = [0u8; MSG_LEN];
-        let mut control: CmsgBuf = [0; 4];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
-        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-        hdr.msg_iov = &mut iov;
-        hdr.msg_iovlen = 1;
-        hdr.msg_control = control.as_mut_ptr().cast();
-        hdr.msg_controllen = std::mem::size_of::<CmsgBuf>();
-        let n = loop {
-            // SAFETY: `hdr` points at `iov` (describing `buf`) and `control`, all writable,
-            // alive across the call and of the lengths given.
-            let n =
-                unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut hdr, libc::MSG_CMSG_CLOEXEC) };
-            match crate::check(n as libc::c_long) {
-                Err(e) if e == Errno::EINTR => continue,
-                r => break usize::try_from(r?).map_err(|_| Errno::EIO)?,
-            }
-        };
-        let mut fd = None;
-        // SAFETY: the kernel filled `control` up to `hdr.msg_controllen` bytes; the CMSG
-        // macros stay within that length, and an SCM_RIGHTS header of CMSG_LEN(4) carries
-        // one fd that now belongs to this process (and nothing else owns).
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&hdr);
-            if !cmsg.is_null()
-                && (*cmsg).cmsg_level == libc::SOL_SOCKET
-                && (*cmsg).cmsg_type == libc::SCM_RIGHTS
-                && (*cmsg).cmsg_len >= libc::CMSG_LEN(4) as usize
-            {
-                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-                fd = Some(OwnedFd::from_raw_fd(raw));
-            }
-        }
-        if n == 0 {
-            return Ok((None, fd));
-        }
-        Ok((self.read_rest(&mut buf, n)?, fd))
-    }
-
     /// Waits for the child to install its filter and receives the listener it sends along
     /// (`SCM_RIGHTS`).
     pub fn listener(&self) -> Result<Listener, SetupError> {
@@ -455,7 +292,7 @@ impl Child {
             stage: Stage::Handshake,
             errno,
         };
-        let (msg, fd) = self.read_msg_with_fd().map_err(handshake)?;
+        let (msg, fd) = self.sock.read_msg_with_fd().map_err(handshake)?;
         match msg {
             Some((MSG_LISTENER, _, killable)) => Ok(Listener {
                 fd: fd.ok_or(handshake(Errno::new(libc::EPROTO)))?,
@@ -475,7 +312,7 @@ impl Child {
             stage: Stage::Handshake,
             errno,
         };
-        match self.read_msg().map_err(handshake)? {
+        match self.sock.read_msg().map_err(handshake)? {
             Some((MSG_FILTERED, _, _)) => Ok(()),
             Some((MSG_SETUP_ERROR, stage, errno)) => Err(SetupError {
                 stage: Stage::from_code(stage),
@@ -487,14 +324,13 @@ impl Child {
 
     /// Lets the child go on to exec.
     pub fn release(&self) -> Result<(), Errno> {
-        (&self.sock).write_all(&[1]).map_err(|e| Errno::from_io(&e))
+        self.sock.go()
     }
 
     /// After the child has exited: the errno of its failed exec, if that is why it exited.
     pub fn exec_error(&self) -> Option<Errno> {
-        self.sock.set_nonblocking(true).ok()?;
-        match self.read_msg() {
-            Ok(Some((MSG_EXEC_ERROR, _, errno))) => Some(Errno::new(errno)),
+        match self.sock.leftover() {
+            Some((MSG_EXEC_ERROR, _, errno)) => Some(Errno::new(errno)),
             _ => None,
         }
     }

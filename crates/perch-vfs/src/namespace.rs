@@ -9,7 +9,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::shadow::{fnv64, ShadowTree};
 use crate::{Entry, Errno, Mounter, RepoError, Repository, Resolved, VfsError};
 
-type Slot = Arc<Mutex<Option<Arc<dyn Repository>>>>;
+type Slot = Arc<Mutex<SlotState>>;
+
+/// One name's mount, under its slot's lock.
+#[derive(Default)]
+struct SlotState {
+    repo: Option<Arc<dyn Repository>>,
+    /// A mount has been attempted (by an access or [`Namespace::mount_ahead`]).
+    tried: bool,
+    /// The failure of [`Namespace::mount_ahead`], for the next access to report.
+    ahead_error: Option<RepoError>,
+}
 
 /// The virtual namespace: everything is the host except the mount point (`/cvmfs` by default),
 /// under which each configured or valid repository appears, mounted on first access.
@@ -102,23 +112,55 @@ impl Namespace {
         {
             return Ok(Some(repo.clone()));
         }
-        let slot = {
-            let mut mounts = self
-                .mounts
-                .lock()
-                .map_err(|_| RepoError::io("mount table poisoned"))?;
-            mounts.entry(fqrn.to_owned()).or_default().clone()
-        };
+        let slot = self.slot(fqrn)?;
         let mut guard = slot
             .lock()
             .map_err(|_| RepoError::io(format!("mount of {fqrn} poisoned")))?;
-        if let Some(repo) = &*guard {
+        if let Some(repo) = &guard.repo {
             return Ok(Some(repo.clone()));
         }
+        if let Some(e) = guard.ahead_error.take() {
+            return Err(e);
+        }
+        self.mount_locked(fqrn, &mut guard)
+    }
+
+    /// Mounts `fqrn` before anything asks for it (perch starts this while the program
+    /// starts, for names on its command line). An access meanwhile waits for this mount
+    /// instead of starting its own. If it fails, the first access after it gets that error,
+    /// rather than trying again at once (a repository that cannot be mounted costs one attempt,
+    /// as without this); later accesses retry as usual. Nothing happens once a mount of
+    /// `fqrn` has been tried.
+    pub fn mount_ahead(&self, fqrn: &str) {
+        let Ok(slot) = self.slot(fqrn) else { return };
+        let Ok(mut guard) = slot.lock() else { return };
+        if guard.tried {
+            return;
+        }
+        if let Err(e) = self.mount_locked(fqrn, &mut guard) {
+            guard.ahead_error = Some(e);
+        }
+    }
+
+    fn slot(&self, fqrn: &str) -> Result<Slot, RepoError> {
+        let mut mounts = self
+            .mounts
+            .lock()
+            .map_err(|_| RepoError::io("mount table poisoned"))?;
+        Ok(mounts.entry(fqrn.to_owned()).or_default().clone())
+    }
+
+    /// Mounts `fqrn` with its slot locked.
+    fn mount_locked(
+        &self,
+        fqrn: &str,
+        slot: &mut SlotState,
+    ) -> Result<Option<Arc<dyn Repository>>, RepoError> {
+        slot.tried = true;
         let repo = self.mounter.mount(fqrn)?;
         if let Some(repo) = &repo {
             tracing::debug!(target: "vfs", fqrn, revision = %repo.revision_id(), "mounted");
-            *guard = Some(repo.clone());
+            slot.repo = Some(repo.clone());
             if let Ok(mut mounted) = self.mounted.write() {
                 mounted.insert(fqrn.to_owned(), repo.clone());
             }
@@ -211,5 +253,66 @@ impl Namespace {
             Some(rest) => rest.is_empty() || rest[0] == b'/',
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod mount_ahead_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::mem::{MemMounter, MemRepo};
+
+    /// A mounter whose every mount fails, counting the attempts.
+    struct Failing {
+        cache_root: PathBuf,
+        attempts: AtomicUsize,
+    }
+
+    impl Mounter for Failing {
+        fn configured(&self) -> Vec<String> {
+            vec!["down.example.org".into()]
+        }
+        fn mount(&self, fqrn: &str) -> Result<Option<Arc<dyn Repository>>, RepoError> {
+            let n = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            Err(RepoError::io(format!("cannot mount {fqrn}: attempt {n}")))
+        }
+        fn cache_root(&self) -> PathBuf {
+            self.cache_root.clone()
+        }
+    }
+
+    #[test]
+    fn an_access_after_mount_ahead_uses_that_mount() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = MemRepo::builder("a.example.org", &tmp.path().join("objects"))
+            .file("/f", b"x", 0o644)
+            .build();
+        let mounter = Arc::new(MemMounter::new(tmp.path(), vec![repo]));
+        let ns = Namespace::new(mounter.clone()).unwrap();
+        ns.mount_ahead("a.example.org");
+        assert_eq!(mounter.mounts(), 1);
+        assert!(ns.mount("a.example.org").unwrap().is_some());
+        ns.mount_ahead("a.example.org");
+        assert_eq!(mounter.mounts(), 1, "one mount in all");
+    }
+
+    #[test]
+    fn a_failed_mount_ahead_is_reported_once_then_retried() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mounter = Arc::new(Failing {
+            cache_root: tmp.path().to_owned(),
+            attempts: AtomicUsize::new(0),
+        });
+        let ns = Namespace::new(mounter.clone()).unwrap();
+        ns.mount_ahead("down.example.org");
+        let e = ns.mount("down.example.org").err().unwrap();
+        assert!(e.to_string().contains("attempt 1"), "{e}");
+        assert_eq!(mounter.attempts.load(Ordering::Relaxed), 1);
+        let e = ns.mount("down.example.org").err().unwrap();
+        assert!(e.to_string().contains("attempt 2"), "{e}");
+        // Once an access has tried, mount_ahead does nothing.
+        ns.mount_ahead("down.example.org");
+        assert_eq!(mounter.attempts.load(Ordering::Relaxed), 2);
     }
 }

@@ -401,6 +401,151 @@ fn leftover_processes_are_killed_in_fuse_mode() {
     }
 }
 
+/// What Linux 4.18 (the first kernel that allows FUSE mounts in a user namespace) offers
+/// perch's process tree, as far as a seccomp filter can say it: every x86_64 system call added
+/// after 4.18 (numbers above 334, `rseq`: `pidfd_open`, `pidfd_getfd`, `clone3`, `close_range`,
+/// `openat2`, `faccessat2`, `epoll_pwait2`, `mount_setattr`, ...) fails with `ENOSYS`, as an
+/// old kernel answers, and `getrandom` with a flag newer than 4.18 (`GRND_INSECURE`) fails
+/// with `EINVAL`. It cannot make an old kernel's FUSE protocol or missing flags of older calls.
+/// Installed by python3 on itself, then exec.
+#[cfg(target_arch = "x86_64")]
+const LINUX_4_18: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+def stmt(code, k): return struct.pack("HBBI", code, 0, 0, k)
+def jump(code, k, jt, jf): return struct.pack("HBBI", code, jt, jf, k)
+LD, JEQ, JGT, JSET, RET = 0x20, 0x15, 0x25, 0x45, 0x06
+ALLOW, EINVAL, ENOSYS = 0x7fff0000, 0x00050000 | 22, 0x00050000 | 38
+prog = b"".join([
+    stmt(LD, 4),                      # arch
+    jump(JEQ, 0xc000003e, 1, 0),      # AUDIT_ARCH_X86_64
+    stmt(RET, ENOSYS),
+    stmt(LD, 0),                      # nr
+    jump(JGT, 334, 4, 0),             # newer than rseq -> ENOSYS
+    jump(JEQ, 318, 0, 2),             # getrandom -> check flags
+    stmt(LD, 32),                     # args[2], low 32 bits
+    jump(JSET, 4, 2, 0),              # GRND_INSECURE (5.6) -> EINVAL
+    stmt(RET, ALLOW),
+    stmt(RET, ENOSYS),
+    stmt(RET, EINVAL),
+])
+n = len(prog) // 8
+buf = ctypes.create_string_buffer(prog)
+fprog = struct.pack("HxxxxxxQ", n, ctypes.addressof(buf))
+fbuf = ctypes.create_string_buffer(fprog)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                      # PR_SET_NO_NEW_PRIVS
+if os.environ.get("HOLD_LISTENER"):
+    # seccomp(SET_MODE_FILTER, NEW_LISTENER): the chain now has a listener, as under a
+    # runtime that intercepts syscalls itself; kept open across exec (closing it frees it).
+    libc.syscall.restype = ctypes.c_long
+    L = ctypes.c_long
+    fd = libc.syscall(L(317), L(1), L(8), ctypes.c_void_p(ctypes.addressof(fbuf)))
+    assert fd >= 0, ctypes.get_errno()
+    os.dup2(fd, 50, inheritable=True)
+else:
+    assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0   # PR_SET_SECCOMP, FILTER
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+/// Fuse mode under [`LINUX_4_18`]: it still mounts, serves the tree (walk, stat, read, exec, a
+/// threaded python) with the same output as natively, and nothing the program sees differs.
+/// Before the `/dev/fuse` descriptor travelled over the socket pair, `pidfd_getfd` made this
+/// fail.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn fuse_mode_needs_no_system_call_newer_than_linux_4_18() {
+    let r = Repo::standard();
+    // The filter works: the calls are gone under it.
+    // The filter works: pidfd_open, pidfd_getfd and clone3 are gone under it, and getrandom
+    // refuses GRND_INSECURE.
+    let probe = "import ctypes, errno, os\n\
+                 libc = ctypes.CDLL(None, use_errno=True)\n\
+                 for nr, a, b, c in ((434, os.getpid(), 0, 0), (438, -1, 0, 0), (435, 0, 0, 0), (318, 0, 0, 4)):\n\
+                 \x20   r = libc.syscall(nr, a, b, c)\n\
+                 \x20   print(nr, errno.errorcode.get(ctypes.get_errno(), r) if r < 0 else 'present')\n";
+    let o: Out = Command::new("python3")
+        .args(["-c", LINUX_4_18, "/usr/bin/python3", "-c", probe])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(
+        o.ok().stdout,
+        "434 ENOSYS\n438 ENOSYS\n435 ENOSYS\n318 EINVAL\n",
+        "{o}"
+    );
+    let script = "cd \"$ROOT\" && find . -mindepth 1 -printf '%M %n %s %P -> %l\\n' | sort && \
+                  find . -type f | sort | xargs sha1sum && ./bin/tool.sh a && \
+                  PYTHONPATH=\"$ROOT/lib/python\" python3 -c 'import pkg.mod; print(pkg.mod.f())' && \
+                  python3 -c 'import concurrent.futures as c, os; \
+                  print(sorted(c.ThreadPoolExecutor(8).map(lambda p: os.stat(p).st_size, sorted(os.listdir(\".\")))))'";
+    let native = r.native(script);
+    native.ok();
+    let o: Out = Command::new("python3")
+        .args(["-c", LINUX_4_18, PERCH, "-d", "mode"])
+        .args(r.perch_args())
+        .args(["--mode", "fuse", "--", "sh", "-c", script])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", r.work())
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("ROOT", r.mount())
+        .env("WORK", r.work())
+        .current_dir(r.work())
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(o.ok().stdout, native.stdout, "{o}");
+    assert!(
+        o.stderr.contains("fuse mode: /cvmfs is perch's FUSE mount"),
+        "{o}"
+    );
+}
+
+/// A working directory inside the mount directory (a host that has it, as with a real
+/// `/cvmfs`): the program starts there. The child enters it only after handing perch the
+/// `/dev/fuse` descriptor (entering it needs the server; before, this hung), and the
+/// repository it names is mounted while the program starts. A directory of a repository that
+/// cannot be mounted is a one-line error after the program's start, not a hang or a rerun in
+/// notify mode.
+#[test]
+fn the_working_directory_may_be_inside_the_mount_directory() {
+    let r = Repo::standard();
+    let mnt = r.dir.path().join("mnt");
+    let cwd = mnt.join(&r.fqrn).join("sub");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::create_dir_all(mnt.join("down.example.org")).unwrap();
+    let run = |mode: &str, dir: &Path| -> Out {
+        Command::new("timeout")
+            .args(["60", PERCH, "-d", "mode"])
+            .args(r.perch_args())
+            .arg("--mount-dir")
+            .arg(&mnt)
+            .args(["--mode", mode, "--", "sh", "-c", "pwd && head -n 1 link.h"])
+            .current_dir(dir)
+            .output()
+            .unwrap()
+            .into()
+    };
+    let o = run("fuse", &cwd);
+    assert_eq!(
+        o.ok().stdout,
+        format!("{}\n#define GREETING \"hello from cvmfs\"\n", cwd.display()),
+        "{o}"
+    );
+    let o = run("auto", &mnt.join("down.example.org"));
+    assert_eq!(o.code, Some(206), "{o}");
+    assert_eq!(o.stdout, "", "{o}");
+    assert!(
+        o.stderr.lines().last().unwrap_or_default().starts_with(
+            "perch: fuse mode failed after the program started: cannot enter the working directory"
+        ),
+        "{o}"
+    );
+}
+
 /// `perch run` inside a fuse-mode job (a workflow script that calls it again) runs its program
 /// directly on the job's `/cvmfs`: perch's caches are read-only there, and nothing needs doing.
 #[test]

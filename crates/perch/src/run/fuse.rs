@@ -13,6 +13,13 @@
 //! tmpfs with a recursive bind mount of every top-level host entry, plus `/cvmfs`. The working
 //! directory (by path), the environment and open descriptors are kept.
 //!
+//! Start-up, in order: the repositories the command line names are mounted in a thread
+//! ([`perch_vfs::Namespace::mount_ahead`]); the child sets up the namespaces and sends the
+//! `/dev/fuse` descriptor, then execs the program at once; perch answers `INIT` and starts the
+//! server threads meanwhile (the kernel holds the program's first request until `INIT` is
+//! answered). A failure before the descriptor arrives falls back to notify mode in auto mode;
+//! one after it ([`FuseFailure::Broken`]) kills the program and is reported, never retried.
+//!
 //! Signals, as with notify mode: the program is perch's child in perch's process group, so a
 //! terminal's Ctrl-C, Ctrl-Z and `fg` reach both; perch ignores `SIGINT`/`SIGQUIT` while the
 //! program runs (a handler, so the program does not inherit an ignored signal), passes
@@ -30,7 +37,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use perch_intercept::exec_candidates;
-use perch_sys::ns::{self, MountPlace, RootEntry};
+use perch_sys::ns::{self, IdMaps, LateError, MountPlace, RootEntry};
 use perch_vfs::Namespace;
 
 use super::mode::{explain, Unavailable};
@@ -46,6 +53,9 @@ pub enum FuseFailure {
     Unavailable(Unavailable),
     /// The command line names no runnable program (exit 126/127, message printed).
     Exec(ExitCode),
+    /// The FUSE server failed after the program had started (it was killed): too late to
+    /// fall back to notify mode.
+    Broken(String),
 }
 
 impl From<Unavailable> for FuseFailure {
@@ -158,8 +168,56 @@ fn root_entries(skip: &[u8]) -> std::io::Result<Vec<RootEntry>> {
             RootEntry::File(name)
         });
     }
-    out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    out.sort_by(|a, b| entry_name(a).cmp(entry_name(b)));
     Ok(out)
+}
+
+/// The repositories the command line and working directory name by path
+/// (`<mount_dir>/<fqrn>/...`, also inside an argument such as `-I/cvmfs/<fqrn>/include` or
+/// `PATH=/cvmfs/<fqrn>/bin`): the program will most likely look there first. At most 4.
+fn named_repositories(mount_dir: &[u8], args: &[OsString], cwd: &Path) -> Vec<String> {
+    let mut prefix = mount_dir.to_vec();
+    prefix.push(b'/');
+    let mut out: Vec<String> = Vec::new();
+    for text in args
+        .iter()
+        .map(|a| a.as_bytes())
+        .chain(std::iter::once(cwd.as_os_str().as_bytes()))
+    {
+        let mut at = 0;
+        while let Some(i) = find(&text[at..], &prefix).map(|i| i + at) {
+            at = i + prefix.len();
+            // Only where a path starts: the beginning, or after `=`, `:`, `,` or a space.
+            if i > 0 && !matches!(text[i - 1], b'=' | b':' | b',' | b' ') {
+                continue;
+            }
+            let name: &[u8] = text[at..].split(|&b| b == b'/').next().unwrap_or_default();
+            let name = name
+                .split(|&b| matches!(b, b':' | b',' | b' '))
+                .next()
+                .unwrap_or_default();
+            let valid = name.contains(&b'.')
+                && name
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+            if let (true, Ok(name)) = (valid, std::str::from_utf8(name)) {
+                if !out.iter().any(|n| n == name) && out.len() < 4 {
+                    out.push(name.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn entry_name(e: &RootEntry) -> &[u8] {
+    match e {
+        RootEntry::Dir(n) | RootEntry::File(n) | RootEntry::Symlink(n, _) => n,
+    }
 }
 
 /// Runs the program in fuse mode; `Unavailable` when that cannot work here (before anything
@@ -172,15 +230,9 @@ pub fn run(
     if let Some(u) = unsupported_options(args) {
         return Err(u.into());
     }
-    match perch_sys::misc::kernel_version() {
-        Ok(v) if v >= (5, 6) => {}
-        Ok((a, b)) => {
-            return Err(unavailable(format!(
-                "Linux {a}.{b} is too old (fuse mode needs 5.6: pidfd_getfd)"
-            )))
-        }
-        Err(e) => return Err(unavailable(format!("uname failed: {e}"))),
-    }
+    // No kernel version check: every call on this path exists in Linux 4.18, the first kernel
+    // that allows FUSE mounts in a user namespace (docs/site-admins.md lists them); an older one
+    // refuses the mount, which `explain` reports.
     let place = mount_place(&args.client.mount_dir)?;
     let env: Vec<OsString> = std::env::vars_os()
         .map(|(k, v)| {
@@ -193,36 +245,69 @@ pub fn run(
     let program = args.command.first().cloned().unwrap_or_default();
     let candidates = exec_candidates(&program, std::env::var_os("PATH").as_deref());
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    // Root maps every id (files of other users keep their owners); anyone else only their own.
+    let ids = if rustix::process::getuid().is_root() {
+        IdMaps::All
+    } else {
+        IdMaps::Own
+    };
     let plan = ns::NsPlan::new(
         &candidates,
         &args.command,
         &env,
         cwd.as_os_str(),
         &place,
+        ids,
         perch_fuse::MOUNT_OPTIONS,
     )
     .and_then(|p| p.read_only(caches))
     .map_err(|_| unavailable("an argument or environment string contains a NUL byte"))?;
+    // The repositories the command line names are mounted while the namespace is set up and
+    // the program starts, instead of on its first access (the access waits for this mount;
+    // a failure is reported to it, as without this).
+    let ahead = named_repositories(ns.mountpoint(), &args.command, &cwd);
+    if !ahead.is_empty() {
+        let ns = ns.clone();
+        let started = std::thread::Builder::new()
+            .name("perch-mount-ahead".into())
+            .spawn(move || {
+                for fqrn in ahead {
+                    ns.mount_ahead(&fqrn);
+                }
+            });
+        if let Err(e) = started {
+            tracing::debug!(target: "mode", "repositories mounted on first access: {e}");
+        }
+    }
     // Orphans of the program come to perch, which kills them when the program has exited (as
     // notify mode does: nothing would serve their /cvmfs afterwards).
     if let Err(e) = ns::become_subreaper() {
         tracing::warn!("cannot become the subreaper of the job: {e}");
     }
     let child = ns::spawn(&plan).map_err(|e| unavailable(format!("fork failed: {e}")))?;
-    let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
-    let mapped = if uid == 0 {
-        child.map_ids("0 0 4294967295\n", "0 0 4294967295\n", false)
-    } else {
-        child.map_ids(
-            &format!("{uid} {uid} 1\n"),
-            &format!("{gid} {gid} 1\n"),
-            true,
-        )
+    // Once the child has sent the descriptor it execs the program (the kernel holds the
+    // program's first /cvmfs request until the server has answered INIT): from then on a
+    // failure cannot fall back to notify mode.
+    let started = |child: &ns::NsChild, why: String| {
+        child.kill_and_reap();
+        ns::kill_remaining_children();
+        FuseFailure::Broken(why)
     };
-    let protected = mapped.and_then(|()| child.read_only_result());
-    match &protected {
-        Ok(None) => tracing::debug!(
+    let fd = match child.fuse_fd() {
+        Ok(Ok(fd)) => fd,
+        Ok(Err(e)) => {
+            return Err(started(
+                &child,
+                format!("the /dev/fuse descriptor was lost: {e}"),
+            ))
+        }
+        Err(e) => {
+            child.kill_and_reap();
+            return Err(explain(&e).into());
+        }
+    };
+    match child.read_only_result() {
+        None => tracing::debug!(
             target: "mode",
             "fuse mode: the program sees perch's caches read-only: {}",
             caches
@@ -231,25 +316,21 @@ pub fn run(
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        Ok(Some((n, errno))) => tracing::warn!(
-            "{n} of perch's cache directories could not be made read-only for the program              ({errno}); their objects are still verified before they are served"
+        Some((n, errno)) => tracing::warn!(
+            "{n} of perch's cache directories could not be made read-only for the program \
+             ({errno}); their objects are still verified before they are served"
         ),
-        Err(_) => {}
     }
-    let fd = match protected.and_then(|_| child.fuse_fd()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            child.kill_and_reap();
-            return Err(explain(&e).into());
-        }
-    };
+    if let Err(e) = ns::forward_signals(child.pid()) {
+        tracing::warn!("cannot install signal handlers: {e}");
+    }
     let threads = args.workers.unwrap_or(4);
+    // fuser gives each worker thread a zeroed 16 MiB request buffer: mapped fresh, those cost
+    // nothing until a request fills them (instead of zeroing 64 MiB at start-up).
+    perch_sys::misc::mmap_large_allocations(4 << 20);
     let session = match perch_fuse::serve(fd, ns, threads) {
         Ok(s) => s,
-        Err(e) => {
-            child.kill_and_reap();
-            return Err(unavailable(format!("FUSE handshake failed: {e}")));
-        }
+        Err(e) => return Err(started(&child, format!("FUSE handshake failed: {e}"))),
     };
     tracing::debug!(
         target: "mode",
@@ -257,37 +338,39 @@ pub fn run(
         "fuse mode: /cvmfs is perch's FUSE mount in a private user+mount namespace \
          (notify mode not needed)"
     );
-    if let Err(e) = ns::forward_signals(child.pid()) {
-        tracing::warn!("cannot install signal handlers: {e}");
-    }
-    if child.release().is_err() {
-        child.kill_and_reap();
-        return Err(unavailable("the namespace child died before exec"));
-    }
     let status = child
         .wait()
-        .map_err(|e| unavailable(format!("waitpid failed: {e}")))?;
+        .map_err(|e| started(&child, format!("waitpid failed: {e}")))?;
     // Processes the program left behind are killed and reaped; the session thread then ends
     // with the mount namespace (it is not waited for).
     ns::kill_remaining_children();
     drop(session);
     match status {
         Ok(127) | Ok(126) => {
-            if let Some(errno) = child.exec_error() {
-                #[allow(clippy::print_stderr)]
-                {
-                    eprintln!(
-                        "perch: cannot execute {}: {}",
-                        program.to_string_lossy(),
-                        errno.message().unwrap_or("error")
-                    );
+            match child.late_error() {
+                Some(LateError::Exec(errno)) => {
+                    #[allow(clippy::print_stderr)]
+                    {
+                        eprintln!(
+                            "perch: cannot execute {}: {}",
+                            program.to_string_lossy(),
+                            errno.message().unwrap_or("error")
+                        );
+                    }
+                    let code = if errno == perch_sys::Errno::ENOENT {
+                        127
+                    } else {
+                        126
+                    };
+                    return Err(FuseFailure::Exec(ExitCode::from(code)));
                 }
-                let code = if errno == perch_sys::Errno::ENOENT {
-                    127
-                } else {
-                    126
-                };
-                return Err(FuseFailure::Exec(ExitCode::from(code)));
+                Some(LateError::Chdir(errno)) => {
+                    return Err(FuseFailure::Broken(format!(
+                        "cannot enter the working directory {}: {errno}",
+                        cwd.display()
+                    )))
+                }
+                None => {}
             }
             Ok(ExitCode::from(
                 u8::try_from(status.unwrap_or(0)).unwrap_or(255),
@@ -301,6 +384,36 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories_named_on_the_command_line() {
+        let args: Vec<OsString> = [
+            "/cvmfs/a.example.org/bin/tool",
+            "-I/cvmfs/nope.example.org/include",
+            "--path=/cvmfs/b.example.org/lib:/cvmfs/c.example.org",
+            "/cvmfs/a.example.org/again",
+            "/cvmfsx/d.example.org",
+            "/cvmfs/noDot",
+            "text /cvmfs/e.example.org,/cvmfs/f.example.org",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        assert_eq!(
+            named_repositories(b"/cvmfs", &args, Path::new("/cvmfs/z.example.org/sub")),
+            [
+                "a.example.org",
+                "b.example.org",
+                "c.example.org",
+                "e.example.org"
+            ]
+        );
+        assert_eq!(
+            named_repositories(b"/cvmfs", &[], Path::new("/cvmfs/z.example.org/sub")),
+            ["z.example.org"]
+        );
+        assert!(named_repositories(b"/cvmfs", &[], Path::new("/home/u")).is_empty());
+    }
 
     #[test]
     fn only_top_level_mount_directories_are_made() {

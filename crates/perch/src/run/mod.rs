@@ -222,6 +222,10 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
     match fuse::run(&args, ns, &caches) {
         Ok(code) => Ok(code),
         Err(FuseFailure::Exec(code)) => Ok(code),
+        Err(FuseFailure::Broken(why)) => Err(Fail::new(
+            Failure::Unsupported,
+            anyhow!("fuse mode failed after the program started: {why}"),
+        )),
         Err(FuseFailure::Unavailable(why)) if args.mode == Mode::Auto => {
             tracing::debug!(target: "mode", "notify mode: fuse mode unavailable: {why}");
             intercepted(args, Backend::Notify, true)
