@@ -15,10 +15,11 @@
 //! The file is `<cache>/trust/<uid>@<host>` (device numbers are per host), mode 0600 in a
 //! directory whose sticky bit stops other users from replacing it; a file there not owned by
 //! this user, or writable by others, is ignored (and the index kept in memory only). Programs
-//! under `perch run` run with the user's uid, so they could append forged lines: the run side
-//! must refuse their write access to cache directories, this file included (issue 9, Build 2:
-//! not done yet; until then the index stops other users, and changes made without also
-//! forging the index, which is what a job that finds the cache path in /proc does). Lines are appended with one `write` each
+//! under `perch run` run with the user's uid, so they could append forged lines: in fuse mode
+//! the program sees every cache directory read-only (this file included); in notify and ptrace
+//! modes the index stops other users, and changes made without also forging the index (what a
+//! job that finds the cache path in /proc does), not a job that targets perch's own index.
+//! Lines are appended with one `write` each
 //! (`O_APPEND`), so a killed process leaves at most one torn line, which does not parse or
 //! does not match any file. Another process of the same user may have verified a file since
 //! this one loaded the index: a miss first reads what was appended since.
