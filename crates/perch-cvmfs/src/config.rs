@@ -882,6 +882,23 @@ impl Config {
         }
     }
 
+    /// `CVMFS_PERCH_TRUSTED_UIDS` (perch's own key): numeric uids, separated by commas or
+    /// spaces, whose trust indexes in the cache count as this user's own (a site's filler of
+    /// an alien cache). Names are not accepted: perch never calls NSS.
+    pub fn trusted_uids(&self) -> Result<Vec<u32>, ConfigError> {
+        let Some(v) = self.non_empty("CVMFS_PERCH_TRUSTED_UIDS") else {
+            return Ok(Vec::new());
+        };
+        v.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                t.parse::<u32>().map_err(|_| {
+                    self.invalid("CVMFS_PERCH_TRUSTED_UIDS", "numeric uids, comma-separated")
+                })
+            })
+            .collect()
+    }
+
     /// `CVMFS_ALIEN_CACHE`, if set and non-empty.
     pub fn alien_cache(&self) -> Option<PathBuf> {
         self.non_empty("CVMFS_ALIEN_CACHE").map(PathBuf::from)

@@ -59,6 +59,8 @@ pub struct MountOptions {
     /// How long an offline mount waits before trying the network again (`CVMFS_OFFLINE_RETRY`,
     /// 180 s like the real client); cache misses in between fail at once.
     pub offline_retry: Duration,
+    /// `CVMFS_PERCH_TRUSTED_UIDS`: users whose verified objects this user serves as its own.
+    pub trusted_uids: Vec<u32>,
 }
 
 impl MountOptions {
@@ -82,6 +84,7 @@ impl MountOptions {
             quota_limit: None,
             max_ttl: None,
             offline_retry: Duration::from_secs(crate::config::DEFAULT_OFFLINE_RETRY_SECS),
+            trusted_uids: Vec::new(),
         }
     }
 }

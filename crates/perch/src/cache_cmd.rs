@@ -83,6 +83,7 @@ fn open_cache(client: &mut Client, fqrn: &str) -> Result<Cache, Fail> {
         alien: o.alien,
         quota_limit: o.quota_limit,
         cleanup_ratio: None,
+        trusted_uids: o.trusted_uids.clone(),
     };
     Cache::open_with(&o.cache_dir, opts)
         .map_err(|e| Fail::cache(format!("cache of {fqrn}: {}", perch_cvmfs::error_chain(&e))))

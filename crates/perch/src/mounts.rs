@@ -327,6 +327,7 @@ impl Client {
             quota_limit,
             max_ttl: cfg.max_ttl()?,
             offline_retry: cfg.offline_retry()?,
+            trusted_uids: cfg.trusted_uids()?,
         })
     }
 

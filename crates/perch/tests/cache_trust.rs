@@ -490,3 +490,79 @@ fn issue_9_kill_storm_on_a_local_cache() {
         Duration::from_secs(25),
     );
 }
+
+/// A site's filler of an alien cache (`CVMFS_PERCH_TRUSTED_UIDS`): objects it downloaded and
+/// verified are served to other users without a download of theirs, offline too; without the
+/// setting another user cannot use them offline; a filler's object changed afterwards is still
+/// not served.
+#[test]
+fn issue_9_a_trusted_filler_lets_other_users_run_offline() {
+    assert!(
+        is_root(),
+        "this test switches between two uids: run it as root (CI does)"
+    );
+    let r = repo();
+    let (filler, user, group) = (64011u32, 64012u32, 64010u32);
+    let alien = r.dir.path().join("alien");
+    std::fs::create_dir(&alien).unwrap();
+    std::os::unix::fs::chown(&alien, Some(0), Some(group)).unwrap();
+    std::fs::set_permissions(&alien, std::fs::Permissions::from_mode(0o3770)).unwrap();
+    std::os::unix::fs::chown(r.work(), Some(0), Some(group)).unwrap();
+    std::fs::set_permissions(r.work(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = |uid: u32, trusted: bool, path: &str| -> Out {
+        let home = r.dir.path().join(format!("home-{uid}"));
+        std::fs::create_dir_all(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(uid), Some(group)).unwrap();
+        let mut c = as_user(uid, group, PERCH);
+        c.args(client(
+            &r,
+            "run",
+            &["--alien-cache", alien.to_str().unwrap()],
+        ))
+        .args(["--mode", "notify", "-r", FQRN, "--", "cat"])
+        .arg(format!("/cvmfs/{FQRN}/{path}"));
+        env(&mut c, &r, &home);
+        if trusted {
+            c.env("CVMFS_PERCH_TRUSTED_UIDS", format!("1234, {filler}"));
+        }
+        c.output().unwrap().into()
+    };
+    let data = std::fs::read(r.src().join("data.txt")).unwrap();
+    // The filler fills the cache while the stratum is there.
+    assert_eq!(run(filler, false, "hello.txt").ok().stdout, "hello\n");
+    assert_eq!(run(filler, false, "data.txt").ok().stdout.as_bytes(), data);
+    // Then the server fails (its files cannot be read: for a file:// server what a network
+    // failure is for http://; a missing file would say "no such repository" instead).
+    let stratum = r.dir.path().join("stratum");
+    std::fs::set_permissions(&stratum, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = run(user, false, "data.txt");
+    assert_ne!(
+        o.code,
+        Some(0),
+        "served another user's object offline, unverified:\n{o}"
+    );
+    let o = run(user, true, "data.txt");
+    assert_eq!(o.ok().stdout.as_bytes(), data, "{o}");
+    assert_eq!(run(user, true, "hello.txt").ok().stdout, "hello\n");
+    // The filler changes an object afterwards: the trusting user does not serve it.
+    let mut changed = 0;
+    for f in files_holding(&alien, b"hello\n") {
+        let m = std::fs::metadata(&f).unwrap();
+        if std::os::unix::fs::MetadataExt::uid(&m) != filler {
+            continue;
+        }
+        changed += 1;
+        let mut c = as_user(filler, group, "/bin/sh");
+        c.arg("-c")
+            .arg("chmod u+w \"$1\" && printf 'PWNED\\n' >\"$1\"")
+            .arg("sh")
+            .arg(&f);
+        assert!(c.status().unwrap().success());
+    }
+    assert!(changed > 0);
+    let o = run(user, true, "hello.txt");
+    assert!(
+        !o.stdout.contains("PWNED"),
+        "served the changed bytes:\n{o}"
+    );
+}

@@ -12,7 +12,7 @@
 //!   content, learnt only from a download this user verified against the object's name;
 //! * `stamps`: (device, inode) → (size, ctime, object name) of a file hashed equal to that digest.
 //!
-//! The file is `<cache>/trust/<uid>@<host>` (device numbers are per host), mode 0600 in a
+//! The file is `<cache>/trust/<uid>@<host>` (device numbers are per host), mode 0644 in a
 //! directory whose sticky bit stops other users from replacing it; a file there not owned by
 //! this user, or writable by others, is ignored (and the index kept in memory only). Programs
 //! under `perch run` run with the user's uid, so they could append forged lines: in fuse mode
@@ -23,6 +23,12 @@
 //! (`O_APPEND`), so a killed process leaves at most one torn line, which does not parse or
 //! does not match any file. Another process of the same user may have verified a file since
 //! this one loaded the index: a miss first reads what was appended since.
+//!
+//! A site may name trusted fillers (`CVMFS_PERCH_TRUSTED_UIDS`: the uid that runs `perch cache
+//! preload` into an alien cache): their indexes are read (never written) as if they were this
+//! user's own, so objects they verified are served without a download of this user's, offline
+//! too. Their records are checked the same way: a file changed since the filler hashed it is
+//! hashed again and compared with the filler's digest.
 
 use std::collections::HashMap;
 use std::fs;
@@ -90,6 +96,8 @@ pub struct TrustIndex {
     file: Option<Mutex<fs::File>>,
     path: PathBuf,
     maps: Mutex<Maps>,
+    /// This user's own index (records are appended); a trusted filler's is only read.
+    append: bool,
 }
 
 fn uid() -> u32 {
@@ -120,6 +128,46 @@ fn parse_line(line: &str) -> Option<(String, Digest, Stamp)> {
 }
 
 impl TrustIndex {
+    /// The index of a site's trusted filler `uid` on this host (`CVMFS_PERCH_TRUSTED_UIDS`),
+    /// read-only: its records count as this user's own. `None` when it does not exist, is
+    /// not that user's, is writable by anyone else, or cannot be read (it must be readable by
+    /// the users who trust it: perch creates indexes 0644).
+    pub fn open_filler(cache_root: &Path, uid: u32) -> Option<TrustIndex> {
+        let path = cache_root
+            .join("trust")
+            .join(format!("{uid}@{}", super::claim::hostname()));
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        let f = match f {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(target: "cache", index = %path.display(), error = %e,
+                    "no trust index of the trusted filler");
+                return None;
+            }
+        };
+        match f.metadata() {
+            Ok(m) if m.uid() == uid && m.mode() & 0o022 == 0 && m.is_file() => {}
+            Ok(m) => {
+                tracing::warn!(target: "cache", index = %path.display(), owner = m.uid(),
+                    mode = format_args!("{:o}", m.mode() & 0o7777),
+                    "trust index of a trusted filler not owned by it or writable by others: ignored");
+                return None;
+            }
+            Err(_) => return None,
+        }
+        let idx = TrustIndex {
+            file: Some(Mutex::new(f)),
+            path,
+            maps: Mutex::new(Maps::default()),
+            append: false,
+        };
+        idx.read_new();
+        Some(idx)
+    }
+
     /// Open (create) the index of this user and host in `<cache_root>/trust/`.
     pub fn open(cache_root: &Path, dir_mode: u32) -> TrustIndex {
         let dir = cache_root.join("trust");
@@ -131,7 +179,7 @@ impl TrustIndex {
             .read(true)
             .append(true)
             .create(true)
-            .mode(0o600)
+            .mode(0o644)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path);
         let file = match file {
@@ -155,6 +203,7 @@ impl TrustIndex {
             file: file.map(Mutex::new),
             path,
             maps: Mutex::new(Maps::default()),
+            append: true,
         };
         idx.read_new();
         idx
@@ -166,6 +215,7 @@ impl TrustIndex {
             file: None,
             path: PathBuf::new(),
             maps: Mutex::new(Maps::default()),
+            append: true,
         }
     }
 
@@ -227,7 +277,9 @@ impl TrustIndex {
             maps.stamps
                 .insert((stamp.dev, stamp.ino), (*stamp, name.to_string()));
         }
-        let Some(file) = &self.file else { return };
+        let Some(file) = self.file.as_ref().filter(|_| self.append) else {
+            return;
+        };
         let line = format!(
             "{name} {} {} {} {} {} {} .\n",
             digest.sha1.hex(),

@@ -54,6 +54,7 @@ impl Repository {
             alien: opts.alien,
             quota_limit: opts.quota_limit,
             cleanup_ratio: None,
+            trusted_uids: opts.trusted_uids.clone(),
         };
         let cache = Arc::new(Cache::open_with(&opts.cache_dir, copts)?);
         Self::mount_with_cache(opts, cache)
@@ -197,6 +198,12 @@ impl Repository {
         if let Ok(mut tmp) = cache.temp_file() {
             use std::io::Write;
             if tmp.write_all(&raw).is_ok() {
+                // Readable by every user of the cache (an alien cache's other users run
+                // offline from it too), like the breadcrumb; signed, so nothing to hide.
+                use std::os::unix::fs::PermissionsExt;
+                let _ = tmp
+                    .as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(0o444));
                 let _ = tmp.persist(cache.root().join(format!("manifest.{}", opts.fqrn)));
             }
         }
