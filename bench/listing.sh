@@ -8,11 +8,12 @@
 # Generating: python3 writes ENTRIES empty files into one directory, `perch publish` of the
 # first binary publishes them as one catalog. Each binary then runs `ls -f` (no sorting:
 # the program holds nothing) over the directory twice: cold (shadow directory filled from
-# the catalog) and warm (filled already), with a fresh cache and in notify mode (in fuse mode
-# the listing is served by perch-fuse, which keeps each open directory's entries).
+# the catalog) and warm (filled already), with a fresh cache, in notify mode, or in the mode
+# MODE names (MODE=fuse: perch-fuse reads the directory from its catalog a page at a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
+MODE=${MODE:-notify}
 if [ -z "${PERCH:-}" ]; then
   cargo build --quiet --release -p perch
   PERCH=$PWD/target/release/perch
@@ -21,7 +22,7 @@ read -r -a BINS <<<"$PERCH"
 W=${KEEP:-$(mktemp -d /tmp/perch-listing-XXXXXX)}
 mkdir -p "$W"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$W"' EXIT
-echo "# bash bench/listing.sh $N   ($(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "# MODE=$MODE bash bench/listing.sh $N   ($(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg))"
 R=$W/$N
 FQRN=listing$N.example.org
 if [ ! -f "$R/stratum/.cvmfspublished" ]; then
@@ -46,7 +47,7 @@ for bin in "${BINS[@]}"; do
   for pass in cold warm; do
     s=$(date +%s%N)
     # perch is the parent of the program it runs: the job reads its VmHWM from /proc/$PPID.
-    out=$("$bin" run --mode notify --config-dir "$R/etc" --config "$R/client.conf" --cache "$R/cache" -r "$FQRN" -- \
+    out=$("$bin" run --mode "$MODE" --config-dir "$R/etc" --config "$R/client.conf" --cache "$R/cache" -r "$FQRN" -- \
       sh -c 'c=$(ls -f /cvmfs/'"$FQRN"'/big | wc -l); printf "%s %s\n" "$c" "$(grep VmHWM /proc/$PPID/status | tr -s " \t" " ")"')
     e=$(date +%s%N)
     echo "$pass $bin: ls -f printed ${out%% *} names in $(( (e - s) / 1000000 )) ms; ${out#* }"

@@ -20,11 +20,10 @@ use perch_vfs::{
     Entry, Errno, Kind, Namespace, Outcome, Repository, Resolved, VfsError, XattrReply,
 };
 
-use crate::attr::{file_attr, file_type, placeholder_dir};
+use crate::attr::{file_attr, placeholder_dir};
+use crate::dir::{DirItem, OpenDir, FOREVER};
 use crate::nodes::{entry_id, repo_root_id, Node, Nodes, ROOT};
 
-/// How long the kernel keeps what a mounted revision says (it never changes).
-const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Longest name the kernel hands us that can exist (`NAME_MAX`).
 const NAME_MAX: usize = 255;
 
@@ -35,24 +34,12 @@ fn ferr(e: Errno) -> FErrno {
 /// What a node designates: its repository (`None`: the mount point), path and entry.
 type Target = (Option<Arc<dyn Repository>>, Vec<u8>, Entry);
 
-/// One directory entry of an open directory.
-struct DirItem {
-    name: Vec<u8>,
-    id: u64,
-    kind: FileType,
-    /// What the node is (`None` for `.` and `..`, which the kernel never counts).
-    node: Option<Node>,
-    /// Attributes and their lifetime for readdirplus.
-    attr: FileAttr,
-    ttl: Duration,
-}
-
 /// The namespace of perch-vfs as a FUSE file system (read-only).
 pub struct PerchFs {
     ns: Arc<Namespace>,
     nodes: Nodes,
     files: Mutex<HashMap<u64, Arc<File>>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
+    dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
     next_fh: AtomicU64,
 }
 
@@ -150,8 +137,9 @@ impl PerchFs {
         }
     }
 
-    /// The listing of a directory node, `.` and `..` first.
-    fn listing(&self, id: u64, node: &Node) -> Result<Vec<DirItem>, Errno> {
+    /// An open directory node: `.` and `..` first, then the repositories (at the mount point)
+    /// or the directory's children (read by page when the kernel asks).
+    fn listing(&self, id: u64, node: &Node) -> Result<OpenDir, Errno> {
         let (repo, path, entry) = self.resolve(node)?;
         if entry.kind != Kind::Dir {
             return Err(Errno::ENOTDIR);
@@ -208,31 +196,19 @@ impl PerchFs {
                 }
             }
             Some(repo) => {
-                let children = repo.list(&path).map_err(|e| e.errno())?;
-                for (name, e) in children {
-                    let cid = entry_id(repo.fqrn(), e.inode);
-                    let mut cpath = path.clone();
-                    cpath.push(b'/');
-                    cpath.extend_from_slice(&name);
-                    items.push(DirItem {
-                        kind: file_type(e.kind),
-                        attr: file_attr(cid, &e),
-                        ttl: FOREVER,
-                        node: Some(Node::Entry {
-                            repo: repo.clone(),
-                            path: cpath,
-                            entry: e,
-                        }),
-                        name,
-                        id: cid,
-                    });
-                }
+                return Ok(OpenDir {
+                    head: items,
+                    stream: Some((repo, path)),
+                });
             }
         }
-        Ok(items)
+        Ok(OpenDir {
+            head: items,
+            stream: None,
+        })
     }
 
-    fn dir_items(&self, fh: FileHandle) -> Option<Arc<Vec<DirItem>>> {
+    fn dir_items(&self, fh: FileHandle) -> Option<Arc<OpenDir>> {
         self.dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -245,10 +221,6 @@ impl PerchFs {
         let (repo, path, entry) = self.resolve(&node)?;
         Ok(Resolved::Virtual { repo, path, entry })
     }
-}
-
-fn offset_index(offset: u64) -> usize {
-    usize::try_from(offset).unwrap_or(usize::MAX)
 }
 
 fn xattr_reply(out: Outcome<XattrReply>, reply: ReplyXattr) {
@@ -443,18 +415,15 @@ impl Filesystem for PerchFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(items) = self.dir_items(fh) else {
+        let Some(dir) = self.dir_items(fh) else {
             return reply.error(FErrno::EBADF);
         };
-        for (i, it) in items.iter().enumerate().skip(offset_index(offset)) {
-            if reply.add(
-                INodeNo(it.id),
-                i as u64 + 1,
-                it.kind,
-                OsStr::from_bytes(&it.name),
-            ) {
-                break;
-            }
+        // About a hundred short names fill the kernel's page of a reply.
+        let walked = dir.walk(offset, 128, |off, it| {
+            reply.add(INodeNo(it.id), off, it.kind, OsStr::from_bytes(&it.name))
+        });
+        if let Err(e) = walked {
+            return reply.error(ferr(e));
         }
         reply.ok();
     }
@@ -467,25 +436,29 @@ impl Filesystem for PerchFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(items) = self.dir_items(fh) else {
+        let Some(dir) = self.dir_items(fh) else {
             return reply.error(FErrno::EBADF);
         };
-        for (i, it) in items.iter().enumerate().skip(offset_index(offset)) {
+        // Entries with attributes are larger: a few dozen fill a reply.
+        let walked = dir.walk(offset, 32, |off, it| {
             let full = reply.add(
                 INodeNo(it.id),
-                i as u64 + 1,
+                off,
                 OsStr::from_bytes(&it.name),
                 &it.ttl,
                 &it.attr,
                 Generation(0),
             );
-            if full {
-                break;
-            }
             // The kernel takes a reference to every entry but `.` and `..`.
-            if let Some(node) = &it.node {
-                self.nodes.remember(it.id, node.clone());
+            if !full {
+                if let Some(node) = &it.node {
+                    self.nodes.remember(it.id, node.clone());
+                }
             }
+            full
+        });
+        if let Err(e) = walked {
+            return reply.error(ferr(e));
         }
         reply.ok();
     }

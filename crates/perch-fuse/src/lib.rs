@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod attr;
+mod dir;
 mod fs;
 mod nodes;
 

@@ -67,7 +67,7 @@ pub use ops::{
     AUTOFS_SUPER_MAGIC, FUSE_SUPER_MAGIC, STATX_MASK, XATTR_SIZE_MAX,
 };
 pub use perch_syscalls::Errno;
-pub use repo::{Entry, Handle, Kind, Mounter, RepoError, Repository};
+pub use repo::{Entry, Handle, Kind, ListPage, Mounter, RepoError, Repository};
 pub use resolve::{Cred, Last, Lookup, MagicLinks, ParentResolved, ResolveFlags, Resolved};
 pub use shadow::ShadowTree;
 pub use syscall::{Caller, Calls, Hooks};

@@ -236,6 +236,33 @@ pub trait Repository: Send + Sync {
         }
         Ok(())
     }
+    /// Up to `max` children after the cursor `after` (`None`: from the first), each with the
+    /// cursor that resumes after it, and the cursor after the page (`None`: no more). Cursors
+    /// are opaque and stable for the mounted revision: what a FUSE `readdir` resumes from
+    /// without holding the listing. Implementations should read only the page; the default
+    /// collects with [`Repository::list`] (cursor = position + 1).
+    fn list_page(
+        &self,
+        path: &[u8],
+        after: Option<u64>,
+        max: usize,
+    ) -> Result<ListPage, RepoError> {
+        let all = self.list(path)?;
+        let skip = usize::try_from(after.unwrap_or(0)).unwrap_or(usize::MAX);
+        let max = max.max(1);
+        let page: Vec<(u64, Vec<u8>, Entry)> = all
+            .into_iter()
+            .enumerate()
+            .skip(skip)
+            .take(max)
+            .map(|(i, (n, e))| (i as u64 + 1, n, e))
+            .collect();
+        let next = match page.last() {
+            Some((c, _, _)) if page.len() == max => Some(*c),
+            _ => None,
+        };
+        Ok((page, next))
+    }
     /// Make sure the whole decompressed file is in the cache and return its path, on the same
     /// file system as [`Mounter::cache_root`]. The file must not be modified afterwards.
     fn fetch(&self, path: &[u8], entry: &Entry) -> Result<PathBuf, RepoError>;
@@ -263,6 +290,10 @@ pub trait Repository: Send + Sync {
     /// Names of the extended attributes shown by `listxattr` for `path`.
     fn listxattr(&self, path: &[u8], entry: &Entry) -> Result<Vec<Vec<u8>>, RepoError>;
 }
+
+/// A page of a directory listing: `(cursor, name, entry)` rows and the cursor after them
+/// (`None`: the listing is complete). See [`Repository::list_page`].
+pub type ListPage = (Vec<(u64, Vec<u8>, Entry)>, Option<u64>);
 
 /// Knows the configured repositories and mounts them on first use.
 pub trait Mounter: Send + Sync {

@@ -240,6 +240,30 @@ impl perch_vfs::Repository for VfsRepo {
             .map_err(|e| io_error("cannot list", e))
     }
 
+    fn list_page(
+        &self,
+        path: &[u8],
+        after: Option<u64>,
+        max: usize,
+    ) -> Result<perch_vfs::ListPage, RepoError> {
+        // Catalog row ids are the cursors (as u64, bit for bit).
+        let cursor = |r: i64| u64::from_ne_bytes(r.to_ne_bytes());
+        let (page, next) = self
+            .repo
+            .list_page_with_cursors(
+                path,
+                after.map(|a| i64::from_ne_bytes(a.to_ne_bytes())),
+                max,
+            )
+            .map_err(|e| io_error("cannot list", e))?;
+        let mut out = Vec::with_capacity(page.len());
+        for (rowid, n) in page {
+            out.push((cursor(rowid), n.entry.name.clone(), entry(&self.repo, &n)));
+            self.remember(n.path.clone(), Some(Arc::new(n)));
+        }
+        Ok((out, next.map(cursor)))
+    }
+
     fn fetch(&self, path: &[u8], entry: &Entry) -> Result<PathBuf, RepoError> {
         let n = self.node_of(path, entry)?;
         self.repo.fetch(&n).map_err(|e| io_error("cannot fetch", e))

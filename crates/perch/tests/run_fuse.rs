@@ -603,3 +603,31 @@ fn auto_falls_back_to_ptrace_when_a_listener_is_already_installed() {
         .into();
     assert_eq!(o.code, Some(206), "{o}");
 }
+
+/// A directory larger than many `readdir` and `readdirplus` replies (its children are read from
+/// the catalog a page at a time, never held whole): listed exactly as natively, in every mode,
+/// and a listing resumed from `telldir` continues where it stopped.
+#[test]
+fn a_large_directory_is_listed_whole_and_resumable() {
+    let mut r = Repo::publish("big.example.org", |src| {
+        let d = src.join("many");
+        std::fs::create_dir(&d).unwrap();
+        for i in 0..3000 {
+            std::fs::write(d.join(format!("file-{i:05}")), format!("{i}\n")).unwrap();
+        }
+    });
+    let resume = r#"perl -e '
+        opendir(my $d, "$ENV{ROOT}/many") or die "$!";
+        my @first = map { scalar readdir($d) } 1 .. 1500;
+        my $at = telldir($d);
+        my @rest1 = readdir($d);
+        seekdir($d, $at);
+        my @rest2 = readdir($d);
+        print scalar(@first) + scalar(@rest1), " ", (join(",", @rest1) eq join(",", @rest2) ? "same" : "differ"), "\n";
+    '"#;
+    for mode in run_common::MODES {
+        r.mode = Some(mode);
+        r.same("ls -f \"$ROOT/many\" | sort | md5sum; ls -l \"$ROOT/many\" | wc -l; find \"$ROOT/many\" -type f | wc -l");
+        r.same(resume);
+    }
+}

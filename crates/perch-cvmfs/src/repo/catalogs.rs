@@ -311,39 +311,75 @@ impl Repository {
         path: &[u8],
         mut f: impl FnMut(Node) -> ControlFlow<()>,
     ) -> Result<(), RepoError> {
-        let cat = self.catalog_for(path)?;
-        let h = cat.hash;
-        let mut after = i64::MIN;
+        let mut after = None;
         loop {
-            let page = cat
-                .db()
-                .list_page(path, after, LIST_PAGE)
-                .map_err(|source| RepoError::Catalog {
-                    hash: h.to_string(),
-                    source,
-                })?;
-            let Some((last, _)) = page.last() else {
-                return Ok(());
-            };
-            after = *last;
-            for (_, entry) in page {
-                if entry.is_hidden() {
-                    continue;
-                }
-                let mut p = path.to_vec();
-                p.push(b'/');
-                p.extend_from_slice(&entry.name);
-                let node = Node {
-                    inode: Self::inode_for(&p, &entry),
-                    path: p,
-                    entry,
-                    catalog: h,
-                };
+            let (page, next) = self.list_page(path, after, LIST_PAGE)?;
+            for node in page {
                 if f(node).is_break() {
                     return Ok(());
                 }
             }
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(()),
+            }
         }
+    }
+
+    /// Up to `max` children of a directory (hidden entries left out) after the cursor `after`
+    /// (`None`: from the first), in catalog order, each with the cursor that resumes after it,
+    /// and the cursor after the page (`None` at the end). Cursors are row ids of the
+    /// directory's catalog: stable for the mounted revision, so a reader (a FUSE `readdir`)
+    /// can resume anywhere without holding the listing.
+    pub fn list_page_with_cursors(
+        &self,
+        path: &[u8],
+        after: Option<i64>,
+        max: usize,
+    ) -> Result<(Vec<(i64, Node)>, Option<i64>), RepoError> {
+        let cat = self.catalog_for(path)?;
+        let h = cat.hash;
+        let page = cat
+            .db()
+            .list_page(path, after.unwrap_or(i64::MIN), max.max(1))
+            .map_err(|source| RepoError::Catalog {
+                hash: h.to_string(),
+                source,
+            })?;
+        let next = match page.last() {
+            Some((last, _)) if page.len() >= max.max(1) => Some(*last),
+            _ => None,
+        };
+        let mut out = Vec::with_capacity(page.len());
+        for (rowid, entry) in page {
+            if entry.is_hidden() {
+                continue;
+            }
+            let mut p = path.to_vec();
+            p.push(b'/');
+            p.extend_from_slice(&entry.name);
+            out.push((
+                rowid,
+                Node {
+                    inode: Self::inode_for(&p, &entry),
+                    path: p,
+                    entry,
+                    catalog: h,
+                },
+            ));
+        }
+        Ok((out, next))
+    }
+
+    /// [`Repository::list_page_with_cursors`] without the per-entry cursors.
+    pub fn list_page(
+        &self,
+        path: &[u8],
+        after: Option<i64>,
+        max: usize,
+    ) -> Result<(Vec<Node>, Option<i64>), RepoError> {
+        let (page, next) = self.list_page_with_cursors(path, after, max)?;
+        Ok((page.into_iter().map(|(_, n)| n).collect(), next))
     }
 
     /// Symlink target with `$(VAR)` expansion.
