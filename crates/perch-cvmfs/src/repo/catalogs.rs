@@ -27,6 +27,10 @@ pub const MAX_OPEN_CATALOGS: usize = 32;
 /// Rows a listing reads from the catalog at a time (about 200 bytes each in memory).
 pub const LIST_PAGE: usize = 4096;
 
+/// A page of children with their cursors (catalog row ids) and the cursor after the page
+/// (`None`: the listing is complete). See [`Repository::list_page_with_cursors`].
+pub type CursorPage = (Vec<(i64, Node)>, Option<i64>);
+
 /// One open catalog database.
 pub(crate) struct OpenCatalog {
     /// Its content hash.
@@ -336,7 +340,7 @@ impl Repository {
         path: &[u8],
         after: Option<i64>,
         max: usize,
-    ) -> Result<(Vec<(i64, Node)>, Option<i64>), RepoError> {
+    ) -> Result<CursorPage, RepoError> {
         let cat = self.catalog_for(path)?;
         let h = cat.hash;
         let page = cat
