@@ -122,34 +122,17 @@ fn auto_mode_picks_fuse_where_it_works() {
     );
 }
 
-/// A python3 program that installs the seccomp filter `prog` (a `b"".join([...])` of BPF
-/// instructions made with `stmt`/`jump`) on itself, then execs its arguments.
-fn filter_then_exec(prog: &str) -> String {
-    let prelude = r#"
+/// The filter Docker's default profile amounts to for perch: `unshare` and `clone` with
+/// `CLONE_NEWUSER` fail with `EPERM`, `clone3` with `ENOSYS` (so that libc falls back to
+/// `clone`, whose flags a filter can see). Installed by python3 on itself, then exec.
+const DENY_USERNS: &str = r#"
 import ctypes, os, struct, sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 def stmt(code, k): return struct.pack("HBBI", code, 0, 0, k)
 def jump(code, k, jt, jf): return struct.pack("HBBI", code, jt, jf, k)
-LD, JEQ, JGT, JSET, RET = 0x20, 0x15, 0x25, 0x45, 0x06
-ALLOW, EPERM, EINVAL, ENOSYS = 0x7fff0000, 0x00050000 | 1, 0x00050000 | 22, 0x00050000 | 38
-"#;
-    let install = r#"
-n = len(prog) // 8
-buf = ctypes.create_string_buffer(prog)
-fprog = struct.pack("HxxxxxxQ", n, ctypes.addressof(buf))
-fbuf = ctypes.create_string_buffer(fprog)
-assert libc.prctl(38, 1, 0, 0, 0) == 0                      # PR_SET_NO_NEW_PRIVS
-assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0   # PR_SET_SECCOMP, FILTER
-os.execv(sys.argv[1], sys.argv[1:])
-"#;
-    format!("{prelude}{prog}{install}")
-}
-
-/// The filter Docker's default profile amounts to for perch: `unshare` and `clone` with
-/// `CLONE_NEWUSER` fail with `EPERM`, `clone3` with `ENOSYS` (so that libc falls back to
-/// `clone`, whose flags a filter can see).
-const DENY_USERNS: &str = r#"
+LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06
+ALLOW, EPERM, ENOSYS = 0x7fff0000, 0x00050000 | 1, 0x00050000 | 38
 CLONE_NEWUSER = 0x10000000
 prog = b"".join([
     stmt(LD, 0),                      # nr
@@ -163,11 +146,18 @@ prog = b"".join([
     stmt(RET, ALLOW),
     stmt(RET, ENOSYS),
 ])
+n = len(prog) // 8
+buf = ctypes.create_string_buffer(prog)
+fprog = struct.pack("HxxxxxxQ", n, ctypes.addressof(buf))
+fbuf = ctypes.create_string_buffer(fprog)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                      # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0   # PR_SET_SECCOMP, FILTER
+os.execv(sys.argv[1], sys.argv[1:])
 "#;
 
 fn under_deny_userns(r: &Repo, mode: &str, argv: &[&str]) -> Out {
     Command::new("python3")
-        .args(["-c", &filter_then_exec(DENY_USERNS), PERCH, "-d", "mode"])
+        .args(["-c", DENY_USERNS, PERCH, "-d", "mode"])
         .args(r.perch_args())
         .args(["--mode", mode, "--"])
         .args(argv)
@@ -182,13 +172,7 @@ fn auto_falls_back_to_notify_when_seccomp_refuses_user_namespaces() {
     let r = Repo::standard();
     // The filter works: unshare -U is refused under it.
     let o: Out = Command::new("python3")
-        .args([
-            "-c",
-            &filter_then_exec(DENY_USERNS),
-            "/usr/bin/unshare",
-            "-U",
-            "true",
-        ])
+        .args(["-c", DENY_USERNS, "/usr/bin/unshare", "-U", "true"])
         .output()
         .unwrap()
         .into();
@@ -396,8 +380,16 @@ fn leftover_processes_are_killed_in_fuse_mode() {
 /// `openat2`, `faccessat2`, `epoll_pwait2`, `mount_setattr`, ...) fails with `ENOSYS`, as an
 /// old kernel answers, and `getrandom` with a flag newer than 4.18 (`GRND_INSECURE`) fails
 /// with `EINVAL`. It cannot make an old kernel's FUSE protocol or missing flags of older calls.
+/// Installed by python3 on itself, then exec.
 #[cfg(target_arch = "x86_64")]
 const LINUX_4_18: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+def stmt(code, k): return struct.pack("HBBI", code, 0, 0, k)
+def jump(code, k, jt, jf): return struct.pack("HBBI", code, jt, jf, k)
+LD, JEQ, JGT, JSET, RET = 0x20, 0x15, 0x25, 0x45, 0x06
+ALLOW, EINVAL, ENOSYS = 0x7fff0000, 0x00050000 | 22, 0x00050000 | 38
 prog = b"".join([
     stmt(LD, 4),                      # arch
     jump(JEQ, 0xc000003e, 1, 0),      # AUDIT_ARCH_X86_64
@@ -411,6 +403,13 @@ prog = b"".join([
     stmt(RET, ENOSYS),
     stmt(RET, EINVAL),
 ])
+n = len(prog) // 8
+buf = ctypes.create_string_buffer(prog)
+fprog = struct.pack("HxxxxxxQ", n, ctypes.addressof(buf))
+fbuf = ctypes.create_string_buffer(fprog)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                      # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0   # PR_SET_SECCOMP, FILTER
+os.execv(sys.argv[1], sys.argv[1:])
 "#;
 
 /// Fuse mode under [`LINUX_4_18`]: it still mounts, serves the tree (walk, stat, read, exec, a
@@ -430,13 +429,7 @@ fn fuse_mode_needs_no_system_call_newer_than_linux_4_18() {
                  \x20   r = libc.syscall(nr, a, b, c)\n\
                  \x20   print(nr, errno.errorcode.get(ctypes.get_errno(), r) if r < 0 else 'present')\n";
     let o: Out = Command::new("python3")
-        .args([
-            "-c",
-            &filter_then_exec(LINUX_4_18),
-            "/usr/bin/python3",
-            "-c",
-            probe,
-        ])
+        .args(["-c", LINUX_4_18, "/usr/bin/python3", "-c", probe])
         .output()
         .unwrap()
         .into();
@@ -453,7 +446,7 @@ fn fuse_mode_needs_no_system_call_newer_than_linux_4_18() {
     let native = r.native(script);
     native.ok();
     let o: Out = Command::new("python3")
-        .args(["-c", &filter_then_exec(LINUX_4_18), PERCH, "-d", "mode"])
+        .args(["-c", LINUX_4_18, PERCH, "-d", "mode"])
         .args(r.perch_args())
         .args(["--mode", "fuse", "--", "sh", "-c", script])
         .env_clear()
