@@ -91,6 +91,18 @@ pub(crate) fn report(sock: RawFd, kind: u32, a: i32, b: i32) {
     unsafe { libc::write(sock, msg.as_ptr().cast(), msg.len()) };
 }
 
+/// A header for one message in `msg` with ancillary data in `control` (`control_len` bytes of
+/// it). The header points at `iov`, which points at `msg`: all three must outlive its use.
+fn header(iov: &mut libc::iovec, control: &mut CmsgBuf, control_len: usize) -> libc::msghdr {
+    // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = control_len.min(std::mem::size_of::<CmsgBuf>());
+    hdr
+}
+
 /// In the child: sends one message with `fd` attached (`SCM_RIGHTS`); the parent receives its
 /// own duplicate. Whether all 12 bytes went out.
 pub(crate) fn send_with_fd(sock: RawFd, kind: u32, a: i32, b: i32, fd: RawFd) -> bool {
@@ -100,14 +112,9 @@ pub(crate) fn send_with_fd(sock: RawFd, kind: u32, a: i32, b: i32, fd: RawFd) ->
         iov_base: msg.as_mut_ptr().cast(),
         iov_len: msg.len(),
     };
-    // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
-    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    hdr.msg_control = control.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is arithmetic on its argument.
     let space = unsafe { libc::CMSG_SPACE(4) };
-    hdr.msg_controllen = space as usize;
+    let hdr = header(&mut iov, &mut control, space as usize);
     // SAFETY: `hdr.msg_control` points at `control`, 32 bytes ≥ CMSG_SPACE(4) = 24 and
     // 8-aligned, so the first header and its 4 data bytes lie inside it; CMSG_FIRSTHDR is not
     // null because msg_controllen ≥ sizeof(cmsghdr). `msg`, `iov` and `control` outlive the
@@ -169,12 +176,7 @@ impl Channel {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
-        // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
-        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-        hdr.msg_iov = &mut iov;
-        hdr.msg_iovlen = 1;
-        hdr.msg_control = control.as_mut_ptr().cast();
-        hdr.msg_controllen = std::mem::size_of::<CmsgBuf>();
+        let mut hdr = header(&mut iov, &mut control, std::mem::size_of::<CmsgBuf>());
         let n = loop {
             // SAFETY: `hdr` points at `iov` (describing `buf`) and `control`, all writable,
             // alive across the call and of the lengths given.

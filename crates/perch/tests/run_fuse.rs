@@ -631,3 +631,36 @@ fn a_large_directory_is_listed_whole_and_resumable() {
         r.same(resume);
     }
 }
+
+/// The program starts before perch has answered the kernel's `INIT`, so it may be gone (a
+/// failed exec, an instant exit) before perch reads that request: the mount is then already
+/// gone, and perch reports the program's status, not a failed handshake. perch runs under
+/// `strace` (its own calls only, not the program's), which slows it enough that the program
+/// usually wins that race (before the fix, about one run in three ended with 206).
+#[test]
+fn programs_that_end_at_once_keep_their_status() {
+    let r = Repo::standard().in_mode("fuse");
+    for i in 0..20 {
+        let traced = |argv: &[&str]| -> Out {
+            Command::new("strace")
+                .args(["-o", "/dev/null", PERCH])
+                .args(r.perch_args())
+                .arg("--")
+                .args(argv)
+                .current_dir(r.work())
+                .output()
+                .unwrap()
+                .into()
+        };
+        let o = traced(&["/nonexistent/program"]);
+        assert_eq!(o.code, Some(127), "{o}");
+        assert!(
+            o.stderr
+                .starts_with("perch: cannot execute /nonexistent/program"),
+            "{o}"
+        );
+        let code = i % 4;
+        let o = traced(&["sh", "-c", &format!("exit {code}")]);
+        assert_eq!((o.code, o.stderr.as_str()), (Some(code), ""), "{o}");
+    }
+}

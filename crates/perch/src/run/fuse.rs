@@ -329,7 +329,10 @@ pub fn run(
     // nothing until a request fills them (instead of zeroing 64 MiB at start-up).
     perch_sys::misc::mmap_large_allocations(4 << 20);
     let session = match perch_fuse::serve(fd, ns, threads) {
-        Ok(s) => s,
+        Ok(s) => Some(s),
+        // The mount is already gone: the program has ended (quickly, or its exec failed) and
+        // its mount namespace with it. Nothing is left to serve; its status follows.
+        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => None,
         Err(e) => return Err(started(&child, format!("FUSE handshake failed: {e}"))),
     };
     tracing::debug!(
