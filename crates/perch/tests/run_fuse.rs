@@ -140,31 +140,19 @@ fn auto_mode_picks_fuse_where_it_works() {
     );
 }
 
-/// The filter Docker's default profile amounts to for perch: `unshare` and `clone` with
-/// `CLONE_NEWUSER` fail with `EPERM`, `clone3` with `ENOSYS` (so that libc falls back to
-/// `clone`, whose flags a filter can see). Installed by python3 on itself, then exec.
-const DENY_USERNS: &str = r#"
-import ctypes, os, struct, sys
+/// A python3 program that installs the BPF `prog` built by `filter` (python statements using
+/// `stmt`/`jump`) on itself, then execs its arguments. With `HOLD_LISTENER` set in its
+/// environment the filter is installed with `SECCOMP_FILTER_FLAG_NEW_LISTENER` and the listener
+/// kept open across the exec: the chain then has a listener, as under a runtime that
+/// intercepts syscalls itself.
+fn filter_installer(filter: &str) -> String {
+    let head = r#"import ctypes, os, struct, sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 def stmt(code, k): return struct.pack("HBBI", code, 0, 0, k)
 def jump(code, k, jt, jf): return struct.pack("HBBI", code, jt, jf, k)
-LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06
-ALLOW, EPERM, ENOSYS = 0x7fff0000, 0x00050000 | 1, 0x00050000 | 38
-CLONE_NEWUSER = 0x10000000
-prog = b"".join([
-    stmt(LD, 0),                      # nr
-    jump(JEQ, 272, 3, 0),             # unshare -> check flags
-    jump(JEQ, 56, 2, 0),              # clone -> check flags
-    jump(JEQ, 435, 4, 0),             # clone3 -> ENOSYS
-    stmt(RET, ALLOW),
-    stmt(LD, 16),                     # args[0], low 32 bits
-    jump(JSET, CLONE_NEWUSER, 0, 1),
-    stmt(RET, EPERM),
-    stmt(RET, ALLOW),
-    stmt(RET, ENOSYS),
-])
-n = len(prog) // 8
+"#;
+    let tail = r#"n = len(prog) // 8
 buf = ctypes.create_string_buffer(prog)
 fprog = struct.pack("HxxxxxxQ", n, ctypes.addressof(buf))
 fbuf = ctypes.create_string_buffer(fprog)
@@ -181,10 +169,33 @@ else:
     assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0   # PR_SET_SECCOMP, FILTER
 os.execv(sys.argv[1], sys.argv[1:])
 "#;
+    format!("{head}{filter}{tail}")
+}
+
+/// The filter Docker's default profile amounts to for perch: `unshare` and `clone` with
+/// `CLONE_NEWUSER` fail with `EPERM`, `clone3` with `ENOSYS` (so that libc falls back to
+/// `clone`, whose flags a filter can see). Installed with [`filter_installer`].
+const DENY_USERNS: &str = r#"
+LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06
+ALLOW, EPERM, ENOSYS = 0x7fff0000, 0x00050000 | 1, 0x00050000 | 38
+CLONE_NEWUSER = 0x10000000
+prog = b"".join([
+    stmt(LD, 0),                      # nr
+    jump(JEQ, 272, 3, 0),             # unshare -> check flags
+    jump(JEQ, 56, 2, 0),              # clone -> check flags
+    jump(JEQ, 435, 4, 0),             # clone3 -> ENOSYS
+    stmt(RET, ALLOW),
+    stmt(LD, 16),                     # args[0], low 32 bits
+    jump(JSET, CLONE_NEWUSER, 0, 1),
+    stmt(RET, EPERM),
+    stmt(RET, ALLOW),
+    stmt(RET, ENOSYS),
+])
+"#;
 
 fn under_deny_userns(r: &Repo, mode: &str, argv: &[&str]) -> Out {
     Command::new("python3")
-        .args(["-c", DENY_USERNS, PERCH, "-d", "mode"])
+        .args(["-c", &filter_installer(DENY_USERNS), PERCH, "-d", "mode"])
         .args(r.perch_args())
         .args(["--mode", mode, "--"])
         .args(argv)
@@ -199,7 +210,13 @@ fn auto_falls_back_to_notify_when_seccomp_refuses_user_namespaces() {
     let r = Repo::standard();
     // The filter works: unshare -U is refused under it.
     let o: Out = Command::new("python3")
-        .args(["-c", DENY_USERNS, "/usr/bin/unshare", "-U", "true"])
+        .args([
+            "-c",
+            &filter_installer(DENY_USERNS),
+            "/usr/bin/unshare",
+            "-U",
+            "true",
+        ])
         .output()
         .unwrap()
         .into();
@@ -410,11 +427,6 @@ fn leftover_processes_are_killed_in_fuse_mode() {
 /// Installed by python3 on itself, then exec.
 #[cfg(target_arch = "x86_64")]
 const LINUX_4_18: &str = r#"
-import ctypes, os, struct, sys
-libc = ctypes.CDLL(None, use_errno=True)
-libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-def stmt(code, k): return struct.pack("HBBI", code, 0, 0, k)
-def jump(code, k, jt, jf): return struct.pack("HBBI", code, jt, jf, k)
 LD, JEQ, JGT, JSET, RET = 0x20, 0x15, 0x25, 0x45, 0x06
 ALLOW, EINVAL, ENOSYS = 0x7fff0000, 0x00050000 | 22, 0x00050000 | 38
 prog = b"".join([
@@ -430,22 +442,6 @@ prog = b"".join([
     stmt(RET, ENOSYS),
     stmt(RET, EINVAL),
 ])
-n = len(prog) // 8
-buf = ctypes.create_string_buffer(prog)
-fprog = struct.pack("HxxxxxxQ", n, ctypes.addressof(buf))
-fbuf = ctypes.create_string_buffer(fprog)
-assert libc.prctl(38, 1, 0, 0, 0) == 0                      # PR_SET_NO_NEW_PRIVS
-if os.environ.get("HOLD_LISTENER"):
-    # seccomp(SET_MODE_FILTER, NEW_LISTENER): the chain now has a listener, as under a
-    # runtime that intercepts syscalls itself; kept open across exec (closing it frees it).
-    libc.syscall.restype = ctypes.c_long
-    L = ctypes.c_long
-    fd = libc.syscall(L(317), L(1), L(8), ctypes.c_void_p(ctypes.addressof(fbuf)))
-    assert fd >= 0, ctypes.get_errno()
-    os.dup2(fd, 50, inheritable=True)
-else:
-    assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0   # PR_SET_SECCOMP, FILTER
-os.execv(sys.argv[1], sys.argv[1:])
 "#;
 
 /// Fuse mode under [`LINUX_4_18`]: it still mounts, serves the tree (walk, stat, read, exec, a
@@ -456,7 +452,6 @@ os.execv(sys.argv[1], sys.argv[1:])
 #[test]
 fn fuse_mode_needs_no_system_call_newer_than_linux_4_18() {
     let r = Repo::standard();
-    // The filter works: the calls are gone under it.
     // The filter works: pidfd_open, pidfd_getfd and clone3 are gone under it, and getrandom
     // refuses GRND_INSECURE.
     let probe = "import ctypes, errno, os\n\
@@ -465,7 +460,13 @@ fn fuse_mode_needs_no_system_call_newer_than_linux_4_18() {
                  \x20   r = libc.syscall(nr, a, b, c)\n\
                  \x20   print(nr, errno.errorcode.get(ctypes.get_errno(), r) if r < 0 else 'present')\n";
     let o: Out = Command::new("python3")
-        .args(["-c", LINUX_4_18, "/usr/bin/python3", "-c", probe])
+        .args([
+            "-c",
+            &filter_installer(LINUX_4_18),
+            "/usr/bin/python3",
+            "-c",
+            probe,
+        ])
         .output()
         .unwrap()
         .into();
@@ -482,7 +483,7 @@ fn fuse_mode_needs_no_system_call_newer_than_linux_4_18() {
     let native = r.native(script);
     native.ok();
     let o: Out = Command::new("python3")
-        .args(["-c", LINUX_4_18, PERCH, "-d", "mode"])
+        .args(["-c", &filter_installer(LINUX_4_18), PERCH, "-d", "mode"])
         .args(r.perch_args())
         .args(["--mode", "fuse", "--", "sh", "-c", script])
         .env_clear()
@@ -574,7 +575,7 @@ fn auto_falls_back_to_ptrace_when_a_listener_is_already_installed() {
     let r = Repo::standard();
     let hello = format!("{}/include/hello.h", r.mount());
     let o: Out = Command::new("python3")
-        .args(["-c", DENY_USERNS, PERCH, "-d", "mode"])
+        .args(["-c", &filter_installer(DENY_USERNS), PERCH, "-d", "mode"])
         .args(r.perch_args())
         .args(["--", "cat", &hello])
         .env("HOLD_LISTENER", "1")
@@ -593,7 +594,7 @@ fn auto_falls_back_to_ptrace_when_a_listener_is_already_installed() {
     );
     // Forced notify mode says why it cannot run, with perch's exit code for it.
     let o: Out = Command::new("python3")
-        .args(["-c", DENY_USERNS, PERCH])
+        .args(["-c", &filter_installer(DENY_USERNS), PERCH])
         .args(r.perch_args())
         .args(["--mode", "notify", "--", "cat", &hello])
         .env("HOLD_LISTENER", "1")
