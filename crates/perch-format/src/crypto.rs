@@ -6,7 +6,7 @@
 //!   DigestInfo over the ASCII hash line, by a master key (`openssl pkeyutl -sign`);
 //!   verification recovers the message and compares it to the hash line.
 
-use der::{Decode, DecodePem, Encode, EncodePem};
+use der::{Decode, Encode, EncodePem};
 use pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::pkcs1v15::Pkcs1v15Sign;
 use rsa::{RsaPrivateKey, RsaPublicKey};
@@ -141,13 +141,36 @@ pub struct Certificate {
     key: PublicKey,
 }
 
+/// The DER inside a `CERTIFICATE` PEM block: the base64 between its `BEGIN` and `END` lines,
+/// white space ignored. Done here rather than by `der`'s PEM reader, which never returns on
+/// some malformed input (a line of base64 ended by a lone carriage return, found by
+/// fuzz/fuzz_targets/certificate.rs): a certificate comes from the network.
+fn pem_certificate(text: &str) -> Result<Vec<u8>, CryptoError> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let bad = |why: &str| CryptoError::BadCertificate(format!("PEM: {why}"));
+    let start = text
+        .find(BEGIN)
+        .ok_or_else(|| bad("no BEGIN CERTIFICATE line"))?
+        + BEGIN.len();
+    let len = text[start..]
+        .find(END)
+        .ok_or_else(|| bad("no END CERTIFICATE line"))?;
+    let b64: Vec<u8> = text[start..start + len]
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    use base64ct::Encoding;
+    base64ct::Base64::decode_vec(std::str::from_utf8(&b64).map_err(|_| bad("not ASCII"))?)
+        .map_err(|_| bad("invalid base64"))
+}
+
 impl Certificate {
     /// Parse PEM (or DER) bytes.
     pub fn parse(bytes: &[u8]) -> Result<Certificate, CryptoError> {
         let cert = match std::str::from_utf8(bytes) {
             Ok(text) if text.contains("-----BEGIN") => {
-                let start = text.find("-----BEGIN").unwrap_or(0);
-                x509_cert::Certificate::from_pem(text[start..].trim_end())
+                x509_cert::Certificate::from_der(&pem_certificate(text)?)
                     .map_err(|e| CryptoError::BadCertificate(e.to_string()))?
             }
             _ => x509_cert::Certificate::from_der(bytes)
@@ -259,5 +282,33 @@ mod tests {
         assert_eq!(c.fingerprint(Algorithm::Sha1).len(), 59);
         let pem = k.to_pem();
         assert_eq!(PrivateKey::from_pem(&pem).unwrap().public(), k.public());
+    }
+
+    /// Found by fuzz/fuzz_targets/certificate.rs: `der`'s PEM reader never returned on this
+    /// (a base64 line ended by a lone carriage return). It is refused at once, and PEM with
+    /// text around it, CRLF line ends or no final newline still parses.
+    #[test]
+    fn malformed_pem_is_refused_at_once() {
+        let start = std::time::Instant::now();
+        let hang = b"-----BEGIN CERTIFICATE-----\nMIIC\r-----END CERTIFICATE-----\n";
+        assert!(Certificate::parse(hang).is_err());
+        for bad in [
+            &b"-----BEGIN CERTIFICATE-----\nMIIC"[..],
+            b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+            b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+        ] {
+            assert!(Certificate::parse(bad).is_err());
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        let k = PrivateKey::generate().unwrap();
+        let c = Certificate::self_signed(&k, "x.example.org", 30).unwrap();
+        let pem = c.to_pem();
+        for text in [
+            format!("junk before\n{pem}junk after\n"),
+            pem.replace('\n', "\r\n"),
+            pem.trim_end().to_string(),
+        ] {
+            assert_eq!(Certificate::parse(text.as_bytes()).unwrap().der(), c.der());
+        }
     }
 }
