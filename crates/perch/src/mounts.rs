@@ -122,11 +122,16 @@ impl Client {
         if tmp == base {
             return None;
         }
-        tracing::warn!(
-            "cannot create the default cache directory {}: {e}; using {} (choose one with --cache DIR or XDG_CACHE_HOME)",
-            base.display(),
-            tmp.display()
-        );
+        // Once per process: `perch run` reads the configuration with more than one client
+        // (the namespace, the cache directories fuse mode protects, a fallback to notify mode).
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                "cannot create the default cache directory {}: {e}; using {} (choose one with --cache DIR or XDG_CACHE_HOME)",
+                base.display(),
+                tmp.display()
+            )
+        });
         Some(tmp)
     }
 
