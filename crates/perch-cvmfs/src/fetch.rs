@@ -111,7 +111,7 @@ impl std::fmt::Display for Reason {
             Reason::NotFound => write!(f, "not found (HTTP 404)"),
             Reason::Redirect(c) => write!(
                 f,
-                "HTTP redirect {c} not followed (CVMFS_FOLLOW_REDIRECTS=no)"
+                "HTTP redirect {c} not followed (CVMFS_FOLLOW_REDIRECTS=no, no usable Location, or more than {MAX_REDIRECTS} in a row)"
             ),
             Reason::BadData(d) => write!(f, "{d}"),
             Reason::TooLarge { limit, what } => write!(
@@ -378,7 +378,10 @@ impl Fetcher {
             // Proxies come from CVMFS_HTTP_PROXY only, never from http_proxy/HTTP_PROXY in the
             // environment (ureq's default), as with the CernVM-FS client.
             .proxy(None)
-            .max_redirects(if opts.follow_redirects { 4 } else { 0 })
+            // perch follows redirects itself (`Fetcher::attempt`): ureq 3.5 panics on a
+            // redirect whose `Location` is empty and whose body is chunked (found by the
+            // `http` fuzz target).
+            .max_redirects(0)
             .user_agent(concat!(
                 "perch/",
                 env!("CARGO_PKG_VERSION"),
@@ -713,14 +716,39 @@ impl Fetcher {
         } else {
             self.opts.timeout_direct
         };
-        let mut req = self.agents[group][member]
-            .get(url)
-            .header("Connection", "Keep-Alive")
-            .header("Pragma", if no_cache { "no-cache" } else { "" });
-        if no_cache {
-            req = req.header("Cache-Control", "no-cache");
-        }
-        let reply = req.call();
+        let mut target = url.to_string();
+        let mut hops = 0;
+        let reply = loop {
+            let mut req = self.agents[group][member]
+                .get(&target)
+                .header("Connection", "Keep-Alive")
+                .header("Pragma", if no_cache { "no-cache" } else { "" });
+            if no_cache {
+                req = req.header("Cache-Control", "no-cache");
+            }
+            let reply = req.call();
+            // CVMFS_FOLLOW_REDIRECTS: up to MAX_REDIRECTS hops to a usable Location; any
+            // other redirect is the host's failure (status_error).
+            if let Ok(resp) = &reply {
+                let code = resp.status().as_u16();
+                if self.opts.follow_redirects
+                    && matches!(code, 301 | 302 | 303 | 307 | 308)
+                    && hops < MAX_REDIRECTS
+                {
+                    let next = resp
+                        .headers()
+                        .get("location")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|l| redirect_target(&target, l));
+                    if let Some(next) = next {
+                        target = next;
+                        hops += 1;
+                        continue;
+                    }
+                }
+            }
+            break reply;
+        };
         if let Ok(resp) = &reply {
             seen.status = Some(resp.status().as_u16());
         }
@@ -766,6 +794,36 @@ impl Fetcher {
             Ok(Verdict::Good(v))
         })
     }
+}
+
+/// Most redirects followed for one request (`CVMFS_FOLLOW_REDIRECTS`), as libcurl's setting in
+/// the CernVM-FS client.
+const MAX_REDIRECTS: usize = 4;
+
+/// Where a redirect from `from` to `location` leads: an absolute `http://` URL, or a path on
+/// the same host (absolute, or relative to `from`'s directory). `None` for anything else: an
+/// empty or unparsable `Location`, another scheme.
+fn redirect_target(from: &str, location: &str) -> Option<String> {
+    let location = location.trim();
+    if location.is_empty() || location.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return None;
+    }
+    if location.starts_with("http://") {
+        return Some(location.to_string());
+    }
+    if location.contains("://") || location.starts_with("//") {
+        return None;
+    }
+    let rest = from.strip_prefix("http://")?;
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let origin = &from[..7 + host_end];
+    if location.starts_with('/') {
+        return Some(format!("{origin}{location}"));
+    }
+    let path = &rest[host_end..];
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    let dir = if dir.is_empty() { "/" } else { dir };
+    Some(format!("{origin}{dir}{location}"))
 }
 
 fn status_error(code: u16, headers: &ureq::http::HeaderMap, proxied: bool) -> AttemptError {
@@ -1110,6 +1168,38 @@ impl<R: Read> Read for LowSpeed<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_targets() {
+        let from = "http://s1.example.org:8000/cvmfs/r/data/ab/cd";
+        assert_eq!(
+            redirect_target(from, "http://s2.example.org/x/y").as_deref(),
+            Some("http://s2.example.org/x/y")
+        );
+        assert_eq!(
+            redirect_target(from, "/other/path").as_deref(),
+            Some("http://s1.example.org:8000/other/path")
+        );
+        assert_eq!(
+            redirect_target(from, "ef").as_deref(),
+            Some("http://s1.example.org:8000/cvmfs/r/data/ab/ef")
+        );
+        assert_eq!(
+            redirect_target("http://h", "x").as_deref(),
+            Some("http://h/x")
+        );
+        for bad in [
+            "",
+            "  ",
+            "https://s2/x",
+            "//s2/x",
+            "ftp://s2/x",
+            "a b",
+            "a\r\nX: y",
+        ] {
+            assert_eq!(redirect_target(from, bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn backoff_is_bounded_and_doubles() {

@@ -33,6 +33,8 @@ pub enum Fault {
     Trickle(usize),
     /// Close the connection without answering.
     Close,
+    /// Answer exactly these bytes (status line, headers, body as given), then close.
+    Raw(Vec<u8>),
     /// Answer 200 with `head` and then `repeat` over and over, without reading any file:
     /// `length` bytes in all with that `Content-Length`, or, with `None`, an endless chunked
     /// body. Stops when the client hangs up or the server is dropped.
@@ -228,6 +230,7 @@ fn handle(
     };
     match fault {
         Fault::Close => {}
+        Fault::Raw(bytes) => conn.write_all(&bytes)?,
         Fault::Flood {
             length,
             head,
