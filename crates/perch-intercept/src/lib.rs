@@ -348,11 +348,6 @@ impl Interceptor {
         self
     }
 
-    /// The backend this interceptor runs with.
-    pub fn backend_kind(&self) -> Backend {
-        self.backend
-    }
-
     /// The syscalls answered by [`Handler::on_syscall`] (each costs a round trip of ~9 µs:
     /// notify only what must be seen).
     pub fn notify(mut self, set: SyscallSet) -> Self {

@@ -116,13 +116,7 @@ impl<'a> Notification<'a> {
     /// As [`fd_path`](Self::fd_path) without the validity check (see
     /// [`path_unverified`](Self::path_unverified)).
     pub fn fd_path_unverified(&self, fd: DirFd) -> Result<Vec<u8>, Errno> {
-        if fd.is_cwd() {
-            self.procfs.readlink(self.notif.pid.0, None)
-        } else if fd.0 < 0 {
-            Err(Errno::EBADF)
-        } else {
-            self.procfs.readlink(self.notif.pid.0, Some(fd.0))
-        }
+        self.procfs.fd_path(self.notif.pid.0, fd)
     }
 
     /// Reads `len` bytes at `addr` (short at the end of a mapping), then checks validity.

@@ -26,6 +26,18 @@ pub(crate) struct ProcFds {
 }
 
 impl ProcFds {
+    /// The kernel's path of thread `tid`'s fd `fd`, or of its cwd for `AT_FDCWD`; `EBADF` for
+    /// a negative or closed fd, `ENOENT` when the thread is gone.
+    pub(crate) fn fd_path(&self, tid: i32, fd: perch_syscalls::DirFd) -> Result<Vec<u8>, Errno> {
+        if fd.is_cwd() {
+            self.readlink(tid, None)
+        } else if fd.0 < 0 {
+            Err(Errno::EBADF)
+        } else {
+            self.readlink(tid, Some(fd.0))
+        }
+    }
+
     /// The target of `/proc/<tid>/fd/<fd>`, or of `/proc/<tid>/cwd` when `fd` is `None`.
     /// `ENOENT` when the thread is gone, `EBADF` when the fd is not open.
     pub(crate) fn readlink(&self, tid: i32, fd: Option<i32>) -> Result<Vec<u8>, Errno> {

@@ -58,13 +58,7 @@ impl TracedCall {
     /// The kernel's path of the stopped thread's fd, or of its cwd for `AT_FDCWD` (through
     /// kept-open `/proc/<tid>/fd` directories, as notifications do). `EBADF` for a closed fd.
     pub fn fd_path_unverified(&self, fd: DirFd) -> Result<Vec<u8>, Errno> {
-        if fd.is_cwd() {
-            self.procfs.readlink(self.pid.0, None)
-        } else if fd.0 < 0 {
-            Err(Errno::EBADF)
-        } else {
-            self.procfs.readlink(self.pid.0, Some(fd.0))
-        }
+        self.procfs.fd_path(self.pid.0, fd)
     }
 }
 

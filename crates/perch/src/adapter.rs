@@ -309,7 +309,7 @@ impl perch_vfs::Repository for VfsRepo {
 /// Mounts repositories lazily from the configuration. perch-vfs serialises the mounts of one
 /// name; different names mount in parallel (the client takes `&self`).
 pub struct VfsMounter {
-    client: Client,
+    client: Arc<Client>,
     configured: Vec<String>,
     cache_root: PathBuf,
     /// Names found not to be repositories in this run: not asked again, reported once.
@@ -331,7 +331,7 @@ fn looks_like_fqrn(name: &str) -> bool {
 impl VfsMounter {
     /// A mounter over `client`; `cache_root` holds the shadow tree and must be
     /// on the file system of the cache objects (hard links).
-    pub fn new(client: Client, cache_root: PathBuf) -> VfsMounter {
+    pub fn new(client: Arc<Client>, cache_root: PathBuf) -> VfsMounter {
         let mut configured = client.configured();
         configured.extend(client.extra_repositories());
         configured.sort();

@@ -122,8 +122,8 @@ impl Client {
         if tmp == base {
             return None;
         }
-        // Once per process: `perch run` reads the configuration with more than one client
-        // (the namespace, the cache directories fuse mode protects, a fallback to notify mode).
+        // Once per process: `perch run` in auto mode reads the configuration with a second
+        // client when fuse mode is unavailable and it falls back to notify mode.
         static SAID: std::sync::Once = std::sync::Once::new();
         SAID.call_once(|| {
             tracing::warn!(

@@ -139,10 +139,15 @@ fn parse_remap(s: &str) -> Result<Remap, Fail> {
     })
 }
 
-/// The namespace both modes serve: configuration, cache directory, lazy mounter.
-fn namespace(args: &RunArgs) -> Result<Namespace, Fail> {
+/// The client of `perch run`: configuration and the repositories named with `-r`.
+fn client(args: &RunArgs) -> Client {
     let mut client = Client::new(args.client.clone());
     client.add_repositories(&args.repositories);
+    client
+}
+
+/// The namespace every mode serves: configuration, cache directory, lazy mounter.
+fn namespace(client: Arc<Client>) -> Result<Namespace, Fail> {
     let mount_dir = client.mount_dir().as_os_str().as_bytes().to_vec();
     let cache_root = client.cache_root().or_fail(Failure::Config)?;
     crate::mounts::usable_cache(&cache_root)?;
@@ -156,7 +161,7 @@ fn setup(args: &RunArgs) -> Result<PerchHandler, Fail> {
         .iter()
         .map(|s| parse_remap(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let ns = namespace(args)?;
+    let ns = namespace(Arc::new(client(args)))?;
     Ok(PerchHandler::new(
         ns,
         handler::own_cred(),
@@ -213,12 +218,10 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
         Mode::Auto | Mode::Fuse => {}
     }
     // Configuration errors are the same in both modes: report them, do not fall back.
-    let ns = Arc::new(namespace(&args)?);
-    let caches = {
-        let mut client = Client::new(args.client.clone());
-        client.add_repositories(&args.repositories);
-        client.cache_dirs()
-    };
+    let client = Arc::new(client(&args));
+    let ns = Arc::new(namespace(Arc::clone(&client))?);
+    // After the namespace: it creates the cache directory these include.
+    let caches = client.cache_dirs();
     match fuse::run(&args, ns, &caches) {
         Ok(code) => Ok(code),
         Err(FuseFailure::Exec(code)) => Ok(code),
