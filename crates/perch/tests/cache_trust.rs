@@ -55,6 +55,37 @@ fn env(c: &mut Command, r: &Repo, home: &Path) {
         .current_dir(r.work());
 }
 
+/// An alien cache that the users of `group` share (`root:group`, 3770), beside a working
+/// directory they may all write.
+fn shared_alien(r: &Repo, group: u32) -> PathBuf {
+    let alien = r.dir.path().join("alien");
+    std::fs::create_dir(&alien).unwrap();
+    std::os::unix::fs::chown(&alien, Some(0), Some(group)).unwrap();
+    std::fs::set_permissions(&alien, std::fs::Permissions::from_mode(0o3770)).unwrap();
+    std::os::unix::fs::chown(r.work(), Some(0), Some(group)).unwrap();
+    std::fs::set_permissions(r.work(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    alien
+}
+
+/// `perch run [extra] -- cat /cvmfs/<repo>/<path>` as `uid` on the alien cache, with a home
+/// of its own.
+fn cat_as(r: &Repo, alien: &Path, uid: u32, group: u32, path: &str, extra: &[&str]) -> Command {
+    let home = r.dir.path().join(format!("home-{uid}"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(uid), Some(group)).unwrap();
+    let mut c = as_user(uid, group, PERCH);
+    c.args(client(
+        r,
+        "run",
+        &["--alien-cache", alien.to_str().unwrap()],
+    ))
+    .args(extra)
+    .args(["-r", FQRN, "--", "cat"])
+    .arg(format!("/cvmfs/{FQRN}/{path}"));
+    env(&mut c, r, &home);
+    c
+}
+
 /// Arguments of `perch SUB` with this repository's configuration and a cache option.
 fn client(r: &Repo, sub: &str, cache: &[&str]) -> Vec<String> {
     let d = r.dir.path().display();
@@ -207,28 +238,12 @@ fn issue_9_an_object_changed_by_its_owner_is_not_served_to_another_user() {
     );
     let r = repo();
     let (a, b, group) = (64001u32, 64002u32, 64000u32);
-    let alien = r.dir.path().join("alien");
-    std::fs::create_dir(&alien).unwrap();
-    std::os::unix::fs::chown(&alien, Some(0), Some(group)).unwrap();
-    std::fs::set_permissions(&alien, std::fs::Permissions::from_mode(0o3770)).unwrap();
-    let home = |uid: u32| {
-        let h = r.dir.path().join(format!("home-{uid}"));
-        std::fs::create_dir_all(&h).unwrap();
-        std::os::unix::fs::chown(&h, Some(uid), Some(group)).unwrap();
-        h
-    };
-    std::os::unix::fs::chown(r.work(), Some(0), Some(group)).unwrap();
-    std::fs::set_permissions(r.work(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let alien = shared_alien(&r, group);
     let run = |uid: u32, path: &str| -> Out {
-        let mut c = as_user(uid, group, PERCH);
-        c.args(client(
-            &r,
-            "run",
-            &["--alien-cache", alien.to_str().unwrap()],
-        ))
-        .args(["-r", FQRN, "--", "cat", &format!("/cvmfs/{FQRN}/{path}")]);
-        env(&mut c, &r, &home(uid));
-        c.output().unwrap().into()
+        cat_as(&r, &alien, uid, group, path, &[])
+            .output()
+            .unwrap()
+            .into()
     };
     let data = std::fs::read(r.src().join("data.txt")).unwrap();
     assert_eq!(run(a, "hello.txt").ok().stdout, "hello\n");
@@ -503,25 +518,9 @@ fn issue_9_a_trusted_filler_lets_other_users_run_offline() {
     );
     let r = repo();
     let (filler, user, group) = (64011u32, 64012u32, 64010u32);
-    let alien = r.dir.path().join("alien");
-    std::fs::create_dir(&alien).unwrap();
-    std::os::unix::fs::chown(&alien, Some(0), Some(group)).unwrap();
-    std::fs::set_permissions(&alien, std::fs::Permissions::from_mode(0o3770)).unwrap();
-    std::os::unix::fs::chown(r.work(), Some(0), Some(group)).unwrap();
-    std::fs::set_permissions(r.work(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let alien = shared_alien(&r, group);
     let run = |uid: u32, trusted: bool, path: &str| -> Out {
-        let home = r.dir.path().join(format!("home-{uid}"));
-        std::fs::create_dir_all(&home).unwrap();
-        std::os::unix::fs::chown(&home, Some(uid), Some(group)).unwrap();
-        let mut c = as_user(uid, group, PERCH);
-        c.args(client(
-            &r,
-            "run",
-            &["--alien-cache", alien.to_str().unwrap()],
-        ))
-        .args(["--mode", "notify", "-r", FQRN, "--", "cat"])
-        .arg(format!("/cvmfs/{FQRN}/{path}"));
-        env(&mut c, &r, &home);
+        let mut c = cat_as(&r, &alien, uid, group, path, &["--mode", "notify"]);
         if trusted {
             c.env("CVMFS_PERCH_TRUSTED_UIDS", format!("1234, {filler}"));
         }
