@@ -590,26 +590,14 @@ fn no_host_path_named_by_the_repository_is_touched() {
     });
     let log = s.dir.path().join("strace.log");
     let cache = s.dir.path().join("cache");
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=%file", "-o"])
-        .arg(&log)
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "no_host_path_named_by_the_repository_is_touched",
-            "--test-threads=1",
-        ])
-        .env("PERCH_HOSTILE_STRATUM", s.stratum())
-        .env("PERCH_HOSTILE_CACHE", &cache)
-        .output()
-        .expect("strace runs (test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "the traced walk failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let trace = perch_testkit::file_calls_of_test(
+        "no_host_path_named_by_the_repository_is_touched",
+        &[
+            ("PERCH_HOSTILE_STRATUM", s.stratum().as_os_str()),
+            ("PERCH_HOSTILE_CACHE", cache.as_os_str()),
+        ],
+        &log,
     );
-    let trace = std::fs::read_to_string(&log).unwrap();
     // The trace saw the walk: the cache and the stratum were opened.
     let seen = |p: &Path| trace.contains(&*p.to_string_lossy());
     assert!(

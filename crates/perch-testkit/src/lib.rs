@@ -29,6 +29,7 @@ mod nginx;
 mod process;
 mod slurm;
 mod squid;
+mod strace;
 mod workqueue;
 
 use std::io;
@@ -42,6 +43,7 @@ pub use http::{http_get, http_request, HttpResponse};
 pub use nginx::{Nginx, NginxLogEntry};
 pub use slurm::{SlurmCluster, SlurmJob};
 pub use squid::{CacheOutcome, Squid, SquidLogEntry};
+pub use strace::file_calls_of_test;
 pub use tempfile;
 pub use tempfile::{tempdir, TempDir};
 pub use workqueue::{Makeflow, MakeflowRun};

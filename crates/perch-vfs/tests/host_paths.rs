@@ -68,25 +68,11 @@ fn no_host_path_a_repository_names_is_touched() {
     let cache = tmp.path().join("cache");
     std::fs::create_dir(&cache).unwrap();
     let log = tmp.path().join("strace.log");
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=%file", "-o"])
-        .arg(&log)
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "no_host_path_a_repository_names_is_touched",
-            "--test-threads=1",
-        ])
-        .env(CHILD, &cache)
-        .output()
-        .expect("strace runs (test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "the traced walk failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let trace = perch_testkit::file_calls_of_test(
+        "no_host_path_a_repository_names_is_touched",
+        &[(CHILD, cache.as_os_str())],
+        &log,
     );
-    let trace = std::fs::read_to_string(&log).unwrap();
     let shadow = format!("{}/shadow/", cache.display());
     assert!(trace.contains(&shadow), "strace did not see the walk");
     let mirrored = |l: &&str| l.contains("symlink") && l.contains(&shadow);
