@@ -461,28 +461,18 @@ impl<'a> Tracer<'a> {
         };
         let handler = self.handler;
         if u32::try_from(regs.orig_rax).is_ok_and(|nr| self.answered.contains_nr(nr)) {
-            let answer = match catch_unwind(AssertUnwindSafe(|| handler.on_trace_call(&traced))) {
-                Ok(a) => a,
-                Err(_) => {
-                    self.stats.panics.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(pid = pid.0, call = %traced.call, "handler panicked; the call fails with EIO");
-                    Answer::Err(Errno::EIO)
-                }
-            };
+            let answer = self.guarded(&traced, Answer::Err(Errno::EIO), || {
+                handler.on_trace_call(&traced)
+            });
             self.apply(pid, &mut regs, &traced.call, answer);
             return;
         }
         if tracing::enabled!(target: "perch::syscall", tracing::Level::DEBUG) {
             tracing::debug!(target: "perch::syscall", pid = pid.0, "{} (traced)", traced.call.display(&traced));
         }
-        let action = match catch_unwind(AssertUnwindSafe(|| handler.on_trace_path(&traced))) {
-            Ok(a) => a,
-            Err(_) => {
-                self.stats.panics.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(pid = pid.0, call = %traced.call, "handler panicked; the call fails with EIO");
-                TraceAction::Fail(Errno::EIO)
-            }
-        };
+        let action = self.guarded(&traced, TraceAction::Fail(Errno::EIO), || {
+            handler.on_trace_path(&traced)
+        });
         let action = match action {
             TraceAction::Rewrite(path) => {
                 match rewrite(self.kernel.as_ref(), pid, &mut regs, &traced.call, path) {
@@ -511,6 +501,15 @@ impl<'a> Tracer<'a> {
         if let TraceAction::Fail(errno) = action {
             self.skip(pid, &mut regs, -i64::from(errno.raw()));
         }
+    }
+
+    /// The handler's answer to `traced`, or `on_panic` (counted and logged) if it panicked.
+    fn guarded<T>(&self, traced: &TracedCall, on_panic: T, f: impl FnOnce() -> T) -> T {
+        catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+            self.stats.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(pid = traced.pid.0, call = %traced.call, "handler panicked; the call fails with EIO");
+            on_panic
+        })
     }
 
     /// Skips the stopped call with `result` (a value, or `-errno`): `orig_rax = -1` skips the
