@@ -43,6 +43,10 @@ pub(crate) fn fork_with_channel<P>(
         0 => {
             // SAFETY: the parent's end of the socket pair, a valid fd in this fresh process.
             unsafe { libc::close(parent.as_raw_fd()) };
+            // perch may have made itself non-dumpable (`misc::set_dumpable`), which the child
+            // inherits until exec; perch reads the child's memory and /proc before that.
+            // SAFETY: prctl with integer arguments only (async-signal-safe system call).
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
             child_main(plan, child.as_raw_fd())
         }
         pid => Ok((Pid(pid), Channel(parent))),

@@ -36,6 +36,16 @@ pub fn parse_version(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// `prctl(PR_SET_DUMPABLE)` for perch itself. Off, processes of the same user (a program under
+/// `perch run` among them) can neither attach to perch with ptrace nor open its
+/// `/proc/<pid>/mem` or `fd/`: perch writes the cache the program must not (DESIGN.md §4a).
+/// A forked child is made dumpable again at once ([`crate::handshake`]), and exec resets it.
+pub fn set_dumpable(on: bool) -> Result<(), Errno> {
+    // SAFETY: prctl with integer arguments only.
+    check_int(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0, 0, 0) })
+        .map(drop)
+}
+
 /// `kill(pid, sig)`.
 pub fn kill(pid: Pid, sig: i32) -> Result<(), Errno> {
     // SAFETY: kill takes no pointers; any pid/signal values are checked by the kernel.

@@ -209,6 +209,33 @@ fn attack_then_check(r: &Repo) {
     assert!(files_holding(&cache, b"PWNED\n").is_empty());
 }
 
+/// perch writes the cache and reads the program's memory: a program of the same user must not
+/// attach to perch with ptrace, nor open its memory or its fds through /proc (perch is
+/// non-dumpable; the program, after exec, is dumpable as usual).
+#[test]
+fn issue_9_a_program_cannot_attach_to_perch() {
+    let mut r = repo();
+    r.drop_privileges();
+    r.mode = Some("notify");
+    let script = r#"python3 -c '
+import ctypes, os, sys
+perch = int(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.ptrace(16, perch, 0, 0)  # PTRACE_ATTACH
+print("attach", r, ctypes.get_errno())
+for name in ("mem", "fd/0"):
+    try:
+        open("/proc/%d/%s" % (perch, name), "rb").close()
+        print(name, "opened")
+    except OSError as e:
+        print(name, e.errno)
+print("self", open("/proc/self/status").read().count("TracerPid"))
+' "$PPID""#;
+    let o = r.perch(script);
+    assert_eq!(o.stdout, "attach -1 1\nmem 13\nfd/0 13\nself 1\n", "{o}");
+    assert_eq!(o.code, Some(0), "{o}");
+}
+
 #[test]
 fn issue_9_proc_maps_names_cvmfs_paths() {
     let mut r = repo();

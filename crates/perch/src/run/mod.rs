@@ -178,6 +178,15 @@ fn interceptor_for(args: &RunArgs, backend: Backend) -> Interceptor {
     interceptor
 }
 
+/// In ptrace mode the program opens some of perch's files itself, through perch's
+/// `/proc/<pid>/fd/N` (a memfd: the translated `/proc/self/maps`), so perch stays dumpable
+/// there (README "Modes").
+fn traced_programs_reopen_perchs_files() {
+    if let Err(e) = perch_sys::misc::set_dumpable(true) {
+        tracing::warn!("cannot make perch dumpable (PR_SET_DUMPABLE): {e}");
+    }
+}
+
 /// `--record FILE`: the lines to FILE.tmp, then renamed to FILE.
 fn write_record(file: &std::path::Path, lines: &[String]) -> Result<(), Fail> {
     let mut tmp = file.as_os_str().to_owned();
@@ -205,6 +214,11 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
             args.client.mount_dir.display()
         );
         return direct_exec(&args.command);
+    }
+    // A program of this user must not attach to perch or open its memory: perch writes the
+    // cache. ptrace mode turns this back on (`intercepted`).
+    if let Err(e) = perch_sys::misc::set_dumpable(false) {
+        tracing::warn!("cannot make perch non-dumpable (PR_SET_DUMPABLE): {e}");
     }
     match args.mode {
         Mode::Notify => {
@@ -265,6 +279,9 @@ fn direct_exec(command: &[OsString]) -> Result<ExitCode, Fail> {
 /// (kernel too old, no seccomp notification, a listener refused), run in ptrace mode instead.
 fn intercepted(args: RunArgs, backend: Backend, fallback: bool) -> Result<ExitCode, Fail> {
     let handler = Arc::new(setup(&args)?);
+    if backend == Backend::Ptrace {
+        traced_programs_reopen_perchs_files();
+    }
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let mut interceptor = interceptor_for(&args, backend);
     let mut stats = interceptor.stats();
@@ -276,6 +293,7 @@ fn intercepted(args: RunArgs, backend: Backend, fallback: bool) -> Result<ExitCo
                 None => e.to_string(),
             };
             tracing::debug!(target: "mode", "ptrace mode: notify mode unavailable: {why}");
+            traced_programs_reopen_perchs_files();
             interceptor = interceptor_for(&args, Backend::Ptrace);
             stats = interceptor.stats();
             result = interceptor.run(&args.command, &env, handler.clone());
