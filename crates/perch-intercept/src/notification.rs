@@ -119,6 +119,18 @@ impl<'a> Notification<'a> {
         self.procfs.fd_path(self.notif.pid.0, fd)
     }
 
+    /// An `O_PATH` fd of perch's on the object the caller's fd (cwd for `AT_FDCWD`) refers to,
+    /// for a call perch makes itself relative to it. Unverified, like
+    /// [`fd_path_unverified`](Self::fd_path_unverified).
+    pub fn open_fd_unverified(&self, fd: DirFd) -> Result<std::os::fd::OwnedFd, Errno> {
+        self.procfs.open_fd(self.notif.pid.0, fd)
+    }
+
+    /// The caller's umask, if `/proc` tells it.
+    pub fn umask(&self) -> Option<u32> {
+        crate::procfd::ProcFds::umask(self.notif.pid.0)
+    }
+
     /// Reads `len` bytes at `addr` (short at the end of a mapping), then checks validity.
     pub fn read_bytes(&self, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
         let mut buf = vec![0u8; len];

@@ -61,6 +61,47 @@ impl ProcFds {
         }
     }
 
+    /// An `O_PATH` fd of perch's on what thread `tid`'s fd `fd` (its cwd for `AT_FDCWD`) refers
+    /// to: the kernel follows the magic link, so the object is fixed from here on, whatever
+    /// the program renames. `EBADF` for a closed fd, `ENOENT` when the thread is gone.
+    pub(crate) fn open_fd(&self, tid: i32, fd: perch_syscalls::DirFd) -> Result<OwnedFd, Errno> {
+        let name = if fd.is_cwd() {
+            "../cwd".to_string()
+        } else if fd.0 < 0 {
+            return Err(Errno::EBADF);
+        } else {
+            fd.0.to_string()
+        };
+        let open = |dir: &OwnedFd| {
+            rustix::fs::openat(
+                dir,
+                name.as_str(),
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        if let Some(dir) = self.cached(tid) {
+            match open(&dir) {
+                Ok(f) => return Ok(f),
+                Err(e) if e == rustix::io::Errno::NOENT => {}
+                Err(e) => return Err(Errno::new(e.raw_os_error())),
+            }
+        }
+        let dir = self.open(tid)?;
+        match open(&dir) {
+            Ok(f) => Ok(f),
+            Err(e) if e == rustix::io::Errno::NOENT => Err(Errno::EBADF),
+            Err(e) => Err(Errno::new(e.raw_os_error())),
+        }
+    }
+
+    /// Thread `tid`'s umask (`Umask:` of `/proc/<tid>/status`, Linux 4.7).
+    pub(crate) fn umask(tid: i32) -> Option<u32> {
+        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+        let v = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(v.trim(), 8).ok()
+    }
+
     fn cached(&self, tid: i32) -> Option<Arc<OwnedFd>> {
         let dirs = self.dirs.read().unwrap_or_else(PoisonError::into_inner);
         dirs.get(&tid).cloned()

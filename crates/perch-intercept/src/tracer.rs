@@ -60,6 +60,17 @@ impl TracedCall {
     pub fn fd_path_unverified(&self, fd: DirFd) -> Result<Vec<u8>, Errno> {
         self.procfs.fd_path(self.pid.0, fd)
     }
+
+    /// An `O_PATH` fd of perch's on the object the stopped thread's fd (cwd for `AT_FDCWD`)
+    /// refers to, for a call perch makes itself relative to it.
+    pub fn open_fd(&self, fd: DirFd) -> Result<std::os::fd::OwnedFd, Errno> {
+        self.procfs.open_fd(self.pid.0, fd)
+    }
+
+    /// The stopped thread's umask, if `/proc` tells it.
+    pub fn umask(&self) -> Option<u32> {
+        crate::procfd::ProcFds::umask(self.pid.0)
+    }
 }
 
 impl TraceeView for TracedCall {
@@ -681,19 +692,12 @@ fn reopen_flags(flags: u64) -> u64 {
     flags & !strip
 }
 
-/// The path a tracee can open to get perch's file `fd` again: the target of
-/// `/proc/self/fd/N` when it is a name (not `anon_inode:…`, not deleted), else perch's own
-/// `/proc/<pid>/fd/N` (a memfd; the tracee runs as perch's user, so may open it).
+/// The path a tracee can open to get perch's file `fd` again: perch's own `/proc/<pid>/fd/N`
+/// (the tracee runs as perch's user, and perch stays dumpable in ptrace mode). A magic link,
+/// so the tracee reaches the very file perch opened and checked, never what a name leads to
+/// by then (another thread of the program may have swapped a symlink in it).
 fn reopen_path(fd: &OwnedFd) -> Vec<u8> {
-    use std::os::unix::ffi::OsStringExt;
-    let raw = fd.as_raw_fd();
-    if let Ok(t) = std::fs::read_link(format!("/proc/self/fd/{raw}")) {
-        let t = t.into_os_string().into_vec();
-        if t.first() == Some(&b'/') && !t.ends_with(b" (deleted)") {
-            return t;
-        }
-    }
-    format!("/proc/{}/fd/{raw}", std::process::id()).into_bytes()
+    format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd()).into_bytes()
 }
 
 /// An `Fd` answer in the ptrace backend: the tracee's open runs on the path of perch's file
@@ -902,10 +906,11 @@ mod tests {
     }
 
     #[test]
-    fn ptrace_fd_answers_reopen_perchs_file_by_path() {
+    fn ptrace_fd_answers_reopen_perchs_file_through_its_magic_link() {
         let flags = |f: i32| u64::from(f.unsigned_abs());
         // open("/fd", O_RDWR|O_CREAT|O_EXCL|O_TRUNC|O_NOFOLLOW|O_CLOEXEC) runs as
-        // open("/dev/null", O_RDWR|O_CLOEXEC) with the path below the stack.
+        // open("/proc/<perch>/fd/N", O_RDWR|O_CLOEXEC) with the path below the stack, N being
+        // perch's fd of /dev/null.
         let mut k = kernel(2, b"/fd");
         let asked = flags(libc::O_RDWR)
             | flags(libc::O_CREAT)
@@ -915,7 +920,16 @@ mod tests {
             | flags(libc::O_CLOEXEC);
         k.regs.rsi = asked;
         let (_, ops, _) = trace(k, vec![seccomp_stop(), exit0()]);
-        let path = b"/dev/null\0".to_vec();
+        let prefix = format!("/proc/{}/fd/", std::process::id()).into_bytes();
+        let path = ops
+            .iter()
+            .find_map(|o| match o {
+                Op::Write(100, _, p) if p.starts_with(&prefix) && p.ends_with(b"\0") => {
+                    Some(p.clone())
+                }
+                _ => None,
+            })
+            .expect("a /proc/<perch>/fd/N path written");
         let addr = (RSP - STACK_GAP - path.len() as u64) & !15;
         let rax = neg(-38);
         let want = flags(libc::O_RDWR) | flags(libc::O_CLOEXEC);

@@ -251,15 +251,8 @@ impl Client {
     /// and named on the command line), and the cache root: what a program must not change.
     /// Existing directories only, outermost first, none inside another.
     pub fn cache_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = self.cache_root().into_iter().collect();
-        let mut names = self.configured();
-        names.extend(self.extra_repositories());
-        for fqrn in names {
-            if let Ok(o) = self.mount_options(&fqrn) {
-                dirs.push(o.cache_dir);
-            }
-        }
-        let mut dirs: Vec<PathBuf> = dirs
+        let mut dirs: Vec<PathBuf> = self
+            .configured_cache_dirs()
             .into_iter()
             .filter_map(|d| std::fs::canonicalize(d).ok())
             .filter(|d| d.is_dir())
@@ -273,6 +266,20 @@ impl Client {
             }
         }
         out
+    }
+
+    /// The cache root and every repository's cache directory as configured, whether they exist
+    /// yet or not (a repository's is made when it is first mounted).
+    pub fn configured_cache_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.cache_root().into_iter().collect();
+        let mut names = self.configured();
+        names.extend(self.extra_repositories());
+        for fqrn in names {
+            if let Ok(o) = self.mount_options(&fqrn) {
+                dirs.push(o.cache_dir);
+            }
+        }
+        dirs
     }
 
     /// Mount options for `fqrn` from the configuration and command line.

@@ -127,11 +127,13 @@ fn files_holding(dir: &Path, bytes: &[u8]) -> Vec<PathBuf> {
     out
 }
 
-/// What a program that wants to hurt the next job tries (issue 9), every error ignored: the
-/// object's real path from /proc/self/maps, a symlink to it, /proc/self/fd reopened for
-/// writing, chmod then write, futimens, a rename over it, and sqlite3 on the cached catalog
-/// (hello.txt becomes a symlink to /etc/passwd).
+/// What a program that wants to hurt the next job tries (issue 9): the object's real path from
+/// /proc/self/maps, a symlink to it, /proc/self/fd reopened for writing, chmod then write,
+/// futimens, touch, a rename over it, a hard link to it, appending to the trust index, and
+/// sqlite3 on the cached catalog (hello.txt becomes a symlink to /etc/passwd). Each route
+/// prints one line: `done` if any attempt succeeded, else `refused`.
 const ATTACK: &str = r#"
+route() { if [ -n "$DONE" ]; then echo "$1: done"; else echo "$1: refused"; fi; DONE=; }
 cat "$ROOT/hello.txt" >/dev/null
 P=$(python3 -c '
 import mmap, sys
@@ -141,36 +143,46 @@ for l in open("/proc/self/maps"):
         print(l.split(None, 5)[5].strip())
 ' "$ROOT/hello.txt")
 HELLO=$(grep -rlx --exclude-dir=trust hello "$CACHE")
+[ -n "$P" ] && [ -n "$HELLO" ] || echo "no object found"
+for f in $P $HELLO; do (printf 'PWNED\n' 1<>"$f") 2>/dev/null && DONE=1; done; route write
 for f in $P $HELLO; do
-    printf 'PWNED\n' 1<>"$f"
-    ln -sf "$f" "$WORK/link" && printf 'PWNED\n' 1<>"$WORK/link"
-done
-python3 -c '
+    ln -sf "$f" "$WORK/link" && (printf 'PWNED\n' 1<>"$WORK/link") 2>/dev/null && DONE=1
+done; route symlink
+HELLO="$HELLO" python3 -c '
 import os
 fd = os.open(os.environ["ROOT"] + "/hello.txt", os.O_RDONLY)
 try:
-    w = os.open("/proc/self/fd/%d" % fd, os.O_RDWR); os.write(w, b"PWNED\n")
-except OSError: pass
-try: os.utime(fd, (0, 0))
-except OSError: pass
+    w = os.open("/proc/self/fd/%d" % fd, os.O_RDWR); os.write(w, b"PWNED\n"); print("proc-fd: done")
+except OSError: print("proc-fd: refused")
+for f in os.environ["HELLO"].split():
+    fd = os.open(f, os.O_RDONLY)
+    try: os.utime(fd, (0, 0)); print("futimens: done"); break
+    except OSError: pass
+else: print("futimens: refused")
 '
-for f in $P $HELLO; do chmod u+w "$f"; printf 'PWNED\n' >"$f"; touch -d 2001-01-01 "$f"; done
-cat "$ROOT/data.txt" >/dev/null
+for f in $P $HELLO; do chmod u+w "$f" 2>/dev/null && DONE=1; (printf 'PWNED\n' >"$f") 2>/dev/null && DONE=1; done; route chmod
+for f in $P $HELLO; do touch -d 2001-01-01 "$f" 2>/dev/null && DONE=1; done; route touch
+for f in $P $HELLO; do ln "$f" "$WORK/hard" 2>/dev/null && DONE=1; done; route link
 for f in $(grep -rl --exclude-dir=trust 'data line of trust' "$CACHE"); do
     head -c 65536 /dev/zero | tr '\0' 'X' >"$WORK/forged"
-    mv -f "$WORK/forged" "$f"
-done
+    mv -f "$WORK/forged" "$f" 2>/dev/null && DONE=1
+done; route rename
+for f in $(find "$CACHE" -path '*/trust/*' -type f); do (echo forged >>"$f") 2>/dev/null && DONE=1; done; route trust-index
 for f in $(grep -rl --exclude-dir=trust 'SQLite format 3' "$CACHE"); do
-    chmod u+w "$f"
+    chmod u+w "$f" 2>/dev/null && DONE=1
     python3 -c '
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
 c.execute("UPDATE catalog SET flags = 8, mode = 41471, symlink = ?, size = 11 WHERE name = ?", ("/etc/passwd", "hello.txt"))
 c.commit()
-' "$f"
-done
+' "$f" 2>/dev/null && DONE=1
+done; route sqlite3
 true
 "#;
+
+/// Every route of [`ATTACK`], refused.
+const REFUSED: &str = "write: refused\nsymlink: refused\nproc-fd: refused\nfutimens: refused\n\
+chmod: refused\ntouch: refused\nlink: refused\nrename: refused\ntrust-index: refused\nsqlite3: refused\n";
 
 #[test]
 fn issue_9_no_write_route_to_a_served_object_reaches_the_next_job() {
@@ -189,8 +201,8 @@ fn attack_then_check(r: &Repo) {
     let script = format!("CACHE={}; {ATTACK}", cache.display());
     let o = r.perch(&script);
     assert_eq!(o.code, Some(0), "{o}");
-    // The attack did change files in the cache (as the user's own files, it can chmod them):
-    // the next job must notice and serve the original bytes.
+    assert_eq!(o.stdout, REFUSED, "mode {:?}: {o}", r.mode);
+    // And the next job serves the original bytes.
     let o = r.perch(
         "cat \"$ROOT/hello.txt\"; sha1sum <\"$ROOT/data.txt\"; ls -l \"$ROOT/hello.txt\" | cut -c1",
     );

@@ -17,8 +17,8 @@
 //! this user, or writable by others, is ignored (and the index kept in memory only). Programs
 //! under `perch run` run with the user's uid, so they could append forged lines: in fuse mode
 //! the program sees every cache directory read-only (this file included); in notify and ptrace
-//! modes the index stops other users, and changes made without also forging the index (what a
-//! job that finds the cache path in /proc does), not a job that targets perch's own index.
+//! modes perch answers every call that could write there itself and refuses it
+//! (perch-vfs `syscall::guard`).
 //! Lines are appended with one `write` each
 //! (`O_APPEND`), so a killed process leaves at most one torn line, which does not parse or
 //! does not match any file. Another process of the same user may have verified a file since

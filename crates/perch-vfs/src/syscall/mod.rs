@@ -17,12 +17,14 @@
 //! kernel by `CONTINUE` (the kernel re-reads the program's own path), so perch does that call
 //! itself on the host path (`host`). The same holds for paths [`Hooks::remap`] changes.
 
+pub mod guard;
 mod meta;
 mod open;
 pub mod rewrite;
 mod write;
 
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -50,6 +52,18 @@ pub trait Caller: TraceeView {
     /// `/dev/fd/N` path named by the caller (`self` is the caller's tid); `None` for others.
     fn proc_real_path(&self, path: &[u8]) -> Option<PathBuf> {
         let _ = path;
+        None
+    }
+
+    /// An `O_PATH` fd of perch's on the object the caller's fd (its cwd for `AT_FDCWD`) refers
+    /// to, for calls perch makes itself relative to it (`guard`). Unverified.
+    fn open_fd_unverified(&self, fd: DirFd) -> Result<OwnedFd, Errno> {
+        let _ = fd;
+        Err(Errno::ENOSYS)
+    }
+
+    /// The caller's umask (what a file perch creates for it is masked with).
+    fn umask(&self) -> Option<u32> {
         None
     }
 
@@ -111,6 +125,7 @@ pub struct Calls {
     hooks: Box<dyn Hooks>,
     mp_name: Vec<u8>,
     shadow_root: Vec<u8>,
+    protected: guard::Protected,
 }
 
 impl std::fmt::Debug for Calls {
@@ -179,7 +194,19 @@ impl Calls {
             hooks,
             mp_name,
             shadow_root,
+            protected: guard::Protected::default(),
         }
+    }
+
+    /// Refuses the program every write into `p`'s directories (`guard`): perch's caches.
+    pub fn protect(mut self, p: guard::Protected) -> Calls {
+        self.protected = p;
+        self
+    }
+
+    /// The directories no program may change.
+    pub(crate) fn protected(&self) -> &guard::Protected {
+        &self.protected
     }
 
     /// The namespace.

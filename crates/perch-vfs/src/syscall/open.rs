@@ -5,25 +5,24 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use perch_syscalls::args::o;
 use perch_syscalls::{Answer, Call, OpenHow, ResolveFlags};
 
-use super::{i32_of, Caller, Calls};
+use super::{guard, i32_of, Caller, Calls};
 use crate::{host, Errno, Lookup, Outcome, Resolved};
 
 /// `open`, `openat`, `openat2`, `creat`: a regular file is fetched and hard-linked into the
 /// shadow tree, a directory filled; the program gets a real fd of the shadow object.
 pub fn open(cx: &Calls, c: &dyn Caller, call: &Call) -> Result<Answer, Errno> {
-    let (flags, mode, resolve) = match *call {
-        Call::Open { flags, mode, .. } | Call::Openat { flags, mode, .. } => {
-            (i32_of(flags.0), mode.0, ResolveFlags::default())
-        }
-        Call::Creat { mode, .. } => (
-            i32_of(o::O_CREAT | o::O_WRONLY | o::O_TRUNC),
-            mode.0,
-            ResolveFlags::default(),
-        ),
+    let how = match *call {
+        Call::Open { flags, mode, .. } | Call::Openat { flags, mode, .. } => OpenHow {
+            flags: u64::from(flags.0),
+            mode: u64::from(mode.0),
+            resolve: 0,
+        },
+        Call::Creat { mode, .. } => OpenHow {
+            flags: u64::from(o::O_CREAT | o::O_WRONLY | o::O_TRUNC),
+            mode: u64::from(mode.0),
+            resolve: 0,
+        },
         Call::Openat2 { how, size, .. } => {
-            let Some(t) = cx.call_target(c, call)? else {
-                return Ok(Answer::Continue);
-            };
             if usize::try_from(size.0).unwrap_or(usize::MAX) < OpenHow::SIZE {
                 return Ok(Answer::Err(Errno::EINVAL));
             }
@@ -35,24 +34,52 @@ pub fn open(cx: &Calls, c: &dyn Caller, call: &Call) -> Result<Answer, Errno> {
             let Some(how) = how else {
                 return Ok(Answer::Err(Errno::EFAULT));
             };
-            let Ok(flags) = u32::try_from(how.flags) else {
-                return Ok(Answer::Err(Errno::EINVAL));
-            };
-            return Ok(open_target(
-                cx,
-                c,
-                &t,
-                i32_of(flags),
-                u32::try_from(how.mode).unwrap_or(0),
-                ResolveFlags(how.resolve),
-            ));
+            how
         }
         _ => return Ok(Answer::Continue),
     };
-    let Some(t) = cx.call_target(c, call)? else {
-        return Ok(Answer::Continue);
+    let Ok(flags) = u32::try_from(how.flags) else {
+        return Ok(Answer::Err(Errno::EINVAL));
     };
-    Ok(open_target(cx, c, &t, flags, mode, resolve))
+    let flags = i32_of(flags);
+    let mode = u32::try_from(how.mode).unwrap_or(0);
+    let Some(t) = cx.call_target(c, call)? else {
+        return Ok(guarded(cx, c, call, &how, flags));
+    };
+    Ok(
+        match open_target(cx, c, &t, flags, mode, ResolveFlags(how.resolve)) {
+            Answer::Continue => guarded(cx, c, call, &how, flags),
+            a => a,
+        },
+    )
+}
+
+/// True for an open that can change the file or its directory.
+fn writes(flags: i32) -> bool {
+    // O_PATH ignores the rest (and seccomp's ADDFD refuses O_PATH files).
+    flags & libc::O_PATH == 0
+        && (flags & libc::O_ACCMODE != libc::O_RDONLY
+            || flags & (libc::O_CREAT | libc::O_TRUNC) != 0
+            || flags & libc::O_TMPFILE == libc::O_TMPFILE)
+}
+
+/// A host path the kernel would open: one that writes is opened by perch, so that it cannot
+/// reach the cache (`guard`).
+fn guarded(cx: &Calls, c: &dyn Caller, call: &Call, how: &OpenHow, flags: i32) -> Answer {
+    if cx.protected().is_empty() || !writes(flags) {
+        return Answer::Continue;
+    }
+    let Some((dirfd, path)) = cx.path_arg(c, call) else {
+        return Answer::Continue;
+    };
+    match guard::open(cx.protected(), c, dirfd, &path, how) {
+        Ok(None) => Answer::Continue,
+        Ok(Some(fd)) => cx.host(Ok(fd), |fd| Answer::Fd {
+            fd,
+            cloexec: flags & libc::O_CLOEXEC != 0,
+        }),
+        Err(e) => Answer::Err(e),
+    }
 }
 
 fn open_target(

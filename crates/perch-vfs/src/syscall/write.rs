@@ -5,7 +5,7 @@
 use perch_syscalls::args::at;
 use perch_syscalls::{Answer, Call, DirFd, PathPtr, AT_FDCWD};
 
-use super::{at_flags, Caller, Calls, Target};
+use super::{at_flags, guard, Caller, Calls, Target};
 use crate::{host, CreateOp, Errno, ModifyOp, PairOutcome, RemoveOp};
 
 /// `mkdir`, `mkdirat`, `mknod`, `mknodat`, `symlink`, `symlinkat`.
@@ -17,11 +17,14 @@ pub fn create(cx: &Calls, c: &dyn Caller, call: &Call) -> Result<Answer, Errno> 
         _ => return Ok(Answer::Continue),
     };
     let Some(t) = cx.call_target(c, call)? else {
-        return Ok(Answer::Continue);
+        return Ok(guarded_create(cx, c, call));
     };
     let magic = cx.magic(c);
     let l = cx.lookup(&t, &magic);
     let o = cx.force_host(cx.namespace().create(&l, op), &t, &l);
+    if matches!(o, crate::Outcome::Continue) {
+        return Ok(guarded_create(cx, c, call));
+    }
     if let (
         Call::Symlink { target, .. } | Call::Symlinkat { target, .. },
         crate::Outcome::Host(p),
@@ -48,12 +51,20 @@ pub fn remove(cx: &Calls, c: &dyn Caller, call: &Call) -> Result<Answer, Errno> 
         Call::Unlinkat { .. } => RemoveOp::Unlink,
         _ => return Ok(Answer::Continue),
     };
+    let dir = matches!(op, RemoveOp::Rmdir);
     let Some(t) = cx.call_target(c, call)? else {
-        return Ok(Answer::Continue);
+        return Ok(guarded(cx, c, call, |g, dirfd, path| {
+            guard::entry_call(g, c, dirfd, path, guard::Entry::Remove(dir))
+        }));
     };
     let magic = cx.magic(c);
     let l = cx.lookup(&t, &magic);
     let o = cx.force_host(cx.namespace().remove(&l, op), &t, &l);
+    if matches!(o, crate::Outcome::Continue) {
+        return Ok(guarded(cx, c, call, |g, dirfd, path| {
+            guard::entry_call(g, c, dirfd, path, guard::Entry::Remove(dir))
+        }));
+    }
     Ok(cx.unit(o, |p| match op {
         RemoveOp::Unlink => host::res(std::fs::remove_file(p)),
         RemoveOp::Rmdir => host::res(std::fs::remove_dir(p)),
@@ -77,11 +88,19 @@ pub fn modify(cx: &Calls, c: &dyn Caller, call: &Call) -> Result<Answer, Errno> 
         Call::Fchmod { fd, .. }
         | Call::Fchown { fd, .. }
         | Call::Fsetxattr { fd, .. }
-        | Call::Fremovexattr { fd, .. } => return fd_erofs(cx, c, fd.0),
+        | Call::Fremovexattr { fd, .. } => {
+            return match fd_erofs(cx, c, fd.0)? {
+                Answer::Continue => guarded_fd(cx, c, call, fd.0),
+                a => Ok(a),
+            }
+        }
         Call::Utimensat { dirfd, path, .. } | Call::Futimesat { dirfd, path, .. }
             if path.0 == 0 =>
         {
-            return fd_erofs(cx, c, dirfd.0)
+            return match fd_erofs(cx, c, dirfd.0)? {
+                Answer::Continue => guarded_fd(cx, c, call, dirfd.0),
+                a => Ok(a),
+            }
         }
         Call::Chmod { .. } | Call::Fchmodat { .. } => (ModifyOp::Chmod, true, 0),
         Call::Fchmodat2 { flags, .. } => (ModifyOp::Chmod, true, flags.0),
@@ -103,12 +122,15 @@ pub fn modify(cx: &Calls, c: &dyn Caller, call: &Call) -> Result<Answer, Errno> 
         _ => return Ok(Answer::Continue),
     };
     let Some(t) = cx.call_target(c, call)? else {
-        return Ok(Answer::Continue);
+        return guarded_change(cx, c, call, follow, flags);
     };
     let magic = cx.magic(c);
     let l = at_flags(cx.lookup(&t, &magic).follow(follow), flags);
     let r = cx.resolve(&t, &l);
     let o = cx.namespace().modify(&r, op);
+    if matches!(o, crate::Outcome::Continue) {
+        return guarded_change(cx, c, call, follow, flags);
+    }
     // A write through a repository symlink leading to a host file: rare; refused rather
     // than done on the wrong object.
     Ok(cx.unit(o, |_| Err(Errno::EXDEV)))
@@ -157,8 +179,31 @@ pub fn pair(cx: &Calls, c: &dyn Caller, call: &Call) -> Result<Answer, Errno> {
     };
     let to = cx.target(c, dirfd, old.clone())?;
     let tn = cx.target(c, newdirfd, new.clone())?;
+    let host_pair = || -> Answer {
+        if cx.protected().is_empty() {
+            return Answer::Continue;
+        }
+        let r = match kind {
+            Pair::Rename(flags) => {
+                guard::rename(cx.protected(), c, (dirfd, &old), (newdirfd, &new), flags)
+            }
+            Pair::Link(follow) => {
+                let empty =
+                    matches!(*call, Call::Linkat { flags, .. } if flags.0 & at::AT_EMPTY_PATH != 0);
+                guard::link(
+                    cx.protected(),
+                    c,
+                    (dirfd, &old),
+                    (newdirfd, &new),
+                    follow,
+                    empty,
+                )
+            }
+        };
+        host_answer(cx, r)
+    };
     if to.is_none() && tn.is_none() {
-        return Ok(Answer::Continue);
+        return Ok(host_pair());
     }
     // The side left to the kernel still needs an absolute form for the resolver.
     let fill = |t: Option<Target>, p: Vec<u8>, fd: DirFd| -> Target {
@@ -176,8 +221,8 @@ pub fn pair(cx: &Calls, c: &dyn Caller, call: &Call) -> Result<Answer, Errno> {
             },
         }
     };
-    let to = fill(to, old, dirfd);
-    let tn = fill(tn, new, newdirfd);
+    let to = fill(to, old.clone(), dirfd);
+    let tn = fill(tn, new.clone(), newdirfd);
     let magic = cx.magic(c);
     let lo = cx.lookup(&to, &magic);
     let ln = cx.lookup(&tn, &magic);
@@ -187,7 +232,7 @@ pub fn pair(cx: &Calls, c: &dyn Caller, call: &Call) -> Result<Answer, Errno> {
         Pair::Link(follow) => ns.link(&lo.follow(follow), &ln.nofollow()),
     };
     Ok(match out {
-        PairOutcome::Continue => Answer::Continue,
+        PairOutcome::Continue => host_pair(),
         PairOutcome::Err(e) => Answer::Err(e),
         PairOutcome::Host(a, b) => {
             let r = match kind {
@@ -198,4 +243,161 @@ pub fn pair(cx: &Calls, c: &dyn Caller, call: &Call) -> Result<Answer, Errno> {
             cx.host(r.map_err(|e| Errno::from_io(&e)), |()| Answer::Ret(0))
         }
     })
+}
+
+/// What perch's answer to a write it made itself on a host path is (`guard`).
+fn host_answer(cx: &Calls, r: Result<Option<i64>, Errno>) -> Answer {
+    match r {
+        Ok(None) => Answer::Continue,
+        Ok(Some(v)) => cx.host(Ok(v), Answer::Ret),
+        Err(e) => Answer::Err(e),
+    }
+}
+
+/// A host path the kernel would change: done by perch when the cache is protected, so that the
+/// program cannot reach it (`guard`).
+fn guarded(
+    cx: &Calls,
+    c: &dyn Caller,
+    call: &Call,
+    f: impl FnOnce(&guard::Protected, DirFd, &[u8]) -> Result<Option<i64>, Errno>,
+) -> Answer {
+    if cx.protected().is_empty() {
+        return Answer::Continue;
+    }
+    let Some((dirfd, path)) = cx.path_arg(c, call) else {
+        return Answer::Continue;
+    };
+    host_answer(cx, f(cx.protected(), dirfd, &path))
+}
+
+fn guarded_create(cx: &Calls, c: &dyn Caller, call: &Call) -> Answer {
+    let target = match *call {
+        Call::Symlink { target, .. } | Call::Symlinkat { target, .. } => {
+            match c.read_cstr(target.0, 4096) {
+                Ok(t) => Some(t),
+                Err(e) => return Answer::Err(e),
+            }
+        }
+        _ => None,
+    };
+    guarded(cx, c, call, |g, dirfd, path| {
+        let what = match *call {
+            Call::Mkdir { mode, .. } | Call::Mkdirat { mode, .. } => guard::Entry::Mkdir(mode.0),
+            Call::Mknod { mode, dev, .. } | Call::Mknodat { mode, dev, .. } => {
+                guard::Entry::Mknod(mode.0, dev.0)
+            }
+            _ => guard::Entry::Symlink(target.as_deref().unwrap_or_default()),
+        };
+        guard::entry_call(g, c, dirfd, path, what)
+    })
+}
+
+/// The value of a `setxattr`-like call, read from the program (at most `XATTR_SIZE_MAX`).
+fn xattr_args(
+    c: &dyn Caller,
+    name: u64,
+    value: u64,
+    size: u64,
+) -> Result<(Vec<u8>, Vec<u8>), Errno> {
+    let name = c.read_cstr(name, 256)?;
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    if size > 65536 {
+        return Err(Errno::E2BIG);
+    }
+    let mut v = vec![0u8; size];
+    if size > 0 && c.read_memory(value, &mut v)? != size {
+        return Err(Errno::EFAULT);
+    }
+    Ok((name, v))
+}
+
+/// chmod, truncate, setxattr (and the checked rest) of a host path, when the cache is
+/// protected.
+fn guarded_change(
+    cx: &Calls,
+    c: &dyn Caller,
+    call: &Call,
+    follow: bool,
+    flags: u32,
+) -> Result<Answer, Errno> {
+    if cx.protected().is_empty() {
+        return Ok(Answer::Continue);
+    }
+    let follow = follow && flags & at::AT_SYMLINK_NOFOLLOW == 0;
+    let empty = flags & at::AT_EMPTY_PATH != 0;
+    let xattr;
+    let what = match *call {
+        Call::Chmod { mode, .. } | Call::Fchmodat { mode, .. } | Call::Fchmodat2 { mode, .. } => {
+            guard::Change::Chmod(mode.0)
+        }
+        Call::Truncate { length, .. } => match u64::try_from(length.0) {
+            Ok(l) => guard::Change::Truncate(l),
+            Err(_) => return Ok(Answer::Err(Errno::EINVAL)),
+        },
+        Call::Setxattr {
+            name,
+            value,
+            size,
+            flags,
+            ..
+        }
+        | Call::Lsetxattr {
+            name,
+            value,
+            size,
+            flags,
+            ..
+        } => {
+            xattr = xattr_args(c, name.0, value.0, size.0)?;
+            guard::Change::SetXattr(&xattr.0, &xattr.1, flags.0)
+        }
+        Call::Setxattrat { args, size, .. } => {
+            // struct xattr_args { __aligned_u64 value; __u32 size; __u32 flags; }
+            let mut b = [0u8; 16];
+            if size.0 < 16 || c.read_memory(args.0, &mut b)? != 16 {
+                return Ok(Answer::Err(Errno::EINVAL));
+            }
+            let word = |r: std::ops::Range<usize>| {
+                b[r].iter().rev().fold(0u64, |a, &x| a << 8 | u64::from(x))
+            };
+            let name = match *call {
+                Call::Setxattrat { name, .. } => name.0,
+                _ => 0,
+            };
+            xattr = xattr_args(c, name, word(0..8), word(8..12))?;
+            let flags = u32::try_from(word(12..16)).unwrap_or(u32::MAX);
+            guard::Change::SetXattr(&xattr.0, &xattr.1, flags)
+        }
+        _ => guard::Change::Checked,
+    };
+    Ok(guarded(cx, c, call, |g, dirfd, path| {
+        guard::change(g, c, dirfd, path, follow, empty, what)
+    }))
+}
+
+/// `fchmod`, `fchown`, `fsetxattr`, `fremovexattr` of a host fd, when the cache is protected.
+fn guarded_fd(cx: &Calls, c: &dyn Caller, call: &Call, fd: i32) -> Result<Answer, Errno> {
+    if cx.protected().is_empty() {
+        return Ok(Answer::Continue);
+    }
+    let xattr;
+    let what = match *call {
+        Call::Fchmod { mode, .. } => guard::Change::Chmod(mode.0),
+        Call::Fsetxattr {
+            name,
+            value,
+            size,
+            flags,
+            ..
+        } => {
+            xattr = xattr_args(c, name.0, value.0, size.0)?;
+            guard::Change::SetXattr(&xattr.0, &xattr.1, flags.0)
+        }
+        _ => guard::Change::Checked,
+    };
+    Ok(host_answer(
+        cx,
+        guard::change_fd(cx.protected(), c, fd, what),
+    ))
 }

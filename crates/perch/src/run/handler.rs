@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use super::guard;
 use perch_intercept::{Errno, Handler, Notification, TraceAction, TracedCall};
 use perch_syscalls::{Answer, Call, DirFd, TraceeView};
+use perch_vfs::syscall::guard::Protected;
 use perch_vfs::syscall::rewrite::Rewrite;
 use perch_vfs::{Caller, Calls, Cred, Hooks, Kind, Namespace, Resolved};
 
@@ -191,6 +193,14 @@ impl Caller for NotifiedCaller<'_, '_> {
     fn proc_real_path(&self, path: &[u8]) -> Option<PathBuf> {
         proc_path(path, self.0.pid().0)
     }
+
+    fn open_fd_unverified(&self, fd: DirFd) -> Result<OwnedFd, Errno> {
+        self.0.open_fd_unverified(fd)
+    }
+
+    fn umask(&self) -> Option<u32> {
+        self.0.umask()
+    }
 }
 
 /// A stopped tracee as the table's code sees it: it cannot go away while stopped.
@@ -217,6 +227,14 @@ impl Caller for TracedCaller<'_> {
 
     fn proc_real_path(&self, path: &[u8]) -> Option<PathBuf> {
         proc_path(path, self.0.pid().0)
+    }
+
+    fn open_fd_unverified(&self, fd: DirFd) -> Result<OwnedFd, Errno> {
+        self.0.open_fd(fd)
+    }
+
+    fn umask(&self) -> Option<u32> {
+        self.0.umask()
     }
 }
 
@@ -255,7 +273,13 @@ pub fn own_cred() -> Cred {
 impl PerchHandler {
     /// A handler over `ns`, checking permissions for `cred`; `record`: remember the repository
     /// paths the program touches (`perch run --record`).
-    pub fn new(ns: Namespace, cred: Cred, remaps: Vec<Remap>, record: bool) -> PerchHandler {
+    pub fn new(
+        ns: Namespace,
+        cred: Cred,
+        remaps: Vec<Remap>,
+        record: bool,
+        protected: Protected,
+    ) -> PerchHandler {
         let wiring = Arc::new(Wiring {
             mp: ns.mountpoint().to_vec(),
             remaps,
@@ -264,7 +288,8 @@ impl PerchHandler {
         });
         let log = tracing::enabled!(target: "perch::syscall", tracing::Level::DEBUG);
         PerchHandler {
-            calls: Calls::new(ns, cred, Box::new(SharedWiring(Arc::clone(&wiring)))),
+            calls: Calls::new(ns, cred, Box::new(SharedWiring(Arc::clone(&wiring))))
+                .protect(protected),
             wiring,
             log,
         }

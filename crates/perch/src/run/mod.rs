@@ -64,6 +64,7 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use perch_intercept::{Backend, Interceptor};
+use perch_vfs::syscall::guard::Protected;
 use perch_vfs::{Namespace, SyscallTable};
 
 use crate::adapter::VfsMounter;
@@ -161,12 +162,16 @@ fn setup(args: &RunArgs) -> Result<PerchHandler, Fail> {
         .iter()
         .map(|s| parse_remap(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let ns = namespace(Arc::new(client(args)))?;
+    let client = Arc::new(client(args));
+    let ns = namespace(Arc::clone(&client))?;
+    // After the namespace: it creates the cache root.
+    let protected = Protected::new(&client.configured_cache_dirs());
     Ok(PerchHandler::new(
         ns,
         handler::own_cred(),
         remaps,
         args.record.is_some(),
+        protected,
     ))
 }
 
