@@ -272,6 +272,9 @@ fn guarded(
 }
 
 fn guarded_create(cx: &Calls, c: &dyn Caller, call: &Call) -> Answer {
+    if cx.protected().is_empty() {
+        return Answer::Continue;
+    }
     let target = match *call {
         Call::Symlink { target, .. } | Call::Symlinkat { target, .. } => {
             match c.read_cstr(target.0, 4096) {
