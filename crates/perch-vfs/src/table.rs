@@ -21,7 +21,9 @@ pub enum Treatment {
     /// The kernel does the work on the shadow object (path rewritten, or the fd already is one).
     Supported(&'static str),
     /// A write on a virtual object: fails like on a read-only file system (`EROFS`, or the
-    /// errno Linux gives first: `EEXIST`, `EXDEV`, `EISDIR`...). Host paths continue.
+    /// errno Linux gives first: `EEXIST`, `EXDEV`, `EISDIR`...). On host paths the call is
+    /// made by perch on the object it resolved, `EACCES` in a cache directory
+    /// (`syscall::guard`); without protected directories, host paths continue.
     Erofs,
     /// Fails with this errno on virtual objects only, and why; host paths continue.
     Unsupported(Errno, &'static str),
@@ -112,7 +114,8 @@ const STAT: &str = "stat from the catalog (st_dev per repository, st_ino from th
 const XATTR: &str = "catalog and cvmfs magic xattrs; ERANGE/ENODATA as the kernel";
 const OPEN: &str = "regular file: fetched, hard-linked into the shadow tree, real fd injected \
                     (ADDFD|SEND, O_CLOEXEC honoured); directory: filled shadow dir fd; O_PATH: \
-                    a read-only fd (ADDFD cannot pass O_PATH files), ELOOP for a symlink itself";
+                    a read-only fd (ADDFD cannot pass O_PATH files), ELOOP for a symlink itself; \
+                    a host open for writing: made by perch, EACCES in a cache directory";
 const FD_PASS: &str = "fds of virtual objects are real shadow fds; read-only opens make the \
                        kernel's own EINVAL/EBADF right";
 const WATCH: &str =
@@ -272,7 +275,10 @@ impl fmt::Display for Treatment {
             Treatment::Emulated(n) => write!(f, "emulated: {n}"),
             Treatment::Supported(n) => write!(f, "supported: {n}"),
             Treatment::Erofs => {
-                f.write_str("EROFS on virtual paths (Linux's read-only errno order)")
+                f.write_str(
+                    "EROFS on virtual paths (Linux's read-only errno order); on host paths \
+                     made by perch, EACCES in a cache directory",
+                )
             }
             Treatment::Unsupported(e, why) => {
                 write!(f, "{e:?} on virtual objects: {why}; host paths continue")
