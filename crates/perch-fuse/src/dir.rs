@@ -51,8 +51,7 @@ pub(crate) fn child_item(
         ttl: FOREVER,
         node: Some(Node::Entry {
             repo: repo.clone(),
-            path,
-            entry,
+            path: path.into_boxed_slice(),
         }),
         name,
         id,

@@ -76,8 +76,11 @@ impl PerchFs {
                 let entry = repo.lookup(b"").map_err(|e| e.errno())?.ok_or(Errno::EIO)?;
                 Ok((Some(repo), Vec::new(), entry))
             }
-            Node::Entry { repo, path, entry } => {
-                Ok((Some(repo.clone()), path.clone(), entry.clone()))
+            Node::Entry { repo, path } => {
+                let entry = repo.lookup(path).map_err(|e| e.errno())?;
+                // Gone from the revision the node came from: cannot happen within one mount.
+                let entry = entry.ok_or(Errno::ESTALE)?;
+                Ok((Some(repo.clone()), path.to_vec(), entry))
             }
         }
     }
@@ -127,8 +130,7 @@ impl PerchFs {
                         entry_id(repo.fqrn(), e.inode),
                         Node::Entry {
                             repo: repo.clone(),
-                            path: child,
-                            entry: e.clone(),
+                            path: child.into_boxed_slice(),
                         },
                         e,
                     ))),

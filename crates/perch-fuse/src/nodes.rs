@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use perch_vfs::{Entry, Repository};
+use perch_vfs::Repository;
 
 /// FUSE's root node: the mount point (`/cvmfs`).
 pub(crate) const ROOT: u64 = 1;
@@ -18,11 +18,12 @@ pub(crate) enum Node {
     Root,
     /// `/cvmfs/<fqrn>`, mounted on first use (it may be listed before that).
     RepoRoot(String),
-    /// An entry inside a mounted repository (`path` as `/a/b`).
+    /// An entry inside a mounted repository (`path` as `/a/b`). Its metadata is looked up
+    /// again when needed (the kernel caches attributes for good, so rarely): the kernel may
+    /// hold a reference to every entry a `find` passed, and a node must stay small.
     Entry {
         repo: Arc<dyn Repository>,
-        path: Vec<u8>,
-        entry: Entry,
+        path: Box<[u8]>,
     },
 }
 
