@@ -338,8 +338,9 @@ pub fn run(
     tracing::debug!(
         target: "mode",
         pid = child.pid().0,
-        "fuse mode: /cvmfs is perch's FUSE mount in a private user+mount namespace \
-         (notify mode not needed)"
+        "fuse mode: {} is perch's FUSE mount in a private user+mount namespace \
+         (notify mode not needed)",
+        args.client.mount_dir.display()
     );
     let status = child
         .wait()
