@@ -255,7 +255,7 @@ impl Filesystem for PerchFs {
         match self.do_lookup(&parent_node, name.as_bytes()) {
             Ok(Some((id, node, entry))) => {
                 let attr = file_attr(id, &entry);
-                self.nodes.remember(id, node);
+                self.nodes.remember(id, &node, parent.0);
                 reply.entry(&FOREVER, &attr, Generation(0));
             }
             // Absent inside a repository: cached by the kernel (node id 0) like any entry.
@@ -433,7 +433,7 @@ impl Filesystem for PerchFs {
     fn readdirplus(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
@@ -454,7 +454,7 @@ impl Filesystem for PerchFs {
             // The kernel takes a reference to every entry but `.` and `..`.
             if !full {
                 if let Some(node) = &it.node {
-                    self.nodes.remember(it.id, node.clone());
+                    self.nodes.remember(it.id, node, ino.0);
                 }
             }
             full

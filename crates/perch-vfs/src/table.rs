@@ -274,12 +274,10 @@ impl fmt::Display for Treatment {
         match self {
             Treatment::Emulated(n) => write!(f, "emulated: {n}"),
             Treatment::Supported(n) => write!(f, "supported: {n}"),
-            Treatment::Erofs => {
-                f.write_str(
-                    "EROFS on virtual paths (Linux's read-only errno order); on host paths \
+            Treatment::Erofs => f.write_str(
+                "EROFS on virtual paths (Linux's read-only errno order); on host paths \
                      made by perch, EACCES in a cache directory",
-                )
-            }
+            ),
             Treatment::Unsupported(e, why) => {
                 write!(f, "{e:?} on virtual objects: {why}; host paths continue")
             }
