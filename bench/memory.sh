@@ -5,6 +5,7 @@
 # Reproduce with:  bash bench/memory.sh
 #   PERCH="path/a path/b"   binaries to compare (default: this tree's release build)
 #   SIZES="100000 1000000"  entries per repository;  KEEP=DIR  reuse generated strata in DIR
+#   MODE=auto|fuse|notify|ptrace  the `perch run` mode (default auto: fuse where it works)
 # Generating: python3 writes the tree (every file the same 2 bytes, so one object), then
 # `perch publish` of the first binary; the time each step takes is printed.
 # Layout: top/dNNN/sNNN/fNNN, 100 files per leaf directory; "nested" puts a .cvmfscatalog in
@@ -12,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"100000 1000000"}
+MODE=${MODE:-auto}
 if [ -z "${PERCH:-}" ]; then
   cargo build --quiet --release -p perch
   PERCH=$PWD/target/release/perch
@@ -20,7 +22,7 @@ read -r -a BINS <<<"$PERCH"
 W=${KEEP:-$(mktemp -d /tmp/perch-mem-XXXXXX)}
 mkdir -p "$W"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$W"' EXIT
-echo "# bash bench/memory.sh   ($(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "# MODE=$MODE bash bench/memory.sh   ($(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg))"
 
 gen_tree() { # dir entries nested(0|1)
   python3 - "$@" <<'EOF'
@@ -73,7 +75,7 @@ for n in $SIZES; do
       # (perch is the parent of the program it runs).
       for pass in "cold:" "warm:" "warm, stat all:-size +1000k"; do
         s=$(date +%s%N)
-        out=$("$bin" run --config-dir "$R/etc" --config "$R/client.conf" --cache "$R/cache" -r "$FQRN" -- \
+        out=$("$bin" run --mode "$MODE" --config-dir "$R/etc" --config "$R/client.conf" --cache "$R/cache" -r "$FQRN" -- \
           sh -c 'c=$(find /cvmfs/'"$FQRN ${pass#*:}"' | wc -l); printf "%s %s %s\n" "$c" "$(cat /proc/$PPID/comm)" "$(grep VmHWM /proc/$PPID/status | tr -s " \t" " ")"')
         e=$(date +%s%N)
         echo "$n-$layout ${pass%%:*} $bin: find printed ${out%% *} paths in $(( (e - s) / 1000000 )) ms; ${out#* }"
