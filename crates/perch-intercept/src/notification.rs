@@ -131,6 +131,11 @@ impl<'a> Notification<'a> {
         crate::procfd::ProcFds::umask(self.notif.pid.0)
     }
 
+    /// Whether the caller has perch's credentials (uids, gids, groups, capabilities).
+    pub fn same_creds(&self) -> bool {
+        crate::procfd::ProcFds::same_creds(self.notif.pid.0)
+    }
+
     /// Reads `len` bytes at `addr` (short at the end of a mapping), then checks validity.
     pub fn read_bytes(&self, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
         let mut buf = vec![0u8; len];

@@ -102,6 +102,30 @@ impl ProcFds {
         u32::from_str_radix(v.trim(), 8).ok()
     }
 
+    /// Whether thread `tid` has perch's credentials: the same uids, gids, groups and effective
+    /// capabilities (a program running as root may have dropped them, or one may hold
+    /// capabilities in a user namespace of its own). `false` when `/proc` does not tell.
+    pub(crate) fn same_creds(tid: i32) -> bool {
+        fn creds(status: &str) -> Vec<&str> {
+            status
+                .lines()
+                .filter(|l| {
+                    ["Uid:", "Gid:", "Groups:", "CapEff:"]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+                })
+                .collect()
+        }
+        static OWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let own =
+            OWN.get_or_init(|| std::fs::read_to_string("/proc/self/status").unwrap_or_default());
+        let Ok(theirs) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+            return false;
+        };
+        let mine = creds(own);
+        !mine.is_empty() && mine == creds(&theirs)
+    }
+
     fn cached(&self, tid: i32) -> Option<Arc<OwnedFd>> {
         let dirs = self.dirs.read().unwrap_or_else(PoisonError::into_inner);
         dirs.get(&tid).cloned()

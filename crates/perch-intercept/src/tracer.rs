@@ -71,6 +71,11 @@ impl TracedCall {
     pub fn umask(&self) -> Option<u32> {
         crate::procfd::ProcFds::umask(self.pid.0)
     }
+
+    /// Whether the stopped thread has perch's credentials (uids, gids, groups, capabilities).
+    pub fn same_creds(&self) -> bool {
+        crate::procfd::ProcFds::same_creds(self.pid.0)
+    }
 }
 
 impl TraceeView for TracedCall {

@@ -248,6 +248,31 @@ print("self", open("/proc/self/status").read().count("TracerPid"))
     assert_eq!(o.code, Some(0), "{o}");
 }
 
+/// perch makes a program's writes itself (the cache guard) only for a program with perch's
+/// credentials: one started as root that dropped them writes with its own, as it would
+/// natively (a root-only directory stays closed to it).
+#[test]
+fn issue_9_a_program_that_dropped_roots_credentials_writes_with_its_own() {
+    assert!(
+        is_root(),
+        "this test drops root's credentials inside the job: run it as root (CI does)"
+    );
+    let mut r = repo();
+    let closed = r.work().join("root-only");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let script = format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'echo x >{0}/f; mkdir {0}/d' 2>/dev/null; \
+         echo $?; ls {0}",
+        closed.display()
+    );
+    for mode in ["notify", "ptrace"] {
+        r.mode = Some(mode);
+        let o = r.perch(&script);
+        assert_eq!(o.stdout, "1\n", "mode {mode}: {o}");
+    }
+}
+
 #[test]
 fn issue_9_proc_maps_names_cvmfs_paths() {
     let mut r = repo();

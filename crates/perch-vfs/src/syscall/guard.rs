@@ -19,6 +19,10 @@
 //! symlink) on the way to one. chown and timestamps are checked but left to the kernel (they
 //! grant no write; a change shows in ctime, which makes perch hash the file again).
 //!
+//! A program whose credentials are not perch's (one started as root that dropped them, one with
+//! capabilities in a user namespace of its own) gets the same checks, and then the kernel makes
+//! the call with its own credentials: for it, the check and the call are not one step.
+//!
 //! `/proc/self`, `/proc/thread-self`, `/dev/fd` and `/dev/std{in,out,err}` name the program's
 //! own objects; perch opens them through the program's `/proc/<tid>/…`. A write through another
 //! magic link (a symlink the program made to `/proc/self/fd/N`) is refused: perch would reach
@@ -373,6 +377,9 @@ pub(super) fn open(
         if g.holds(d.as_fd())? {
             return Err(Errno::EACCES);
         }
+        if !c.same_creds() {
+            return Ok(None);
+        }
         return with_umask(c, || {
             rustix::fs::openat(&d, ".", flags | OFlags::CLOEXEC, mode)
         })
@@ -429,7 +436,7 @@ pub(super) fn open(
                 if g.holds(p.as_fd())? {
                     return Err(Errno::EACCES);
                 }
-                if ft != FileType::RegularFile && ft != FileType::Directory {
+                if ft != FileType::RegularFile && ft != FileType::Directory || !c.same_creds() {
                     return Ok(None);
                 }
                 let again = flags.difference(OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW)
@@ -444,6 +451,9 @@ pub(super) fn open(
                 }
                 if g.holds(d.as_fd())? {
                     return Err(Errno::EACCES);
+                }
+                if !c.same_creds() {
+                    return Ok(None);
                 }
                 let f = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                 match with_umask(c, || rustix::fs::openat(&d, os(&last), f, mode)) {
@@ -503,7 +513,7 @@ pub(super) fn change(
             Some(Reached::Found(p)) => p,
         }
     };
-    on_object(g, p, follow, what)
+    on_object(g, c, p, follow, what)
 }
 
 /// The `f*` form: the object behind the program's fd.
@@ -520,11 +530,12 @@ pub(super) fn change_fd(
         Err(e) => return Err(e),
     };
     c.verify()?;
-    on_object(g, p, true, what)
+    on_object(g, c, p, true, what)
 }
 
 fn on_object(
     g: &Protected,
+    c: &dyn Caller,
     p: OwnedFd,
     follow: bool,
     what: Change<'_>,
@@ -537,6 +548,8 @@ fn on_object(
     let at = proc_self(p.as_fd());
     let r = match what {
         Change::Checked => return Ok(None),
+        // Not perch's to do with its own credentials: checked, then the kernel's.
+        _ if !c.same_creds() => return Ok(None),
         // The kernel refuses these on a symlink itself; through /proc/self/fd they would not be.
         _ if ft == FileType::Symlink && !follow => return Err(Errno::EOPNOTSUPP),
         // truncate(2) needs write permission, as an open for writing does.
@@ -584,6 +597,9 @@ pub(super) fn entry_call(
     if g.holds(d.as_fd())? {
         return Err(Errno::EACCES);
     }
+    if !c.same_creds() && !matches!(what, Entry::Remove(_)) {
+        return Ok(None);
+    }
     let name = os(&last);
     let r = match what {
         Entry::Remove(dir) => {
@@ -591,6 +607,9 @@ pub(super) fn entry_call(
                 if g.on_the_way(e.as_fd())? {
                     return Err(Errno::EACCES);
                 }
+            }
+            if !c.same_creds() {
+                return Ok(None);
             }
             let flags = if dir {
                 rustix::fs::AtFlags::REMOVEDIR
@@ -643,6 +662,9 @@ pub(super) fn rename(
             }
         }
     }
+    if !c.same_creds() {
+        return Ok(None);
+    }
     rustix::fs::renameat_with(
         &od,
         os(&ol),
@@ -685,6 +707,9 @@ pub(super) fn link(
         return Err(Errno::EACCES);
     }
     // Through the magic link: the object reached, not the program's path again.
+    if !c.same_creds() {
+        return Ok(None);
+    }
     rustix::fs::linkat(
         CWD,
         proc_self(p.as_fd()).as_str(),

@@ -67,6 +67,13 @@ pub trait Caller: TraceeView {
         None
     }
 
+    /// Whether the caller has perch's credentials, so that a call perch makes for it is the
+    /// call it would have made (`guard`); a program may have dropped root's, or hold
+    /// capabilities in a user namespace of its own.
+    fn same_creds(&self) -> bool {
+        true
+    }
+
     /// [`Caller::fd_path_unverified`], verified.
     fn fd_path(&self, fd: DirFd) -> Result<Vec<u8>, Errno> {
         let p = self.fd_path_unverified(fd);

@@ -201,6 +201,10 @@ impl Caller for NotifiedCaller<'_, '_> {
     fn umask(&self) -> Option<u32> {
         self.0.umask()
     }
+
+    fn same_creds(&self) -> bool {
+        self.0.same_creds()
+    }
 }
 
 /// A stopped tracee as the table's code sees it: it cannot go away while stopped.
@@ -235,6 +239,10 @@ impl Caller for TracedCaller<'_> {
 
     fn umask(&self) -> Option<u32> {
         self.0.umask()
+    }
+
+    fn same_creds(&self) -> bool {
+        self.0.same_creds()
     }
 }
 
