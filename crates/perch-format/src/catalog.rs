@@ -37,7 +37,12 @@ pub const FLAG_DIRECT_IO: u32 = 0x10000;
 /// immutable and sit in the OS page cache anyway, so a page missed here costs one `pread` of
 /// a cached page; what stays here are the B-tree's upper levels, which every lookup visits.
 /// A reader with many catalogs open keeps memory bounded by this times their number.
+/// At most this; a catalog gets 1/64 of its size, at least [`PAGE_CACHE_MIN_KIB`] (a B-tree's
+/// upper levels are a small fraction of it), so many small nested catalogs stay small.
 pub const PAGE_CACHE_KIB: i64 = 512;
+
+/// The page cache of a small catalog.
+pub const PAGE_CACHE_MIN_KIB: i64 = 64;
 
 /// Errors reading or writing catalogs.
 #[derive(Debug, thiserror::Error)]
@@ -301,7 +306,13 @@ impl Catalog {
         )?;
         // The file is content-addressed and never changes.
         conn.pragma_update(None, "query_only", true)?;
-        conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        let kib = i64::try_from(len / 1024 / 64).unwrap_or(PAGE_CACHE_KIB);
+        conn.pragma_update(
+            None,
+            "cache_size",
+            -kib.clamp(PAGE_CACHE_MIN_KIB, PAGE_CACHE_KIB),
+        )?;
         let schema: Option<String> = conn
             .query_row("SELECT value FROM properties WHERE key='schema'", [], |r| {
                 r.get(0)
