@@ -301,6 +301,10 @@ impl Catalog {
         )?;
         // The file is content-addressed and never changes.
         conn.pragma_update(None, "query_only", true)?;
+        // So the shared lock taken by the first read is kept: no lock, unlock, journal and
+        // WAL probe and change-counter read around every query (about 30 system calls per
+        // lookup). Nobody ever writes a catalog, so nobody waits for this lock.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
         let schema: Option<String> = conn
             .query_row("SELECT value FROM properties WHERE key='schema'", [], |r| {
