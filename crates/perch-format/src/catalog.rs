@@ -306,6 +306,10 @@ impl Catalog {
         )?;
         // The file is content-addressed and never changes.
         conn.pragma_update(None, "query_only", true)?;
+        // So the shared lock taken by the first read is kept: no lock, unlock, journal and
+        // WAL probe and change-counter read around every query (about 30 system calls per
+        // lookup). Nobody ever writes a catalog, so nobody waits for this lock.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         let len = std::fs::metadata(path).map_or(0, |m| m.len());
         let kib = i64::try_from(len / 1024 / 64).unwrap_or(PAGE_CACHE_KIB);
         conn.pragma_update(

@@ -5,6 +5,7 @@
 //!   <uid>/                           one tree per user (0700): only its owner can change it
 //!     <fqrn>@<revision_id>/...       one tree per mounted revision (immutable content)
 //!     .root-<hash>/<fqrn>/           what opening /cvmfs gives: one empty dir per configured repo
+//!     .empty                         the one empty file every placeholder is a hard link to
 //!     .tmp/                          staging: built here and renamed into place; entries are
 //!                                    named `<pid>@<host>.…`, those of dead processes of this
 //!                                    host are removed when a tree is opened
@@ -22,6 +23,12 @@
 //! * Children are created as: directories → empty directories (mode 0755), symlinks →
 //!   symlinks with the expanded target, regular and special files → empty placeholder files
 //!   (mode 0444). Metadata never comes from these: perch answers `stat` from the catalog.
+//!   A placeholder is a hard link to the tree's one empty file `.empty`: a link is a directory
+//!   entry only, where a new file would allocate an inode (on ext4 a search of the inode
+//!   bitmap, on a cluster file system a metadata-server round trip) per file of every
+//!   directory a job looks at. When `.empty` reaches the link limit (`EMLINK`) or is gone, a
+//!   fresh empty file replaces it. An empty file served as a placeholder is checked to be
+//!   empty when opened ([`ShadowTree::verified`]), so a write to `.empty` is never served.
 //! * An opened regular file becomes a hard link to its cache object: linked under a unique
 //!   name in `.tmp/` and renamed over the placeholder, so a reader sees the placeholder or the
 //!   whole object, never a partial file. If linking fails with `EXDEV` (cache on another file
@@ -74,7 +81,11 @@ pub struct ShadowTree {
     owner: String,
     /// Directories known complete in this process, the most recently used kept.
     complete: Mutex<LruCache<DirKey, ()>>,
+    /// `<root>/.empty`: what placeholders are hard links to.
+    empty: PathBuf,
 }
+
+const EMPTY: &str = ".empty";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -156,6 +167,7 @@ impl ShadowTree {
         let root = fs::canonicalize(&mine).map_err(io_err("canonicalize", &mine))?;
         let tree = ShadowTree {
             staging: root.join(STAGING),
+            empty: root.join(EMPTY),
             root,
             owner: format!("{}@{}", std::process::id(), hostname()),
             complete: Mutex::new(LruCache::new(limit.max(1))),
@@ -321,7 +333,7 @@ impl ShadowTree {
                     repo.fqrn(), String::from_utf8_lossy(&shown));
                 return ControlFlow::Continue(());
             }
-            match Self::create_child(&tmp.join(OsStr::from_bytes(name)), &entry) {
+            match self.create_child(&tmp.join(OsStr::from_bytes(name)), &entry) {
                 Ok(()) => {
                     made += 1;
                     ControlFlow::Continue(())
@@ -359,7 +371,7 @@ impl ShadowTree {
         Ok(())
     }
 
-    fn create_child(child: &Path, entry: &Entry) -> Result<(), VfsError> {
+    fn create_child(&self, child: &Path, entry: &Entry) -> Result<(), VfsError> {
         match entry.kind {
             Kind::Dir => fs::DirBuilder::new()
                 .mode(0o755)
@@ -372,22 +384,49 @@ impl ShadowTree {
                     std::os::unix::fs::symlink(OsStr::from_bytes(t), child)
                         .map_err(io_err("symlink", child))
                 }
-                _ => Self::create_child(
-                    child,
-                    &Entry {
-                        kind: Kind::File,
-                        ..entry.clone()
-                    },
-                ),
+                _ => self.placeholder(child),
             },
-            _ => fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o444)
-                .open(child)
-                .map(drop)
-                .map_err(io_err("create", child)),
+            _ => self.placeholder(child),
         }
+    }
+
+    /// An empty placeholder at `child`: a hard link to `.empty`, or a file of its own where
+    /// no link can be made.
+    fn placeholder(&self, child: &Path) -> Result<(), VfsError> {
+        for fresh in [false, true] {
+            if fresh && self.fresh_empty().is_err() {
+                break;
+            }
+            match fs::hard_link(&self.empty, child) {
+                Ok(()) => return Ok(()),
+                // No `.empty` yet (or removed), or at the link limit: make a new one.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EMLINK)) => {}
+                Err(_) => break,
+            }
+        }
+        Self::empty_file(child)
+    }
+
+    fn empty_file(path: &Path) -> Result<(), VfsError> {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(path)
+            .map(drop)
+            .map_err(io_err("create", path))
+    }
+
+    /// Put a new empty file in place as `.empty` (atomically: a process linking the old one
+    /// meanwhile gets the old one, which is as good).
+    fn fresh_empty(&self) -> Result<(), VfsError> {
+        let tmp = self.temp_name();
+        Self::empty_file(&tmp)?;
+        let r = fs::rename(&tmp, &self.empty).map_err(io_err("rename into", &self.empty));
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        r
     }
 
     /// Make sure the shadow directory of `path` (a directory of `repo`) and all its ancestors
@@ -505,10 +544,26 @@ impl ShadowTree {
         reopen: impl FnOnce() -> Result<std::os::fd::OwnedFd, crate::Errno>,
     ) -> Result<std::os::fd::OwnedFd, crate::Errno> {
         let Some(repo) = repo else { return Ok(fd) };
-        if entry.size == 0 {
-            return Ok(fd);
-        }
         let file = fs::File::from(fd);
+        if entry.size == 0 {
+            // A placeholder shares its inode with every other one: it must still be empty.
+            if file.metadata().is_ok_and(|m| m.len() == 0) {
+                return Ok(file.into());
+            }
+            drop(file);
+            tracing::warn!(target: "vfs", shadow = %shadow.display(),
+                "an empty file's placeholder is not empty: replacing it");
+            self.fresh_empty().map_err(VfsError::log_errno)?;
+            let tmp = self.temp_name();
+            self.placeholder(&tmp).map_err(VfsError::log_errno)?;
+            self.rename_over(&tmp, shadow)
+                .map_err(VfsError::log_errno)?;
+            let file = fs::File::from(reopen()?);
+            return match file.metadata() {
+                Ok(m) if m.len() == 0 => Ok(file.into()),
+                _ => Err(crate::Errno::EIO),
+            };
+        }
         if repo.verify(path, entry, &file).is_ok() {
             return Ok(file.into());
         }
@@ -572,7 +627,10 @@ impl ShadowTree {
         if mode & 0o111 == 0o111 {
             return Ok(target);
         }
-        if fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o555)).is_err() {
+        // A placeholder's inode is shared with every other placeholder: copy it instead.
+        if meta.len() == 0
+            || fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o555)).is_err()
+        {
             let tmp = self.temp_name();
             self.copy_to(&target, &tmp, 0o555)?;
             self.rename_over(&tmp, &target)?;

@@ -343,3 +343,38 @@ fn a_listing_that_fails_midway_publishes_nothing_and_leaves_nothing() {
         "listed again, not taken as complete"
     );
 }
+
+#[test]
+fn placeholders_are_links_to_one_empty_file_and_a_changed_one_is_not_served() {
+    let f = fixture();
+    let shadow = f.ns.shadow();
+    let tree = shadow.repo_dir(f.a.as_ref());
+    let _ = open_path(&f.ns, "/cvmfs/a.example.org/dir/file.txt");
+    // Files not opened yet, a special file and an empty symlink: one inode, no inode each.
+    let empty = std::fs::symlink_metadata(shadow.root().join(".empty")).unwrap();
+    for name in ["big", "fifo", "empty_file", "empty_link"] {
+        let m = std::fs::symlink_metadata(tree.join(name)).unwrap();
+        assert!(m.is_file() && m.len() == 0, "{name}");
+        assert_eq!((m.dev(), m.ino()), (empty.dev(), empty.ino()), "{name}");
+    }
+    assert!(empty.nlink() >= 5);
+    assert_eq!(
+        shadow.to_virtual(
+            shadow.root().join(".empty").as_os_str().as_encoded_bytes(),
+            b"/cvmfs"
+        ),
+        None,
+        "not a /cvmfs path"
+    );
+    // Someone writes into the shared inode (outside perch: it is the user's own file).
+    let obj = shadow.root().join(".empty");
+    std::fs::set_permissions(&obj, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&obj, b"PWNED").unwrap();
+    // An empty file opened now is empty, and no longer shares that inode.
+    let o = open_path(&f.ns, "/cvmfs/a.example.org/empty_file");
+    let m = std::fs::metadata(&o.shadow).unwrap();
+    assert_eq!(m.len(), 0);
+    assert_eq!(std::fs::read(&o.shadow).unwrap(), b"");
+    let bad = std::fs::metadata(tree.join("fifo")).unwrap();
+    assert_ne!(m.ino(), bad.ino());
+}

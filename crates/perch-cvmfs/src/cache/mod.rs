@@ -48,7 +48,7 @@ mod quota;
 pub mod trust;
 
 pub use check::CheckReport;
-pub use claim::STALE_CLAIM;
+pub use claim::{CLAIMS_FILE, STALE_CLAIM};
 pub use quota::GcReport;
 use trust::{hash_fd, Digest, Stamp, TrustIndex};
 
@@ -160,6 +160,8 @@ pub struct Cache {
     /// Bytes of objects (as of the last scan plus inserts since).
     usage: AtomicU64,
     trust: TrustIndex,
+    /// Claims on downloads, shared with the other processes of this cache.
+    claims: claim::Claims,
     /// The indexes of the site's trusted fillers (read only).
     fillers: Vec<TrustIndex>,
     /// Counters.
@@ -242,6 +244,7 @@ impl Cache {
             pinned: Mutex::new(HashSet::new()),
             usage: AtomicU64::new(0),
             trust: TrustIndex::open(root, dir_mode),
+            claims: claim::Claims::open(root, if alien { 0o660 } else { 0o600 }),
             fillers,
             stats: CacheStats::default(),
         };
@@ -563,7 +566,6 @@ impl Cache {
             return Ok(dest.to_path_buf());
         }
         let name = self.name_of(dest);
-        let txn = self.root.join("txn");
         let dir = dest.parent().unwrap_or(&self.root);
         if !dir.is_dir() {
             let _ = fs::create_dir_all(dir);
@@ -572,10 +574,13 @@ impl Cache {
                 let _ = fs::set_permissions(up, fs::Permissions::from_mode(self.dir_mode));
             }
         }
+        let watch = claim::Watch {
+            dir,
+            index: self.trust.file_path(),
+        };
         self.coalesce(&name, || {
-            claim::claimed(
-                &txn,
-                dir,
+            self.claims.claimed(
+                &watch,
                 &name,
                 || self.trusted_now(dest, by_name).then(|| dest.to_path_buf()),
                 || {

@@ -224,6 +224,12 @@ impl TrustIndex {
         &self.path
     }
 
+    /// The file this user's records are appended to, if any (what a process waiting for
+    /// another's download watches).
+    pub fn file_path(&self) -> Option<&Path> {
+        (self.file.is_some() && self.append).then_some(self.path.as_path())
+    }
+
     /// Read what other processes of this user appended since the last read.
     fn read_new(&self) {
         let Some(file) = &self.file else { return };
