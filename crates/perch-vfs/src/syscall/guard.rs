@@ -334,17 +334,30 @@ thread_local! {
 }
 
 /// Runs `f` with the program's umask on this thread (its own `fs_struct` from the first use).
+/// Where `unshare(CLONE_FS)` is refused (Docker's default seccomp profile), the process's
+/// umask is set for the call, one such call at a time, when it differs from the program's
+/// (perch's own files get explicit modes).
 fn with_umask<T>(c: &dyn Caller, f: impl FnOnce() -> T) -> T {
+    static SHARED: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let Some(mask) = c.umask() else {
         return f();
     };
+    let mask = Mode::from_bits_truncate(mask);
     if !OWN_FS.with(Cell::get) {
         if rustix::thread::unshare(rustix::thread::UnshareFlags::FS).is_err() {
-            return f();
+            let _one = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+            let old = rustix::process::umask(mask);
+            if old == mask {
+                rustix::process::umask(old);
+                return f();
+            }
+            let r = f();
+            rustix::process::umask(old);
+            return r;
         }
         OWN_FS.with(|o| o.set(true));
     }
-    let old = rustix::process::umask(Mode::from_bits_truncate(mask));
+    let old = rustix::process::umask(mask);
     let r = f();
     rustix::process::umask(old);
     r
