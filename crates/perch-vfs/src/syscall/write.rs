@@ -315,6 +315,50 @@ fn xattr_args(
     Ok((name, v))
 }
 
+/// Name, value and flags of a `setxattr`-family call (`None` for other calls).
+fn xattr_call(c: &dyn Caller, call: &Call) -> Result<Option<(Vec<u8>, Vec<u8>, u32)>, Errno> {
+    let (name, value, size, flags) = match *call {
+        Call::Setxattr {
+            name,
+            value,
+            size,
+            flags,
+            ..
+        }
+        | Call::Lsetxattr {
+            name,
+            value,
+            size,
+            flags,
+            ..
+        }
+        | Call::Fsetxattr {
+            name,
+            value,
+            size,
+            flags,
+            ..
+        } => (name.0, value.0, size.0, flags.0),
+        Call::Setxattrat {
+            name, args, size, ..
+        } => {
+            // struct xattr_args { __aligned_u64 value; __u32 size; __u32 flags; }
+            let mut b = [0u8; 16];
+            if size.0 < 16 || c.read_memory(args.0, &mut b)? != 16 {
+                return Err(Errno::EINVAL);
+            }
+            let word = |r: std::ops::Range<usize>| {
+                b[r].iter().rev().fold(0u64, |a, &x| a << 8 | u64::from(x))
+            };
+            let flags = u32::try_from(word(12..16)).unwrap_or(u32::MAX);
+            (name.0, word(0..8), word(8..12), flags)
+        }
+        _ => return Ok(None),
+    };
+    let (name, value) = xattr_args(c, name, value, size)?;
+    Ok(Some((name, value, flags)))
+}
+
 /// chmod, truncate, setxattr (and the checked rest) of a host path, when the cache is
 /// protected.
 fn guarded_change(
@@ -329,7 +373,7 @@ fn guarded_change(
     }
     let follow = follow && flags & at::AT_SYMLINK_NOFOLLOW == 0;
     let empty = flags & at::AT_EMPTY_PATH != 0;
-    let xattr;
+    let xattr = xattr_call(c, call)?;
     let what = match *call {
         Call::Chmod { mode, .. } | Call::Fchmodat { mode, .. } | Call::Fchmodat2 { mode, .. } => {
             guard::Change::Chmod(mode.0)
@@ -338,41 +382,10 @@ fn guarded_change(
             Ok(l) => guard::Change::Truncate(l),
             Err(_) => return Ok(Answer::Err(Errno::EINVAL)),
         },
-        Call::Setxattr {
-            name,
-            value,
-            size,
-            flags,
-            ..
-        }
-        | Call::Lsetxattr {
-            name,
-            value,
-            size,
-            flags,
-            ..
-        } => {
-            xattr = xattr_args(c, name.0, value.0, size.0)?;
-            guard::Change::SetXattr(&xattr.0, &xattr.1, flags.0)
-        }
-        Call::Setxattrat { args, size, .. } => {
-            // struct xattr_args { __aligned_u64 value; __u32 size; __u32 flags; }
-            let mut b = [0u8; 16];
-            if size.0 < 16 || c.read_memory(args.0, &mut b)? != 16 {
-                return Ok(Answer::Err(Errno::EINVAL));
-            }
-            let word = |r: std::ops::Range<usize>| {
-                b[r].iter().rev().fold(0u64, |a, &x| a << 8 | u64::from(x))
-            };
-            let name = match *call {
-                Call::Setxattrat { name, .. } => name.0,
-                _ => 0,
-            };
-            xattr = xattr_args(c, name, word(0..8), word(8..12))?;
-            let flags = u32::try_from(word(12..16)).unwrap_or(u32::MAX);
-            guard::Change::SetXattr(&xattr.0, &xattr.1, flags)
-        }
-        _ => guard::Change::Checked,
+        _ => match &xattr {
+            Some((name, value, flags)) => guard::Change::SetXattr(name, value, *flags),
+            None => guard::Change::Checked,
+        },
     };
     Ok(guarded(cx, c, call, |g, dirfd, path| {
         guard::change(g, c, dirfd, path, follow, empty, what)
@@ -384,20 +397,13 @@ fn guarded_fd(cx: &Calls, c: &dyn Caller, call: &Call, fd: i32) -> Result<Answer
     if cx.protected().is_empty() {
         return Ok(Answer::Continue);
     }
-    let xattr;
+    let xattr = xattr_call(c, call)?;
     let what = match *call {
         Call::Fchmod { mode, .. } => guard::Change::Chmod(mode.0),
-        Call::Fsetxattr {
-            name,
-            value,
-            size,
-            flags,
-            ..
-        } => {
-            xattr = xattr_args(c, name.0, value.0, size.0)?;
-            guard::Change::SetXattr(&xattr.0, &xattr.1, flags.0)
-        }
-        _ => guard::Change::Checked,
+        _ => match &xattr {
+            Some((name, value, flags)) => guard::Change::SetXattr(name, value, *flags),
+            None => guard::Change::Checked,
+        },
     };
     Ok(host_answer(
         cx,
