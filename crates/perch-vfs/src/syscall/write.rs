@@ -315,8 +315,11 @@ fn xattr_args(
     Ok((name, v))
 }
 
-/// Name, value and flags of a `setxattr`-family call (`None` for other calls).
-fn xattr_call(c: &dyn Caller, call: &Call) -> Result<Option<(Vec<u8>, Vec<u8>, u32)>, Errno> {
+/// Name, value and flags of a `setxattr`-family call.
+type XattrArgs = (Vec<u8>, Vec<u8>, u32);
+
+/// The [`XattrArgs`] of a `setxattr`-family call (`None` for other calls).
+fn xattr_call(c: &dyn Caller, call: &Call) -> Result<Option<XattrArgs>, Errno> {
     let (name, value, size, flags) = match *call {
         Call::Setxattr {
             name,
