@@ -52,7 +52,7 @@ RUN=("$PERCH" run --mode notify --config-dir "$W/etc" --config "$W/client.conf" 
 FUSE=("$PERCH" run --mode fuse --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
 PTRACE=("$PERCH" run --mode ptrace --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache" -r $FQRN --)
 # The old build may predate --mode (notify was its only mode).
-OLD=("${PERCH_OLD:-false}" run --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache-old" -r $FQRN --)
+OLD=("${PERCH_OLD:-false}" run --mode notify --config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache-old" -r $FQRN --)
 CV=/cvmfs/$FQRN
 
 cat > "$W/threads.py" <<'EOF'
