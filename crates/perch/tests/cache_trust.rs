@@ -168,6 +168,18 @@ for f in $(grep -rl --exclude-dir=trust 'data line of trust' "$CACHE"); do
     mv -f "$WORK/forged" "$f" 2>/dev/null && DONE=1
 done; route rename
 for f in $(find "$CACHE" -path '*/trust/*' -type f); do (echo forged >>"$f") 2>/dev/null && DONE=1; done; route trust-index
+for f in $(find "$CACHE" -path '*/trust/*' -type f); do
+    python3 -c '
+import os, sys, threading
+fd = os.open(sys.argv[1], os.O_RDONLY)
+for p in ("/proc/self/fd/%d" % fd, "/proc/self/task/%d/fd/%d" % (threading.get_native_id(), fd),
+          "/proc/self/../self/fd/%d" % fd, "/proc/../proc/thread-self/fd/%d" % fd):
+    try:
+        w = os.open(p, os.O_WRONLY | os.O_APPEND); os.write(w, b"forged\n"); sys.exit(0)
+    except OSError: pass
+sys.exit(1)
+' "$f" && DONE=1
+done; route trust-index-proc-fd
 for f in $(grep -rl --exclude-dir=trust 'SQLite format 3' "$CACHE"); do
     chmod u+w "$f" 2>/dev/null && DONE=1
     python3 -c '
@@ -182,7 +194,8 @@ true
 
 /// Every route of [`ATTACK`], refused.
 const REFUSED: &str = "write: refused\nsymlink: refused\nproc-fd: refused\nfutimens: refused\n\
-chmod: refused\ntouch: refused\nlink: refused\nrename: refused\ntrust-index: refused\nsqlite3: refused\n";
+chmod: refused\ntouch: refused\nlink: refused\nrename: refused\ntrust-index: refused\n\
+trust-index-proc-fd: refused\nsqlite3: refused\n";
 
 #[test]
 fn issue_9_no_write_route_to_a_served_object_reaches_the_next_job() {

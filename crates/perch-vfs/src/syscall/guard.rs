@@ -161,18 +161,24 @@ fn start(c: &dyn Caller, dirfd: DirFd, path: &[u8]) -> Result<Option<(OwnedFd, V
     let path = own.as_deref().unwrap_or(path);
     if path.starts_with(b"/proc/") || path.starts_with(b"/dev/fd/") {
         let Some(real) = c.proc_real_path(path) else {
-            return Ok(None);
+            return plain_proc(path);
         };
         // /proc/<tid>/fd/N[/rest] and /proc/<tid>/cwd[/rest]: the magic link, then the rest.
+        // Also /proc/<pid>/task/<tid>/fd/N and …/task/<tid>/cwd.
         let real = real.as_os_str().as_bytes();
         let parts: Vec<&[u8]> = real.split(|&b| b == b'/').collect();
-        let (link_len, ok) = match parts.get(3) {
-            Some(&b"fd") if parts.len() > 4 => (5, true),
-            Some(&b"cwd") | Some(&b"root") => (4, true),
+        let at = if parts.get(3) == Some(&&b"task"[..]) {
+            5
+        } else {
+            3
+        };
+        let (link_len, ok) = match parts.get(at) {
+            Some(&b"fd") if parts.len() > at + 1 => (at + 2, true),
+            Some(&b"cwd") | Some(&b"root") => (at + 1, true),
             _ => (0, false),
         };
         if !ok {
-            return Ok(None);
+            return plain_proc(real);
         }
         let link = parts[..link_len].join(&b'/');
         let rest = parts[link_len..].join(&b'/');
@@ -193,6 +199,22 @@ fn start(c: &dyn Caller, dirfd: DirFd, path: &[u8]) -> Result<Option<(OwnedFd, V
         .position(|&b| b != b'/')
         .map_or(&path[path.len()..], |i| &path[i..]);
     Ok(Some((root, rest.to_vec())))
+}
+
+/// A `/proc` path that names no fd, cwd or root of the program: left to the kernel (whose
+/// checks of a `/proc` file are the opener's) if it reaches no magic link; `EACCES` if it does
+/// (`/proc/self/../self/fd/N`), since perch cannot tell what it leads to for the program.
+fn plain_proc(path: &[u8]) -> Result<Option<(OwnedFd, Vec<u8>)>, Errno> {
+    let root =
+        rustix::fs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
+    let rest = path
+        .iter()
+        .position(|&b| b != b'/')
+        .map_or(&path[..0], |i| &path[i..]);
+    match open_path(root.as_fd(), rest, OFlags::empty(), ResolveFlags::empty()) {
+        Err(e) if e == Errno::EACCES => Err(e),
+        _ => Ok(None),
+    }
 }
 
 fn os(p: &[u8]) -> &Path {
