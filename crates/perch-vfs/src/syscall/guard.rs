@@ -225,7 +225,23 @@ fn os(p: &[u8]) -> &Path {
     }))
 }
 
-/// `openat2(O_PATH)` without magic links; on a kernel before 5.6, `openat`.
+/// Whether `openat2` can be used here: Linux 5.6, and not refused by a seccomp profile older
+/// than the call (Docker before 20.10 answers unknown calls with `EPERM`).
+fn have_openat2() -> bool {
+    static HAVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAVE.get_or_init(|| {
+        rustix::fs::openat2(
+            CWD,
+            "/",
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_MAGICLINKS,
+        )
+        .is_ok()
+    })
+}
+
+/// `openat2(O_PATH)` without magic links; where `openat2` is missing, `openat`.
 fn open_path(
     dir: BorrowedFd<'_>,
     p: &[u8],
@@ -233,6 +249,9 @@ fn open_path(
     resolve: ResolveFlags,
 ) -> Result<OwnedFd, Errno> {
     let flags = OFlags::PATH | OFlags::CLOEXEC | more;
+    if !have_openat2() {
+        return rustix::fs::openat(dir, os(p), flags, Mode::empty()).map_err(errno);
+    }
     match rustix::fs::openat2(
         dir,
         os(p),
