@@ -126,14 +126,9 @@ impl<'a> Notification<'a> {
         self.procfs.open_fd(self.notif.pid.0, fd)
     }
 
-    /// The caller's umask, if `/proc` tells it.
-    pub fn umask(&self) -> Option<u32> {
-        crate::procfd::ProcFds::umask(self.notif.pid.0)
-    }
-
-    /// Whether the caller has perch's credentials (uids, gids, groups, capabilities).
-    pub fn same_creds(&self) -> bool {
-        crate::procfd::ProcFds::same_creds(self.notif.pid.0)
+    /// Its credentials as against perch's, and its umask (one read of its `/proc` status).
+    pub fn creds(&self) -> perch_syscalls::CallerCreds {
+        crate::procfd::ProcFds::creds(self.notif.pid.0)
     }
 
     /// Reads `len` bytes at `addr` (short at the end of a mapping), then checks validity.

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use perch_syscalls::Errno;
+use perch_syscalls::{CallerCreds, Errno};
 use rustix::fs::{Mode, OFlags, CWD};
 
 /// At most this many directories are kept open (perch's own fd limit is often 1024).
@@ -41,71 +41,62 @@ impl ProcFds {
     /// The target of `/proc/<tid>/fd/<fd>`, or of `/proc/<tid>/cwd` when `fd` is `None`.
     /// `ENOENT` when the thread is gone, `EBADF` when the fd is not open.
     pub(crate) fn readlink(&self, tid: i32, fd: Option<i32>) -> Result<Vec<u8>, Errno> {
-        let name = match fd {
-            Some(n) => n.to_string(),
-            None => "../cwd".to_string(),
-        };
-        if let Some(dir) = self.cached(tid) {
-            match rustix::fs::readlinkat(&*dir, name.as_str(), Vec::new()) {
-                Ok(t) => return Ok(t.into_bytes()),
-                // The task behind the kept fd may be gone (tid reused): look again below.
-                Err(e) if e == rustix::io::Errno::NOENT => {}
-                Err(e) => return Err(Errno::new(e.raw_os_error())),
-            }
-        }
-        let dir = self.open(tid)?;
-        match rustix::fs::readlinkat(&*dir, name.as_str(), Vec::new()) {
-            Ok(t) => Ok(t.into_bytes()),
-            Err(e) if e == rustix::io::Errno::NOENT => Err(Errno::EBADF),
-            Err(e) => Err(Errno::new(e.raw_os_error())),
-        }
+        self.at_entry(tid, fd, |dir, name| {
+            rustix::fs::readlinkat(dir, name, Vec::new()).map(|t| t.into_bytes())
+        })
     }
 
     /// An `O_PATH` fd of perch's on what thread `tid`'s fd `fd` (its cwd for `AT_FDCWD`) refers
     /// to: the kernel follows the magic link, so the object is fixed from here on, whatever
     /// the program renames. `EBADF` for a closed fd, `ENOENT` when the thread is gone.
     pub(crate) fn open_fd(&self, tid: i32, fd: perch_syscalls::DirFd) -> Result<OwnedFd, Errno> {
-        let name = if fd.is_cwd() {
-            "../cwd".to_string()
+        let fd = if fd.is_cwd() {
+            None
         } else if fd.0 < 0 {
             return Err(Errno::EBADF);
         } else {
-            fd.0.to_string()
+            Some(fd.0)
         };
-        let open = |dir: &OwnedFd| {
-            rustix::fs::openat(
-                dir,
-                name.as_str(),
-                OFlags::PATH | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
+        self.at_entry(tid, fd, |dir, name| {
+            rustix::fs::openat(dir, name, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        })
+    }
+
+    /// `op` on the entry of thread `tid`'s fd (its cwd for `None`) in its kept-open
+    /// `/proc/<tid>/fd` directory, opened afresh when the kept one finds no task (tid reused).
+    /// `ENOENT` when the thread is gone, `EBADF` when the fd is not open.
+    fn at_entry<T>(
+        &self,
+        tid: i32,
+        fd: Option<i32>,
+        op: impl Fn(&OwnedFd, &str) -> rustix::io::Result<T>,
+    ) -> Result<T, Errno> {
+        let name = match fd {
+            Some(n) => n.to_string(),
+            None => "../cwd".to_string(),
         };
         if let Some(dir) = self.cached(tid) {
-            match open(&dir) {
-                Ok(f) => return Ok(f),
+            match op(&dir, &name) {
+                Ok(v) => return Ok(v),
+                // The task behind the kept fd may be gone (tid reused): look again below.
                 Err(e) if e == rustix::io::Errno::NOENT => {}
                 Err(e) => return Err(Errno::new(e.raw_os_error())),
             }
         }
         let dir = self.open(tid)?;
-        match open(&dir) {
-            Ok(f) => Ok(f),
+        match op(&dir, &name) {
+            Ok(v) => Ok(v),
             Err(e) if e == rustix::io::Errno::NOENT => Err(Errno::EBADF),
             Err(e) => Err(Errno::new(e.raw_os_error())),
         }
     }
 
-    /// Thread `tid`'s umask (`Umask:` of `/proc/<tid>/status`, Linux 4.7).
-    pub(crate) fn umask(tid: i32) -> Option<u32> {
-        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-        let v = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-        u32::from_str_radix(v.trim(), 8).ok()
-    }
-
-    /// Whether thread `tid` has perch's credentials: the same uids, gids, groups and effective
-    /// capabilities (a program running as root may have dropped them, or one may hold
-    /// capabilities in a user namespace of its own). `false` when `/proc` does not tell.
-    pub(crate) fn same_creds(tid: i32) -> bool {
+    /// What thread `tid`'s `/proc/<tid>/status` says of it for a call perch makes on its
+    /// behalf (one read): whether it has perch's credentials (the same uids, gids, groups and
+    /// effective capabilities: a program running as root may have dropped them, or one may
+    /// hold capabilities in a user namespace of its own; `false` when `/proc` does not tell),
+    /// and its umask (`Umask:`, Linux 4.7).
+    pub(crate) fn creds(tid: i32) -> CallerCreds {
         fn creds(status: &str) -> Vec<&str> {
             status
                 .lines()
@@ -120,10 +111,19 @@ impl ProcFds {
         let own =
             OWN.get_or_init(|| std::fs::read_to_string("/proc/self/status").unwrap_or_default());
         let Ok(theirs) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
-            return false;
+            return CallerCreds {
+                same_as_perch: false,
+                umask: None,
+            };
         };
         let mine = creds(own);
-        !mine.is_empty() && mine == creds(&theirs)
+        CallerCreds {
+            same_as_perch: !mine.is_empty() && mine == creds(&theirs),
+            umask: theirs
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok()),
+        }
     }
 
     fn cached(&self, tid: i32) -> Option<Arc<OwnedFd>> {

@@ -67,14 +67,9 @@ impl TracedCall {
         self.procfs.open_fd(self.pid.0, fd)
     }
 
-    /// The stopped thread's umask, if `/proc` tells it.
-    pub fn umask(&self) -> Option<u32> {
-        crate::procfd::ProcFds::umask(self.pid.0)
-    }
-
-    /// Whether the stopped thread has perch's credentials (uids, gids, groups, capabilities).
-    pub fn same_creds(&self) -> bool {
-        crate::procfd::ProcFds::same_creds(self.pid.0)
+    /// Its credentials as against perch's, and its umask (one read of its `/proc` status).
+    pub fn creds(&self) -> perch_syscalls::CallerCreds {
+        crate::procfd::ProcFds::creds(self.pid.0)
     }
 }
 

@@ -42,7 +42,7 @@ pub use call::{Call, DisplayCall, Family, Sysno};
 pub use errno::Errno;
 pub use set::{SyscallSet, MAX_NR};
 pub use stat::{Stat, StatFs, Statx, StatxTimestamp};
-pub use view::{FakeMemory, TraceeView};
+pub use view::{CallerCreds, FakeMemory, TraceeView};
 
 /// A process or thread id as the kernel reports it. A handle for logging and `/proc` look-ups;
 /// it may be reused once the process is gone.

@@ -10,6 +10,16 @@ const PAGE_BYTES: usize = 4096;
 /// Bytes read first when looking for a NUL.
 const FIRST_READ: usize = 256;
 
+/// What a call perch makes on a tracee's behalf depends on (its `/proc/<tid>/status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerCreds {
+    /// The tracee has perch's uids, gids, groups and effective capabilities, so perch's call
+    /// is the one it would have made.
+    pub same_as_perch: bool,
+    /// Its umask, for the files perch creates for it.
+    pub umask: Option<u32>,
+}
+
 /// Reads a tracee's memory.
 pub trait TraceeView {
     /// Reads up to `buf.len()` bytes at `addr`; returns how many were read (short at the end of a

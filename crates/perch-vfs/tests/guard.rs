@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use common::*;
-use perch_syscalls::{Answer, Call, DirFd, Errno, FakeMemory, TraceeView};
+use perch_syscalls::{Answer, Call, CallerCreds, DirFd, Errno, FakeMemory, TraceeView};
 use perch_vfs::syscall::guard::Protected;
 use perch_vfs::syscall::NoHooks;
 use perch_vfs::{Caller, Calls, Cred};
@@ -64,8 +64,11 @@ impl Caller for Program {
         .map_err(|e| Errno::new(e.raw_os_error()))
     }
 
-    fn umask(&self) -> Option<u32> {
-        Some(0o027)
+    fn creds(&self) -> CallerCreds {
+        CallerCreds {
+            same_as_perch: true,
+            umask: Some(0o027),
+        }
     }
 }
 

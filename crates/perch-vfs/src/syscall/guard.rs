@@ -112,9 +112,22 @@ impl Protected {
         Ok(self.dirs.iter().any(|d| path.starts_with(d)))
     }
 
-    /// Whether the entry behind `fd` is a directory or symlink on the way to a protected one.
-    fn on_the_way(&self, fd: BorrowedFd<'_>) -> Result<bool, Errno> {
-        let st = rustix::fs::fstat(fd).map_err(errno)?;
+    /// Whether changing the entry `last` of the directory `dir` (renaming or removing it)
+    /// could change a protected directory: `dir` is inside one, or the entry itself (not
+    /// followed) is a directory or symlink on the way to one.
+    fn holds_entry(&self, dir: BorrowedFd<'_>, last: &[u8]) -> Result<bool, Errno> {
+        if self.holds(dir)? {
+            return Ok(true);
+        }
+        let Ok(e) = rustix::fs::openat(
+            dir,
+            os(last),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return Ok(false);
+        };
+        let st = rustix::fs::fstat(&e).map_err(errno)?;
         Ok(self.on_the_way.contains(&(st.st_dev, st.st_ino)))
     }
 }
@@ -192,26 +205,26 @@ fn start(c: &dyn Caller, dirfd: DirFd, path: &[u8]) -> Result<Option<(OwnedFd, V
         c.verify()?;
         return Ok(Some((fd, rest)));
     }
+    from_root(path).map(Some)
+}
+
+/// `/` (`O_PATH`) and an absolute `path` without its leading slashes.
+fn from_root(path: &[u8]) -> Result<(OwnedFd, Vec<u8>), Errno> {
     let root =
         rustix::fs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
     let rest = path
         .iter()
         .position(|&b| b != b'/')
         .map_or(&path[path.len()..], |i| &path[i..]);
-    Ok(Some((root, rest.to_vec())))
+    Ok((root, rest.to_vec()))
 }
 
 /// A `/proc` path that names no fd, cwd or root of the program: left to the kernel (whose
 /// checks of a `/proc` file are the opener's) if it reaches no magic link; `EACCES` if it does
 /// (`/proc/self/../self/fd/N`), since perch cannot tell what it leads to for the program.
 fn plain_proc(path: &[u8]) -> Result<Option<(OwnedFd, Vec<u8>)>, Errno> {
-    let root =
-        rustix::fs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
-    let rest = path
-        .iter()
-        .position(|&b| b != b'/')
-        .map_or(&path[..0], |i| &path[i..]);
-    match open_path(root.as_fd(), rest, OFlags::empty(), ResolveFlags::empty()) {
+    let (root, rest) = from_root(path)?;
+    match open_path(root.as_fd(), &rest, OFlags::empty(), ResolveFlags::empty()) {
         Err(e) if e == Errno::EACCES => Err(e),
         _ => Ok(None),
     }
@@ -311,33 +324,53 @@ fn reach(
         // `/proc/self/fd/N`, `/dev/stdout`: the program's object itself.
         return Ok(Some(Reached::Found(base)));
     }
+    reach_from(base.as_fd(), &rest, follow, resolve).map(Some)
+}
+
+/// `rest` resolved from the directory `base`: the object, or its parent and last component.
+fn reach_from(
+    base: BorrowedFd<'_>,
+    rest: &[u8],
+    follow: bool,
+    resolve: ResolveFlags,
+) -> Result<Reached, Errno> {
     let more = if follow {
         OFlags::empty()
     } else {
         OFlags::NOFOLLOW
     };
-    match open_path(base.as_fd(), &rest, more, resolve) {
-        Ok(fd) => Ok(Some(Reached::Found(fd))),
+    match open_path(base, rest, more, resolve) {
+        Ok(fd) => Ok(Reached::Found(fd)),
         Err(e) if e == Errno::ENOENT => {
-            let Some((dir, last)) = split_last(&rest) else {
+            let Some((dir, last)) = split_last(rest) else {
                 return Err(e);
             };
-            let d = open_path(base.as_fd(), dir, OFlags::DIRECTORY, resolve)?;
-            Ok(Some(Reached::Missing(d, last.to_vec())))
+            let d = open_path(base, dir, OFlags::DIRECTORY, resolve)?;
+            Ok(Reached::Missing(d, last.to_vec()))
         }
         Err(e) => Err(e),
     }
 }
 
-/// The entry `last` of the directory `dir` itself (not followed), if there is one.
-fn entry(dir: BorrowedFd<'_>, last: &[u8]) -> Option<OwnedFd> {
-    rustix::fs::openat(
-        dir,
-        os(last),
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()
+/// The object a metadata or link call names: the program's fd itself for `AT_EMPTY_PATH`
+/// with an empty path, else its path resolved. `Ok(None)`: a `/proc` file, left to the kernel.
+fn object(
+    c: &dyn Caller,
+    dirfd: DirFd,
+    path: &[u8],
+    follow: bool,
+    empty_path: bool,
+) -> Result<Option<OwnedFd>, Errno> {
+    if empty_path && path.is_empty() {
+        let fd = c.open_fd_unverified(dirfd)?;
+        c.verify()?;
+        return Ok(Some(fd));
+    }
+    match reach(c, dirfd, path, follow, ResolveFlags::empty())? {
+        None => Ok(None),
+        Some(Reached::Missing(..)) => Err(Errno::ENOENT),
+        Some(Reached::Found(p)) => Ok(Some(p)),
+    }
 }
 
 /// The parent directory and last component of the program's path, for calls on the entry
@@ -374,13 +407,13 @@ thread_local! {
     static OWN_FS: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` with the program's umask on this thread (its own `fs_struct` from the first use).
+/// Runs `f` with the program's `umask` on this thread (its own `fs_struct` from the first use).
 /// Where `unshare(CLONE_FS)` is refused (Docker's default seccomp profile), the process's
 /// umask is set for the call, one such call at a time, when it differs from the program's
 /// (perch's own files get explicit modes).
-fn with_umask<T>(c: &dyn Caller, f: impl FnOnce() -> T) -> T {
+fn with_umask<T>(umask: Option<u32>, f: impl FnOnce() -> T) -> T {
     static SHARED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let Some(mask) = c.umask() else {
+    let Some(mask) = umask else {
         return f();
     };
     let mask = Mode::from_bits_truncate(mask);
@@ -431,10 +464,11 @@ pub(super) fn open(
         if g.holds(d.as_fd())? {
             return Err(Errno::EACCES);
         }
-        if !c.same_creds() {
+        let creds = c.creds();
+        if !creds.same_as_perch {
             return Ok(None);
         }
-        return with_umask(c, || {
+        return with_umask(creds.umask, || {
             rustix::fs::openat(&d, ".", flags | OFlags::CLOEXEC, mode)
         })
         .map(Some)
@@ -449,28 +483,7 @@ pub(super) fn open(
         let r = match &held {
             // Following a symlink met while creating: relative to its directory.
             Some(d) if path.first() != Some(&b'/') => {
-                match open_path(
-                    d.as_fd(),
-                    &path,
-                    if follow {
-                        OFlags::empty()
-                    } else {
-                        OFlags::NOFOLLOW
-                    },
-                    resolve,
-                ) {
-                    Ok(fd) => Reached::Found(fd),
-                    Err(e) if e == Errno::ENOENT => {
-                        let Some((dir, last)) = split_last(&path) else {
-                            return Err(e);
-                        };
-                        Reached::Missing(
-                            open_path(d.as_fd(), dir, OFlags::DIRECTORY, resolve)?,
-                            last.to_vec(),
-                        )
-                    }
-                    Err(e) => return Err(e),
-                }
+                reach_from(d.as_fd(), &path, follow, resolve)?
             }
             _ => match reach(c, dirfd, &path, follow, resolve)? {
                 Some(r) => r,
@@ -490,7 +503,9 @@ pub(super) fn open(
                 if g.holds(p.as_fd())? {
                     return Err(Errno::EACCES);
                 }
-                if ft != FileType::RegularFile && ft != FileType::Directory || !c.same_creds() {
+                if ft != FileType::RegularFile && ft != FileType::Directory
+                    || !c.creds().same_as_perch
+                {
                     return Ok(None);
                 }
                 let again = flags.difference(OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW)
@@ -506,11 +521,12 @@ pub(super) fn open(
                 if g.holds(d.as_fd())? {
                     return Err(Errno::EACCES);
                 }
-                if !c.same_creds() {
+                let creds = c.creds();
+                if !creds.same_as_perch {
                     return Ok(None);
                 }
                 let f = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                match with_umask(c, || rustix::fs::openat(&d, os(&last), f, mode)) {
+                match with_umask(creds.umask, || rustix::fs::openat(&d, os(&last), f, mode)) {
                     Ok(fd) => return Ok(Some(fd)),
                     // A symlink there (dangling, or made since): follow it ourselves.
                     Err(e)
@@ -556,16 +572,8 @@ pub(super) fn change(
     empty_path: bool,
     what: Change<'_>,
 ) -> Result<Option<i64>, Errno> {
-    let p = if empty_path && path.is_empty() {
-        let fd = c.open_fd_unverified(dirfd)?;
-        c.verify()?;
-        fd
-    } else {
-        match reach(c, dirfd, path, follow, ResolveFlags::empty())? {
-            None => return Ok(None),
-            Some(Reached::Missing(..)) => return Err(Errno::ENOENT),
-            Some(Reached::Found(p)) => p,
-        }
+    let Some(p) = object(c, dirfd, path, follow, empty_path)? else {
+        return Ok(None);
     };
     on_object(g, c, p, follow, what)
 }
@@ -603,7 +611,7 @@ fn on_object(
     let r = match what {
         Change::Checked => return Ok(None),
         // Not perch's to do with its own credentials: checked, then the kernel's.
-        _ if !c.same_creds() => return Ok(None),
+        _ if !c.creds().same_as_perch => return Ok(None),
         // The kernel refuses these on a symlink itself; through /proc/self/fd they would not be.
         _ if ft == FileType::Symlink && !follow => return Err(Errno::EOPNOTSUPP),
         // truncate(2) needs write permission, as an open for writing does.
@@ -648,23 +656,20 @@ pub(super) fn entry_call(
     let Some((d, last)) = reach_entry(c, dirfd, path)? else {
         return Ok(None);
     };
-    if g.holds(d.as_fd())? {
+    let refused = match what {
+        Entry::Remove(_) => g.holds_entry(d.as_fd(), &last)?,
+        _ => g.holds(d.as_fd())?,
+    };
+    if refused {
         return Err(Errno::EACCES);
     }
-    if !c.same_creds() && !matches!(what, Entry::Remove(_)) {
+    let creds = c.creds();
+    if !creds.same_as_perch {
         return Ok(None);
     }
     let name = os(&last);
     let r = match what {
         Entry::Remove(dir) => {
-            if let Some(e) = entry(d.as_fd(), &last) {
-                if g.on_the_way(e.as_fd())? {
-                    return Err(Errno::EACCES);
-                }
-            }
-            if !c.same_creds() {
-                return Ok(None);
-            }
             let flags = if dir {
                 rustix::fs::AtFlags::REMOVEDIR
             } else {
@@ -672,10 +677,10 @@ pub(super) fn entry_call(
             };
             rustix::fs::unlinkat(&d, name, flags)
         }
-        Entry::Mkdir(mode) => with_umask(c, || {
+        Entry::Mkdir(mode) => with_umask(creds.umask, || {
             rustix::fs::mkdirat(&d, name, Mode::from_bits_truncate(mode))
         }),
-        Entry::Mknod(mode, dev) => with_umask(c, || {
+        Entry::Mknod(mode, dev) => with_umask(creds.umask, || {
             rustix::fs::mknodat(
                 &d,
                 name,
@@ -706,17 +711,10 @@ pub(super) fn rename(
     let Some((nd, nl)) = reach_entry(c, new.0, new.1)? else {
         return Ok(None);
     };
-    for (d, l) in [(&od, &ol), (&nd, &nl)] {
-        if g.holds(d.as_fd())? {
-            return Err(Errno::EACCES);
-        }
-        if let Some(e) = entry(d.as_fd(), l) {
-            if g.on_the_way(e.as_fd())? {
-                return Err(Errno::EACCES);
-            }
-        }
+    if g.holds_entry(od.as_fd(), &ol)? || g.holds_entry(nd.as_fd(), &nl)? {
+        return Err(Errno::EACCES);
     }
-    if !c.same_creds() {
+    if !c.creds().same_as_perch {
         return Ok(None);
     }
     rustix::fs::renameat_with(
@@ -740,16 +738,8 @@ pub(super) fn link(
     follow: bool,
     empty_path: bool,
 ) -> Result<Option<i64>, Errno> {
-    let p = if empty_path && old.1.is_empty() {
-        let fd = c.open_fd_unverified(old.0)?;
-        c.verify()?;
-        fd
-    } else {
-        match reach(c, old.0, old.1, follow, ResolveFlags::empty())? {
-            None => return Ok(None),
-            Some(Reached::Missing(..)) => return Err(Errno::ENOENT),
-            Some(Reached::Found(p)) => p,
-        }
+    let Some(p) = object(c, old.0, old.1, follow, empty_path)? else {
+        return Ok(None);
     };
     if g.holds(p.as_fd())? {
         return Err(Errno::EACCES);
@@ -760,10 +750,10 @@ pub(super) fn link(
     if g.holds(nd.as_fd())? {
         return Err(Errno::EACCES);
     }
-    // Through the magic link: the object reached, not the program's path again.
-    if !c.same_creds() {
+    if !c.creds().same_as_perch {
         return Ok(None);
     }
+    // Through the magic link: the object reached, not the program's path again.
     rustix::fs::linkat(
         CWD,
         proc_self(p.as_fd()).as_str(),

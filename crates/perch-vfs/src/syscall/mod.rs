@@ -28,7 +28,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use perch_syscalls::{Answer, Call, DirFd, PathPtr, TraceeView, PATH_MAX};
+use perch_syscalls::{Answer, Call, CallerCreds, DirFd, PathPtr, TraceeView, PATH_MAX};
 
 use crate::{Cred, Errno, Lookup, MagicLinks, Namespace, Outcome, Resolved, SyscallTable};
 
@@ -62,16 +62,15 @@ pub trait Caller: TraceeView {
         Err(Errno::ENOSYS)
     }
 
-    /// The caller's umask (what a file perch creates for it is masked with).
-    fn umask(&self) -> Option<u32> {
-        None
-    }
-
     /// Whether the caller has perch's credentials, so that a call perch makes for it is the
-    /// call it would have made (`guard`); a program may have dropped root's, or hold
-    /// capabilities in a user namespace of its own.
-    fn same_creds(&self) -> bool {
-        true
+    /// call it would have made (`guard`; a program may have dropped root's, or hold
+    /// capabilities in a user namespace of its own), and its umask (what a file perch creates
+    /// for it is masked with).
+    fn creds(&self) -> CallerCreds {
+        CallerCreds {
+            same_as_perch: true,
+            umask: None,
+        }
     }
 
     /// [`Caller::fd_path_unverified`], verified.

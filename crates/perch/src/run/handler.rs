@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use super::guard;
 use perch_intercept::{Errno, Handler, Notification, TraceAction, TracedCall};
-use perch_syscalls::{Answer, Call, DirFd, TraceeView};
+use perch_syscalls::{Answer, Call, CallerCreds, DirFd, TraceeView};
 use perch_vfs::syscall::guard::Protected;
 use perch_vfs::syscall::rewrite::Rewrite;
 use perch_vfs::{Caller, Calls, Cred, Hooks, Kind, Namespace, Resolved};
@@ -198,12 +198,8 @@ impl Caller for NotifiedCaller<'_, '_> {
         self.0.open_fd_unverified(fd)
     }
 
-    fn umask(&self) -> Option<u32> {
-        self.0.umask()
-    }
-
-    fn same_creds(&self) -> bool {
-        self.0.same_creds()
+    fn creds(&self) -> CallerCreds {
+        self.0.creds()
     }
 }
 
@@ -237,12 +233,8 @@ impl Caller for TracedCaller<'_> {
         self.0.open_fd(fd)
     }
 
-    fn umask(&self) -> Option<u32> {
-        self.0.umask()
-    }
-
-    fn same_creds(&self) -> bool {
-        self.0.same_creds()
+    fn creds(&self) -> CallerCreds {
+        self.0.creds()
     }
 }
 
