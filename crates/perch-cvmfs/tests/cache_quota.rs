@@ -199,3 +199,40 @@ fn a_forged_checksum_record_does_not_make_a_damaged_object_good() {
     let again = repo.read(&node(&repo, &r.files[0].0)).unwrap();
     assert!(again == r.files[0].1);
 }
+
+#[test]
+fn the_usage_count_is_shared_by_jobs_and_opening_a_cache_does_not_scan_it() {
+    let r = published(6, 1 << 20);
+    let cache = r.tmp.path().join("cache");
+    // Two mounts of one cache stand for two jobs of one user.
+    let a = Repository::mount(r.options(&cache, Some(64 * MB))).unwrap();
+    let b = Repository::mount(r.options(&cache, Some(64 * MB))).unwrap();
+    for name in ["f000", "f001"] {
+        a.fetch(&node(&a, name)).unwrap();
+    }
+    for name in ["f002", "f003"] {
+        b.fetch(&node(&b, name)).unwrap();
+    }
+    let exact = objects_size(&cache);
+    assert_eq!(b.cache().usage(), exact, "b counts a's objects too");
+    // A file no insert counted: a new job takes the stored count and does not stat every
+    // object to find it; a cleanup's scan does.
+    let stray = cache.join("ee");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("e".repeat(38)), vec![0u8; 1 << 20]).unwrap();
+    let c = Repository::mount(r.options(&cache, Some(64 * MB))).unwrap();
+    assert_eq!(c.cache().usage(), exact, "opened from the count");
+    let report = c.cache().gc(false).unwrap();
+    assert_eq!(report.removed, 0);
+    assert_eq!(
+        c.cache().usage(),
+        exact + MB,
+        "a cleanup counts every object"
+    );
+    // An unreadable count is counted again when a job opens the cache.
+    std::fs::write(cache.join("quota_usage"), "garbage").unwrap();
+    let d = Repository::mount(r.options(&cache, Some(64 * MB))).unwrap();
+    assert_eq!(d.cache().usage(), exact + MB);
+    let stored = std::fs::read_to_string(cache.join("quota_usage")).unwrap();
+    assert_eq!(stored.parse::<u64>().unwrap(), exact + MB, "{stored:?}");
+}

@@ -159,6 +159,8 @@ pub struct Cache {
     pinned: Mutex<HashSet<PathBuf>>,
     /// Bytes of objects (as of the last scan plus inserts since).
     usage: AtomicU64,
+    /// The count shared with the other processes (managed caches only).
+    usage_file: Option<quota::UsageFile>,
     trust: TrustIndex,
     /// Claims on downloads, shared with the other processes of this cache.
     claims: claim::Claims,
@@ -236,13 +238,14 @@ impl Cache {
             .filter(|&&u| u != nix::unistd::getuid().as_raw())
             .filter_map(|&u| TrustIndex::open_filler(root, u))
             .collect();
-        let cache = Cache {
+        let mut cache = Cache {
             root: root.to_path_buf(),
             opts,
             dir_mode,
             inflight: Mutex::new(HashMap::new()),
             pinned: Mutex::new(HashSet::new()),
             usage: AtomicU64::new(0),
+            usage_file: None,
             trust: TrustIndex::open(root, dir_mode),
             claims: claim::Claims::open(root, if alien { 0o660 } else { 0o600 }),
             fillers,
@@ -250,8 +253,10 @@ impl Cache {
         };
         claim::clean_txn(&cache.root.join("txn"));
         if cache.opts.quota_limit.is_some() {
-            let used: u64 = cache.objects().iter().map(|o| o.size).sum();
-            cache.usage.store(used, Ordering::Relaxed);
+            cache.usage_file = quota::UsageFile::open(root)
+                .map_err(|e| tracing::debug!(target: "cache", "{}: {e}", quota::USAGE_FILE))
+                .ok();
+            cache.load_usage();
         }
         Ok(cache)
     }
@@ -271,8 +276,8 @@ impl Cache {
         self.opts.quota_limit
     }
 
-    /// Bytes in objects (exact after open and cleanups; inserts of other processes
-    /// are counted at the next cleanup).
+    /// Bytes in objects: the count shared by the cache's processes as of this process's last
+    /// insert (exact after a cleanup).
     pub fn usage(&self) -> u64 {
         self.usage.load(Ordering::Relaxed)
     }

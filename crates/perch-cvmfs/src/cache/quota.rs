@@ -5,9 +5,19 @@
 //! the limit, pinned objects (catalogs of mounted revisions) kept; an object larger than
 //! `limit/2` is refused with ENOSPC. The cleanup holds an `flock` on `lock_quota` so that two
 //! processes do not both evict.
+//!
+//! The bytes in use are kept in `quota_usage` (20 decimal digits), shared by every process of
+//! the cache: an insert adds its size under an `flock` of that file, a cleanup stores the exact
+//! sum it scanned. Opening a cache reads it and scans the objects only when it is missing or
+//! unreadable, so a job's start does not grow with the cache (a scan `stat`s every object).
+//! Inserts racing with a cleanup's scan, or a process killed between its rename and its
+//! update, make it drift by those objects; the next cleanup corrects it.
 
 use std::fs;
-use std::path::PathBuf;
+
+use nix::fcntl::FlockArg;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +27,49 @@ use super::{lock, Cache, CacheError};
 
 /// Use refreshes an object's LRU time at most this often.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// The shared count of bytes in use, in the cache directory.
+pub(super) const USAGE_FILE: &str = "quota_usage";
+
+/// Digits of the count: `u64::MAX` fits, and every write is the same length.
+const USAGE_DIGITS: usize = 20;
+
+/// `quota_usage` of one cache, open for reading and writing.
+#[derive(Debug)]
+pub(super) struct UsageFile {
+    file: fs::File,
+}
+
+impl UsageFile {
+    /// Opens (creates, owner only) the count of the cache at `root`.
+    pub(super) fn open(root: &Path) -> std::io::Result<UsageFile> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(root.join(USAGE_FILE))?;
+        Ok(UsageFile { file })
+    }
+
+    /// Runs `f` on the stored count (`None`: empty or unreadable) while holding the file's
+    /// lock, and stores what it returns.
+    fn update(&self, f: impl FnOnce(Option<u64>) -> u64) -> std::io::Result<u64> {
+        // On a duplicate of the descriptor (same open file, same lock), unlocked when dropped.
+        let held = nix::fcntl::Flock::lock(self.file.try_clone()?, FlockArg::LockExclusive)
+            .map_err(|(_, e)| std::io::Error::from(e))?;
+        let mut buf = [0u8; USAGE_DIGITS];
+        let n = held.read_at(&mut buf, 0)?;
+        let old = (n == USAGE_DIGITS)
+            .then(|| std::str::from_utf8(&buf).ok()?.parse::<u64>().ok())
+            .flatten();
+        let new = f(old);
+        held.write_at(format!("{new:0w$}", w = USAGE_DIGITS).as_bytes(), 0)?;
+        Ok(new)
+    }
+}
 
 /// Result of [`Cache::gc`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -37,12 +90,40 @@ pub(super) struct ObjectFile {
 }
 
 impl Cache {
+    /// The bytes in use when the cache is opened: the shared count, or a scan of the objects
+    /// (stored for the next process) when there is none.
+    pub(super) fn load_usage(&self) {
+        let Some(file) = &self.usage_file else {
+            return;
+        };
+        let scan = || self.objects().iter().map(|o| o.size).sum::<u64>();
+        match file.update(|old| old.unwrap_or_else(scan)) {
+            Ok(n) => self.usage.store(n, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(target: "cache", "{USAGE_FILE}: {e}; counting the objects");
+                self.usage.store(scan(), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Account for an inserted object and clean up if over the quota.
     pub(super) fn inserted(&self, size: u64) {
         let Some(limit) = self.opts.quota_limit else {
             return;
         };
-        let now = self.usage.fetch_add(size, Ordering::Relaxed) + size;
+        let shared = self.usage_file.as_ref().and_then(|file| {
+            // An unreadable count starts again from a scan at the next cleanup; until then
+            // the objects of this process count.
+            file.update(|old| old.unwrap_or(0).saturating_add(size))
+                .ok()
+        });
+        let now = match shared {
+            Some(n) => {
+                self.usage.store(n, Ordering::Relaxed);
+                n
+            }
+            None => self.usage.fetch_add(size, Ordering::Relaxed) + size,
+        };
         if now > limit {
             if let Err(e) = self.cleanup(self.target()) {
                 tracing::warn!(target: "cache", error = %crate::error_chain(&e), "quota cleanup failed");
@@ -172,6 +253,11 @@ impl Cache {
             .evicted
             .fetch_add(report.removed, Ordering::Relaxed);
         self.usage.store(usage, Ordering::Relaxed);
+        if let Some(file) = &self.usage_file {
+            if let Err(e) = file.update(|_| usage) {
+                tracing::debug!(target: "cache", "{USAGE_FILE}: {e}");
+            }
+        }
         report.usage = usage;
         tracing::info!(target: "cache", removed = report.removed, freed = report.freed, usage, "quota cleanup");
         Ok(report)
