@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hashlink::LruCache;
+
 use fuser::{
     Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
@@ -41,7 +43,19 @@ pub struct PerchFs {
     files: Mutex<HashMap<u64, Arc<File>>>,
     dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
     next_fh: AtomicU64,
+    /// The kernel opens directories without asking (`FUSE_NO_OPENDIR_SUPPORT`, Linux 5.1):
+    /// `opendir` answers `ENOSYS` and listings are read by node id (handle 0).
+    stateless_dirs: bool,
+    /// The kernel opens files without asking (`FUSE_NO_OPEN_SUPPORT`): `open` answers
+    /// `ENOSYS`, and a file's object is fetched and opened at its first read, kept in
+    /// `objects` by node id.
+    stateless_files: bool,
+    objects: Mutex<LruCache<u64, Arc<File>>>,
 }
+
+/// Cache objects kept open for reads by node id (stateless opens); the least recently read
+/// is closed first. The kernel keeps the pages it read, so a closed one is rarely reopened.
+const OPEN_OBJECTS: usize = 256;
 
 impl PerchFs {
     /// A file system serving `ns`.
@@ -52,6 +66,9 @@ impl PerchFs {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            stateless_dirs: false,
+            stateless_files: false,
+            objects: Mutex::new(LruCache::new(OPEN_OBJECTS)),
         }
     }
 
@@ -210,12 +227,50 @@ impl PerchFs {
         })
     }
 
-    fn dir_items(&self, fh: FileHandle) -> Option<Arc<OpenDir>> {
+    /// The listing a `readdir` reads: the open directory `fh`, or, for handle 0 (the kernel
+    /// opened the directory without asking), the listing of node `ino` made now. Listings are
+    /// read from offsets, not from state, so both give the same pages.
+    fn dir_items(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<OpenDir>, Errno> {
+        if fh.0 == 0 {
+            return self
+                .node(ino)
+                .and_then(|n| self.listing(ino.0, &n))
+                .map(Arc::new);
+        }
         self.dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&fh.0)
             .cloned()
+            .ok_or(Errno::EBADF)
+    }
+
+    /// The verified cache object of file node `ino`, fetched (downloaded and checked) if
+    /// needed, open for reading.
+    fn object_of(&self, ino: INodeNo) -> Result<Arc<File>, Errno> {
+        let (repo, path, entry) = self.node(ino).and_then(|n| self.resolve(&n))?;
+        let repo = repo.ok_or(Errno::EISDIR)?;
+        match entry.kind {
+            Kind::File => {}
+            Kind::Dir => return Err(Errno::EISDIR),
+            _ => return Err(Errno::ENXIO),
+        }
+        let file = repo
+            .fetch(&path, &entry)
+            .map_err(|e| VfsError::log_repo(repo.fqrn(), &path, e))?;
+        open_object(&file).map(Arc::new)
+    }
+
+    /// [`PerchFs::object_of`] for a read without a handle, kept open for the next reads.
+    fn stateless_object(&self, ino: INodeNo) -> Result<Arc<File>, Errno> {
+        let lock = || self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = lock().get(&ino.0) {
+            return Ok(f.clone());
+        }
+        // Fetched outside the lock: a download must not hold up reads of other files.
+        let f = self.object_of(ino)?;
+        lock().insert(ino.0, f.clone());
+        Ok(f)
     }
 
     fn virtual_of(&self, ino: INodeNo) -> Result<Resolved, Errno> {
@@ -244,6 +299,10 @@ impl Filesystem for PerchFs {
         ] {
             let _ = config.add_capabilities(flag);
         }
+        // Two round trips less per directory listed (OPENDIR and RELEASEDIR).
+        let caps = config.capabilities();
+        self.stateless_dirs = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
+        self.stateless_files = caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
         Ok(())
     }
 
@@ -297,29 +356,23 @@ impl Filesystem for PerchFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(FErrno::EROFS);
         }
-        let opened =
-            self.node(ino)
-                .and_then(|n| self.resolve(&n))
-                .and_then(|(repo, path, entry)| {
-                    let repo = repo.ok_or(Errno::EISDIR)?;
-                    match entry.kind {
-                        Kind::File => {}
-                        Kind::Dir => return Err(Errno::EISDIR),
-                        _ => return Err(Errno::ENXIO),
-                    }
-                    let file = repo
-                        .fetch(&path, &entry)
-                        .map_err(|e| VfsError::log_repo(repo.fqrn(), &path, e))?;
-                    open_object(&file)
-                });
-        match opened {
+        if self.stateless_files {
+            // From now on the kernel opens files itself (no OPEN, no RELEASE: two round trips
+            // less per open), keeping their pages (FOPEN_KEEP_CACHE); the object is fetched at
+            // the first read.
+            return reply.error(FErrno::ENOSYS);
+        }
+        match self.object_of(ino) {
             Ok(file) => {
                 let fh = self.fh();
                 self.files
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(fh, Arc::new(file));
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                    .insert(fh, file);
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                );
             }
             Err(e) => reply.error(ferr(e)),
         }
@@ -328,7 +381,7 @@ impl Filesystem for PerchFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -336,14 +389,19 @@ impl Filesystem for PerchFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let file = self
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh.0)
-            .cloned();
-        let Some(file) = file else {
-            return reply.error(FErrno::EBADF);
+        let file = match fh.0 {
+            0 => self.stateless_object(ino),
+            fh => self
+                .files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&fh)
+                .cloned()
+                .ok_or(Errno::EBADF),
+        };
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => return reply.error(ferr(e)),
         };
         let mut buf = vec![0u8; size as usize];
         let mut got = 0;
@@ -369,8 +427,9 @@ impl Filesystem for PerchFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is ever written, so nothing to flush at close.
-        reply.ok();
+        // Nothing is ever written, so nothing to flush at close: ENOSYS tells the kernel not
+        // to ask again (one round trip less per close; FOPEN_NOFLUSH does it from Linux 5.16).
+        reply.error(FErrno::ENOSYS);
     }
 
     fn release(
@@ -391,6 +450,11 @@ impl Filesystem for PerchFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.stateless_dirs {
+            // The kernel then opens every directory itself, keeping its listing cached
+            // (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR) and never sends RELEASEDIR.
+            return reply.error(FErrno::ENOSYS);
+        }
         match self.node(ino).and_then(|n| self.listing(ino.0, &n)) {
             Ok(items) => {
                 let fh = self.fh();
@@ -412,13 +476,14 @@ impl Filesystem for PerchFs {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(dir) = self.dir_items(fh) else {
-            return reply.error(FErrno::EBADF);
+        let dir = match self.dir_items(ino, fh) {
+            Ok(d) => d,
+            Err(e) => return reply.error(ferr(e)),
         };
         // About a hundred short names fill the kernel's page of a reply.
         let walked = dir.walk(offset, 128, |off, it| {
@@ -438,8 +503,9 @@ impl Filesystem for PerchFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(dir) = self.dir_items(fh) else {
-            return reply.error(FErrno::EBADF);
+        let dir = match self.dir_items(ino, fh) {
+            Ok(d) => d,
+            Err(e) => return reply.error(ferr(e)),
         };
         // Entries with attributes are larger: a few dozen fill a reply.
         let walked = dir.walk(offset, 32, |off, it| {

@@ -15,6 +15,10 @@
 //!   repository are given to the kernel with a one-year lifetime, file pages are kept in the page
 //!   cache across opens (`FOPEN_KEEP_CACHE`), directory listings are cached by the kernel
 //!   (`FOPEN_CACHE_DIR`) and come with their attributes (`READDIRPLUS`).
+//! - Files and directories are opened by the kernel without a request where it can
+//!   (`open`/`opendir` answer `ENOSYS`: no OPEN, RELEASE, OPENDIR or RELEASEDIR round trips);
+//!   a file's object is fetched at its first read and kept open by node id, and listings are
+//!   read by node id and offset. `FLUSH` answers `ENOSYS` (nothing is ever written).
 //! - `/cvmfs` itself lists the configured repositories without mounting them; a repository is
 //!   mounted on the first lookup of `/cvmfs/<fqrn>`. Names the configuration does not know are
 //!   not cached negatively (a later lookup asks again).
