@@ -1,6 +1,7 @@
 //! Quota (`CVMFS_QUOTA_LIMIT`, managed caches only) and `perch cache gc`.
 //!
-//! LRU on last use (the object's mtime, refreshed on use at most once a minute), cleanup
+//! LRU on last use (the object's mtime, refreshed on use at most once an hour: each refresh
+//! changes the object's ctime, so its trust record is written again), cleanup
 //! down to `limit × cleanup_ratio` (default 1/2, as the real client) when an insert crosses
 //! the limit, pinned objects (catalogs of mounted revisions) kept; an object larger than
 //! `limit/2` is refused with ENOSPC. The cleanup holds an `flock` on `lock_quota` so that two
@@ -26,7 +27,7 @@ use perch_format::hash::ContentHash;
 use super::{lock, Cache, CacheError};
 
 /// Use refreshes an object's LRU time at most this often.
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
+const TOUCH_EVERY: Duration = Duration::from_secs(3600);
 
 /// The shared count of bytes in use, in the cache directory.
 pub(super) const USAGE_FILE: &str = "quota_usage";

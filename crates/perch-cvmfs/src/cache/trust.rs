@@ -24,6 +24,14 @@
 //! does not match any file. Another process of the same user may have verified a file since
 //! this one loaded the index: a miss first reads what was appended since.
 //!
+//! Every record of a file is a line, and a file is recorded again whenever its stamp changes
+//! for a harmless reason (a link, a rename, its LRU time refreshed), so the file only grows.
+//! A process that opens an index with many more lines than live records rewrites it
+//! ([`COMPACT_SLACK`]): one line per file still at its place in the cache, written to a new
+//! file renamed over the old one. Others notice the new file at their next miss and read it
+//! from the start; a record appended to the old file meanwhile is lost, which costs a hash,
+//! never trust.
+//!
 //! A site may name trusted fillers (`CVMFS_PERCH_TRUSTED_UIDS`: the uid that runs `perch cache
 //! preload` into an alien cache): their indexes are read (never written) as if they were this
 //! user's own, so objects they verified are served without a download of this user's, offline
@@ -81,12 +89,18 @@ pub struct Digest {
     pub size: u64,
 }
 
+/// An index with more lines than twice its live records and this many more is compacted
+/// when a process opens it.
+pub const COMPACT_SLACK: u64 = 4096;
+
 #[derive(Debug, Default)]
 struct Maps {
     digests: HashMap<String, Digest>,
     stamps: HashMap<(u64, u64), (Stamp, String)>,
     /// Bytes of the file read so far.
     read: u64,
+    /// Lines of the file read so far.
+    lines: u64,
 }
 
 /// This user's index of verified cache files (see the module docs).
@@ -98,10 +112,30 @@ pub struct TrustIndex {
     maps: Mutex<Maps>,
     /// This user's own index (records are appended); a trusted filler's is only read.
     append: bool,
+    /// The user whose index it is: a replacement owned by anyone else is not read.
+    owner: u32,
 }
 
 fn uid() -> u32 {
     nix::unistd::getuid().as_raw()
+}
+
+fn format_line(name: &str, digest: &Digest, stamp: &Stamp) -> String {
+    format!(
+        "{name} {} {} {} {} {} {} .\n",
+        digest.sha1.hex(),
+        digest.size,
+        stamp.dev,
+        stamp.ino,
+        stamp.ctime,
+        stamp.ctime_ns
+    )
+}
+
+/// Whether an index file may be read as `owner`'s: a regular file of that user that nobody
+/// else can write.
+fn owned_by(m: &fs::Metadata, owner: u32) -> bool {
+    m.uid() == owner && m.mode() & 0o022 == 0 && m.is_file()
 }
 
 fn parse_line(line: &str) -> Option<(String, Digest, Stamp)> {
@@ -149,7 +183,7 @@ impl TrustIndex {
             }
         };
         match f.metadata() {
-            Ok(m) if m.uid() == uid && m.mode() & 0o022 == 0 && m.is_file() => {}
+            Ok(m) if owned_by(&m, uid) => {}
             Ok(m) => {
                 tracing::warn!(target: "cache", index = %path.display(), owner = m.uid(),
                     mode = format_args!("{:o}", m.mode() & 0o7777),
@@ -163,6 +197,7 @@ impl TrustIndex {
             path,
             maps: Mutex::new(Maps::default()),
             append: false,
+            owner: uid,
         };
         idx.read_new();
         Some(idx)
@@ -184,7 +219,7 @@ impl TrustIndex {
             .open(&path);
         let file = match file {
             Ok(f) => match f.metadata() {
-                Ok(m) if m.uid() == uid() && m.mode() & 0o022 == 0 && m.is_file() => Some(f),
+                Ok(m) if owned_by(&m, uid()) => Some(f),
                 Ok(m) => {
                     tracing::warn!(target: "cache", index = %path.display(), owner = m.uid(),
                         mode = format_args!("{:o}", m.mode() & 0o7777),
@@ -204,8 +239,10 @@ impl TrustIndex {
             path,
             maps: Mutex::new(Maps::default()),
             append: true,
+            owner: uid(),
         };
         idx.read_new();
+        idx.compact_if_long();
         idx
     }
 
@@ -216,6 +253,7 @@ impl TrustIndex {
             path: PathBuf::new(),
             maps: Mutex::new(Maps::default()),
             append: true,
+            owner: uid(),
         }
     }
 
@@ -235,6 +273,11 @@ impl TrustIndex {
         let Some(file) = &self.file else { return };
         let mut maps = lock(&self.maps);
         let mut f = lock(file);
+        if let Some(newer) = self.replaced(&f) {
+            *f = newer;
+            maps.read = 0;
+            maps.lines = 0;
+        }
         let mut text = Vec::new();
         if f.seek(SeekFrom::Start(maps.read)).is_err() || f.read_to_end(&mut text).is_err() {
             return;
@@ -243,10 +286,88 @@ impl TrustIndex {
         let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         maps.read += end as u64;
         for line in String::from_utf8_lossy(&text[..end]).lines() {
+            maps.lines += 1;
             if let Some((name, digest, stamp)) = parse_line(line) {
                 maps.digests.insert(name.clone(), digest);
                 maps.stamps.insert((stamp.dev, stamp.ino), (stamp, name));
             }
+        }
+    }
+
+    fn open_options(&self) -> fs::OpenOptions {
+        let mut o = fs::OpenOptions::new();
+        o.read(true)
+            .append(self.append)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        o
+    }
+
+    /// The index file now at our path, if it is no longer the one `f` reads (another process
+    /// compacted it) and may be read.
+    fn replaced(&self, f: &fs::File) -> Option<fs::File> {
+        let now = fs::symlink_metadata(&self.path).ok()?;
+        let ours = f.metadata().ok()?;
+        if (now.dev(), now.ino()) == (ours.dev(), ours.ino()) {
+            return None;
+        }
+        let g = self.open_options().open(&self.path).ok()?;
+        owned_by(&g.metadata().ok()?, self.owner).then_some(g)
+    }
+
+    /// Rewrites this user's index when most of its lines are dead: one line per file still
+    /// at its place in the cache, in a new file renamed over the old one.
+    fn compact_if_long(&self) {
+        let Some(file) = self.file.as_ref().filter(|_| self.append) else {
+            return;
+        };
+        let mut maps = lock(&self.maps);
+        if maps.lines <= 2 * maps.stamps.len() as u64 + COMPACT_SLACK {
+            return;
+        }
+        let (Some(dir), Some(root)) = (
+            self.path.parent(),
+            self.path.parent().and_then(Path::parent),
+        ) else {
+            return;
+        };
+        let mut text = String::new();
+        let mut kept = 0u64;
+        maps.stamps.retain(|_, (stamp, name)| {
+            fs::symlink_metadata(root.join(&*name))
+                .is_ok_and(|m| (m.dev(), m.ino()) == (stamp.dev, stamp.ino))
+        });
+        for (stamp, name) in maps.stamps.values() {
+            if let Some(d) = maps.digests.get(name) {
+                text.push_str(&format_line(name, d, stamp));
+                kept += 1;
+            }
+        }
+        let written = tempfile::Builder::new()
+            .prefix(".compact.")
+            .permissions(fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)
+            .and_then(|mut tmp| {
+                tmp.write_all(text.as_bytes())?;
+                let ino = tmp.as_file().metadata()?.ino();
+                tmp.persist(&self.path).map_err(|e| e.error)?;
+                Ok(ino)
+            });
+        let from = maps.lines;
+        match written.and_then(|ino| {
+            let g = self.open_options().open(&self.path)?;
+            // Ours, unless another process compacted at the same moment (then read theirs).
+            Ok((g.metadata()?.ino() == ino).then_some(g))
+        }) {
+            Ok(Some(g)) => {
+                *lock(file) = g;
+                maps.read = text.len() as u64;
+                maps.lines = kept;
+                tracing::debug!(target: "cache", index = %self.path.display(), from, to = kept,
+                    "trust index compacted");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(target: "cache", index = %self.path.display(),
+                error = %e, "cannot compact the trust index"),
         }
     }
 
@@ -286,15 +407,7 @@ impl TrustIndex {
         let Some(file) = self.file.as_ref().filter(|_| self.append) else {
             return;
         };
-        let line = format!(
-            "{name} {} {} {} {} {} {} .\n",
-            digest.sha1.hex(),
-            digest.size,
-            stamp.dev,
-            stamp.ino,
-            stamp.ctime,
-            stamp.ctime_ns
-        );
+        let line = format_line(name, digest, stamp);
         // One write on an O_APPEND file: whole or not at all, even if this process is killed.
         if let Err(e) = lock(file).write_all(line.as_bytes()) {
             tracing::debug!(target: "cache", index = %self.path.display(), error = %e,
@@ -386,6 +499,48 @@ mod tests {
             .write_all(torn.as_bytes())
             .unwrap();
         assert!(!idx.verified("ab/cd", &s));
+    }
+
+    #[test]
+    fn a_long_index_is_compacted_to_the_files_still_there_and_others_follow_the_new_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("ab")).unwrap();
+        let put = |name: &str, body: &[u8]| {
+            let p = tmp.path().join(name);
+            fs::write(&p, body).unwrap();
+            Stamp::of(&fs::File::open(&p).unwrap()).unwrap()
+        };
+        let kept = put("ab/kept", b"kept");
+        let gone = put("ab/gone", b"gone");
+        let before = TrustIndex::open(tmp.path(), 0o700);
+        before.record("ab/gone", &digest(b"gone"), &gone);
+        // The same file recorded again and again (a refreshed LRU time changes its ctime).
+        for ns in 0..(COMPACT_SLACK as i64 + 100) {
+            let s = Stamp {
+                ctime_ns: ns,
+                ..kept
+            };
+            before.record("ab/kept", &digest(b"kept"), &s);
+        }
+        before.record("ab/kept", &digest(b"kept"), &kept);
+        fs::remove_file(tmp.path().join("ab/gone")).unwrap();
+        let lines = |p: &Path| fs::read_to_string(p).unwrap().lines().count();
+        assert!(lines(before.path()) as u64 > COMPACT_SLACK);
+
+        let after = TrustIndex::open(tmp.path(), 0o700);
+        assert_eq!(lines(after.path()), 1, "one line per file still there");
+        assert!(after.verified("ab/kept", &kept));
+        assert!(!after.verified("ab/gone", &gone), "its file is gone");
+        let mode = fs::metadata(after.path()).unwrap().mode() & 0o777;
+        assert_eq!(mode & 0o022, 0, "{mode:o}");
+        // An index opened before follows the new file: it sees what is appended there.
+        let new = put("ab/new", b"new");
+        after.record("ab/new", &digest(b"new"), &new);
+        assert!(before.verified("ab/new", &new));
+        // And its own records go to the new file.
+        let more = put("ab/more", b"more");
+        before.record("ab/more", &digest(b"more"), &more);
+        assert!(TrustIndex::open(tmp.path(), 0o700).verified("ab/more", &more));
     }
 
     #[test]
