@@ -138,27 +138,37 @@ fn owned_by(m: &fs::Metadata, owner: u32) -> bool {
     m.uid() == owner && m.mode() & 0o022 == 0 && m.is_file()
 }
 
-fn parse_line(line: &str) -> Option<(String, Digest, Stamp)> {
-    let f: Vec<&str> = line.split(' ').collect();
-    let [name, sha1, size, dev, ino, ctime, ctime_ns, "."] = f.as_slice() else {
-        return None;
-    };
-    let sha1: ContentHash = sha1.parse().ok()?;
-    if sha1.algo != Algorithm::Sha1 {
+/// One line of an index, without its newline (bytes: a job may read thousands at its start).
+fn parse_line(line: &[u8]) -> Option<(String, Digest, Stamp)> {
+    fn num<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
+        std::str::from_utf8(b).ok()?.parse().ok()
+    }
+    let mut f = line.split(|&b| b == b' ');
+    let mut next = || f.next();
+    let name = std::str::from_utf8(next()?).ok()?;
+    let hex = next()?;
+    let mut bytes = [0u8; 20];
+    // Lower-case only, as written: anything else is not a line of ours.
+    if hex.len() != 40 || !hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
-    let size = size.parse().ok()?;
-    Some((
-        (*name).to_string(),
-        Digest { sha1, size },
-        Stamp {
-            dev: dev.parse().ok()?,
-            ino: ino.parse().ok()?,
-            size,
-            ctime: ctime.parse().ok()?,
-            ctime_ns: ctime_ns.parse().ok()?,
-        },
-    ))
+    hex::decode_to_slice(hex, &mut bytes).ok()?;
+    let size = num(next()?)?;
+    let stamp = Stamp {
+        dev: num(next()?)?,
+        ino: num(next()?)?,
+        size,
+        ctime: num(next()?)?,
+        ctime_ns: num(next()?)?,
+    };
+    if next()? != b"." || next().is_some() {
+        return None;
+    }
+    let sha1 = ContentHash {
+        algo: Algorithm::Sha1,
+        bytes,
+    };
+    Some((name.to_owned(), Digest { sha1, size }, stamp))
 }
 
 impl TrustIndex {
@@ -285,7 +295,7 @@ impl TrustIndex {
         // Only whole lines; a torn tail is read again once completed (or never, if its writer died).
         let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         maps.read += end as u64;
-        for line in String::from_utf8_lossy(&text[..end]).lines() {
+        for line in text[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             maps.lines += 1;
             if let Some((name, digest, stamp)) = parse_line(line) {
                 maps.digests.insert(name.clone(), digest);
