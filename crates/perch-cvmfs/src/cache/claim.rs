@@ -2,13 +2,21 @@
 //! removal of what dead processes left in `txn/`.
 //!
 //! A claim is an exclusive byte-range lock (`fcntl` `F_OFD_SETLK`, one byte at an offset
-//! derived from the object's name) on the one file `lock_claims` in the cache directory,
-//! which every process keeps open. Taking and releasing a claim is one `fcntl` each: no file
-//! is created or removed per object (on ext4 and on cluster file systems, creating a file
-//! costs far more than downloading a small object). The kernel releases the lock when its
-//! owner exits, however it dies, so a killed downloader delays the others by one poll
-//! ([`CLAIM_POLL`]), never by a timeout. Two names that map to the same byte only make one
-//! wait for the other; within a process, the cache runs one download per name at a time.
+//! derived from the object's name) on this user's claims file in the cache directory,
+//! `lock_claims.<uid>` (mode 0600), which every process of the user keeps open. Taking and
+//! releasing a claim is one `fcntl` each: no file is created or removed per object (on ext4
+//! and on cluster file systems, creating a file costs far more than downloading a small
+//! object). The kernel releases the lock when its owner exits, however it dies, so a killed
+//! downloader delays the others by one poll ([`CLAIM_POLL`]), never by a timeout. Two names
+//! that map to the same byte only make one wait for the other; within a process, the cache
+//! runs one download per name at a time.
+//!
+//! One file per user, because a lock needs only an open descriptor: with one file for the
+//! group of an alien cache, any user of the group could lock all of it (one `fcntl` with
+//! `l_len = 0`) and make every other user's jobs wait [`STALE_CLAIM`] for each object. Other
+//! users cannot open this user's file, so the worst they can do is create it first (then it
+//! is not this user's and is not used: this user's jobs download without claims). The cost:
+//! two users who need the same object at the same moment both download it (once each).
 //!
 //! Claims only save duplicate downloads; correctness never depends on them: an object
 //! appears only by the rename of a complete, verified temporary file. On a cluster file
@@ -42,8 +50,13 @@ pub const STALE_CLAIM: Duration = Duration::from_secs(120);
 const STALE_TXN: Duration = Duration::from_secs(3600);
 /// The longest a process waiting for another's download sleeps between looks.
 pub const CLAIM_POLL: Duration = Duration::from_millis(5);
-/// The file claims are locks on, in the cache directory.
+/// The files claims are locks on, in the cache directory: `lock_claims.<uid>`, one per user.
 pub const CLAIMS_FILE: &str = "lock_claims";
+
+/// This user's claims file name.
+fn claims_file() -> String {
+    format!("{CLAIMS_FILE}.{}", nix::unistd::getuid().as_raw())
+}
 
 /// This host's name (temp files and trust indexes are per host); read once per process.
 pub fn hostname() -> String {
@@ -102,7 +115,7 @@ fn wait_for_change(watch: &Watch<'_>, limit: Duration, ready: impl Fn() -> bool)
     let _ = poll(&mut fds, timeout);
 }
 
-/// The claims of one cache directory: locks on its [`CLAIMS_FILE`].
+/// This user's claims in one cache directory: locks on its `lock_claims.<uid>`.
 #[derive(Debug)]
 pub(super) struct Claims {
     /// `None`: no claims here (the file cannot be opened for writing, e.g. a read-only cache).
@@ -155,16 +168,15 @@ fn offset_of(name: &str) -> i64 {
 }
 
 impl Claims {
-    /// Open (create) the claims file of the cache at `root`, with `mode` (group-writable in an
-    /// alien cache, so that every user of the group can lock it).
-    pub(super) fn open(root: &Path, mode: u32) -> Claims {
-        let path = root.join(CLAIMS_FILE);
+    /// Open (create) this user's claims file of the cache at `root` (mode 0600).
+    pub(super) fn open(root: &Path) -> Claims {
+        let path = root.join(claims_file());
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(mode)
+            .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(&path)
             .and_then(|f| {
@@ -172,9 +184,12 @@ impl Claims {
                 if !m.is_file() {
                     return Err(std::io::Error::other("not a regular file"));
                 }
-                // The umask may have taken the group's write bit: the creator puts it back.
-                if m.uid() == nix::unistd::getuid().as_raw() && m.mode() & 0o777 != mode {
-                    let _ = f.set_permissions(fs::Permissions::from_mode(mode));
+                if m.uid() != nix::unistd::getuid().as_raw() {
+                    // Another user made it first: it could lock it all.
+                    return Err(std::io::Error::other("owned by another user"));
+                }
+                if m.mode() & 0o077 != 0 {
+                    let _ = f.set_permissions(fs::Permissions::from_mode(0o600));
                 }
                 Ok(f)
             });
@@ -322,7 +337,7 @@ mod tests {
         else {
             return;
         };
-        let claims = Claims::open(Path::new(&root), 0o600);
+        let claims = Claims::open(Path::new(&root));
         let Claim::Held(_held) = claims.try_claim(&name) else {
             panic!("cannot claim");
         };
@@ -357,7 +372,7 @@ mod tests {
             .expect("the child took no claim")
             .unwrap()
             .clone_into(&mut line);
-        let claims = Claims::open(tmp.path(), 0o600);
+        let claims = Claims::open(tmp.path());
         assert!(matches!(claims.try_claim("ab/cd"), Claim::Busy));
         assert!(!claims.free("ab/cd"));
         assert!(
@@ -390,15 +405,15 @@ mod tests {
             .flatten()
             .map(|e| e.file_name())
             .collect();
-        assert_eq!(names, [CLAIMS_FILE]);
+        assert_eq!(names, [claims_file().as_str()]);
     }
 
     #[test]
     fn a_held_claim_is_waited_for_and_its_result_used() {
         let tmp = tempfile::tempdir().unwrap();
         let obj = tmp.path().join("obj");
-        let holder_claims = Claims::open(tmp.path(), 0o600);
-        let claims = Claims::open(tmp.path(), 0o600);
+        let holder_claims = Claims::open(tmp.path());
+        let claims = Claims::open(tmp.path());
         let o2 = obj.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let holder = std::thread::spawn(move || {
@@ -425,6 +440,35 @@ mod tests {
             "waited for the holder instead of downloading"
         );
         assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn locks_on_other_users_claims_files_hold_up_nobody() {
+        let tmp = tempfile::tempdir().unwrap();
+        // What another user of an alien cache can lock: the one group-writable file earlier
+        // versions shared, and its own claims file, each whole (l_len 0).
+        let other = format!("{CLAIMS_FILE}.{}", nix::unistd::getuid().as_raw() + 1);
+        let mut held = Vec::new();
+        for name in [CLAIMS_FILE, other.as_str()] {
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(tmp.path().join(name))
+                .unwrap();
+            let mut all = range(libc::F_WRLCK, 0);
+            all.l_len = 0;
+            fcntl(f.as_raw_fd(), FcntlArg::F_OFD_SETLK(&all)).unwrap();
+            held.push(f);
+        }
+        let claims = Claims::open(tmp.path());
+        let t = Instant::now();
+        let r = claims.claimed(&watch(tmp.path()), "ab/cd", || None, || Ok(5));
+        assert_eq!(r.unwrap(), 5);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        let mode = fs::metadata(tmp.path().join(claims_file())).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}: nobody else can open it");
     }
 
     #[test]

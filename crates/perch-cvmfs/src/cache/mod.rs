@@ -247,7 +247,7 @@ impl Cache {
             usage: AtomicU64::new(0),
             usage_file: None,
             trust: TrustIndex::open(root, dir_mode),
-            claims: claim::Claims::open(root, if alien { 0o660 } else { 0o600 }),
+            claims: claim::Claims::open(root),
             fillers,
             stats: CacheStats::default(),
         };
