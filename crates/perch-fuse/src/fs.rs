@@ -10,14 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hashlink::LruCache;
-
 use fuser::{
     Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
     Request,
 };
+use hashlink::LruCache;
 use perch_vfs::{
     Entry, Errno, Kind, Namespace, Outcome, Repository, Resolved, VfsError, XattrReply,
 };
@@ -299,7 +298,8 @@ impl Filesystem for PerchFs {
         ] {
             let _ = config.add_capabilities(flag);
         }
-        // Two round trips less per directory listed (OPENDIR and RELEASEDIR).
+        // Opens the kernel does without asking: OPENDIR and RELEASEDIR fewer per directory
+        // listed, OPEN and RELEASE fewer per file opened.
         let caps = config.capabilities();
         self.stateless_dirs = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         self.stateless_files = caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);

@@ -36,7 +36,6 @@
 
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
@@ -171,29 +170,8 @@ impl Claims {
     /// Open (create) this user's claims file of the cache at `root` (mode 0600).
     pub(super) fn open(root: &Path) -> Claims {
         let path = root.join(claims_file());
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-            .open(&path)
-            .and_then(|f| {
-                let m = f.metadata()?;
-                if !m.is_file() {
-                    return Err(std::io::Error::other("not a regular file"));
-                }
-                if m.uid() != nix::unistd::getuid().as_raw() {
-                    // Another user made it first: it could lock it all.
-                    return Err(std::io::Error::other("owned by another user"));
-                }
-                if m.mode() & 0o077 != 0 {
-                    let _ = f.set_permissions(fs::Permissions::from_mode(0o600));
-                }
-                Ok(f)
-            });
-        match file {
+        // Another user's file of that name could be locked whole by that user: not used.
+        match super::open_own_file(&path, 0o600, libc::O_NONBLOCK) {
             Ok(f) => Claims { file: Some(f) },
             Err(e) => {
                 tracing::debug!(target: "cache", file = %path.display(), error = %e,
@@ -322,6 +300,7 @@ pub(super) fn clean_txn(txn: &Path) {
 mod tests {
     use super::*;
     use std::io::BufRead;
+    use std::os::unix::fs::MetadataExt;
     use std::process::{Command, Stdio};
 
     fn watch(dir: &Path) -> Watch<'_> {

@@ -183,6 +183,32 @@ pub enum Look {
     Bad(String),
 }
 
+/// Opens (creates with `mode`) a file of this user's own in the cache directory for reading
+/// and writing, not following a symlink; `flags` are added to the open. A file that is not a
+/// regular file of this user (another user of an alien cache made it first) is an error; one
+/// with permission bits beyond `mode` gets `mode`.
+fn open_own_file(path: &Path, mode: u32, flags: libc::c_int) -> std::io::Result<fs::File> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | flags)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if m.uid() != nix::unistd::getuid().as_raw() {
+        return Err(std::io::Error::other("owned by another user"));
+    }
+    if m.mode() & 0o777 & !mode != 0 {
+        let _ = f.set_permissions(fs::Permissions::from_mode(mode));
+    }
+    Ok(f)
+}
+
 fn open_object(p: &Path) -> std::io::Result<fs::File> {
     fs::OpenOptions::new()
         .read(true)

@@ -15,13 +15,12 @@
 //! update, make it drift by those objects; the next cleanup corrects it.
 
 use std::fs;
-
-use nix::fcntl::FlockArg;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use nix::fcntl::FlockArg;
 use perch_format::hash::ContentHash;
 
 use super::{lock, Cache, CacheError};
@@ -44,14 +43,7 @@ pub(super) struct UsageFile {
 impl UsageFile {
     /// Opens (creates, owner only) the count of the cache at `root`.
     pub(super) fn open(root: &Path) -> std::io::Result<UsageFile> {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(root.join(USAGE_FILE))?;
+        let file = super::open_own_file(&root.join(USAGE_FILE), 0o600, 0)?;
         Ok(UsageFile { file })
     }
 
@@ -113,8 +105,8 @@ impl Cache {
             return;
         };
         let shared = self.usage_file.as_ref().and_then(|file| {
-            // An unreadable count starts again from a scan at the next cleanup; until then
-            // the objects of this process count.
+            // A count damaged since this process opened the cache starts again from this
+            // insert; the next cleanup's scan makes it exact.
             file.update(|old| old.unwrap_or(0).saturating_add(size))
                 .ok()
         });
