@@ -13,7 +13,10 @@
 //!
 //! Decisions and limits, documented:
 //! - `io_uring_setup/enter/register` fail with `ENOSYS` (their opens would bypass the filter);
-//!   `ptrace` fails with `EPERM` (perch is the tracer; a nested tracer cannot attach anyway).
+//!   `ptrace` fails with `EPERM` (perch is the tracer; a nested tracer cannot attach anyway);
+//!   with the ptrace backend `pidfd_getfd` too (the fd relay, `perch_sys::relay`, shares
+//!   perch's descriptor table so that tracees can reopen perch's files while perch stays
+//!   non-dumpable).
 //! - The run ends when the main child exits; processes it left behind are killed (SIGKILL) and
 //!   reaped, because nothing would answer their notifications afterwards.
 //! - A handler panic answers `EIO` for that call and is counted in [`Stats`]; a panic in the
@@ -408,6 +411,14 @@ impl Interceptor {
                 Action::Errno(u16::try_from(errno.raw()).unwrap_or(u16::MAX)),
             );
         }
+        if self.backend == Backend::Ptrace {
+            // The fd relay shares perch's descriptor table and is dumpable: `pidfd_getfd` on
+            // it would hand the program perch's own fds (the cache's, writable).
+            p.set(
+                u32::try_from(libc::SYS_pidfd_getfd).unwrap_or(u32::MAX),
+                Action::Errno(1),
+            );
+        }
         if self.keep_dumpable {
             // `prctl(PR_SET_DUMPABLE, 0)` succeeds without effect (`SECCOMP_RET_ERRNO` with
             // errno 0 returns 0): an unprivileged tracer cannot read a non-dumpable
@@ -470,6 +481,11 @@ impl Interceptor {
             .map(|(_, v)| v.clone())
             .or_else(|| std::env::var_os("PATH"));
         let candidates = exec_candidates(&program, path_var.as_deref());
+        // Started on this thread, which outlives the ptrace thread: the relay dies with it.
+        let relay = match self.backend {
+            Backend::Ptrace => fd_relay(),
+            Backend::Notify => None,
+        };
         let job = tracer::Job {
             candidates,
             argv: argv.to_vec(),
@@ -490,6 +506,9 @@ impl Interceptor {
             notified,
             answered,
             backend: self.backend,
+            reopen_via: relay
+                .as_ref()
+                .map_or_else(own_pid, perch_sys::relay::FdRelay::pid),
         };
         let t = std::thread::Builder::new()
             .name("perch-ptrace".into())
@@ -501,6 +520,30 @@ impl Interceptor {
             Err(_) => std::process::abort(),
         }
     }
+}
+
+/// The fd relay for the ptrace backend (`perch_sys::relay`): tracees reopen perch's files
+/// through it. Where it cannot start, perch makes itself dumpable and they reopen them through
+/// perch's own `/proc/<pid>/fd`, which also lets a program of this user write perch's memory.
+fn fd_relay() -> Option<perch_sys::relay::FdRelay> {
+    match perch_sys::relay::FdRelay::start() {
+        Ok(r) => Some(r),
+        Err(errno) => {
+            tracing::warn!(
+                ?errno,
+                "cannot start the fd relay: perch stays dumpable, so the program could write \
+                 perch's memory"
+            );
+            if let Err(e) = perch_sys::misc::set_dumpable(true) {
+                tracing::warn!("cannot make perch dumpable (PR_SET_DUMPABLE): {e}");
+            }
+            None
+        }
+    }
+}
+
+fn own_pid() -> Pid {
+    Pid(i32::try_from(std::process::id()).unwrap_or(i32::MAX))
 }
 
 /// `CAP_SYS_PTRACE` in perch's effective set (`/proc/self/status`, no syscall needed).

@@ -119,6 +119,9 @@ pub(crate) struct Job {
     /// The traced syscalls answered by [`Handler::on_trace_call`] (ptrace backend).
     pub answered: SyscallSet,
     pub backend: Backend,
+    /// The process whose `/proc/<pid>/fd/N` a tracee opens to get perch's fd N (ptrace
+    /// backend): the fd relay, or perch itself where the relay could not start.
+    pub reopen_via: Pid,
 }
 
 /// The body of the ptrace thread. A panic here aborts: tracees would hang otherwise.
@@ -267,6 +270,7 @@ struct Tracer<'a> {
     /// stop (its open has then completed).
     pending: HashMap<Pid, OwnedFd>,
     procfs: Arc<ProcFds>,
+    reopen_via: Pid,
 }
 
 fn is_stop_signal(sig: i32) -> bool {
@@ -289,6 +293,7 @@ impl<'a> Tracer<'a> {
             answered: job.answered,
             pending: HashMap::new(),
             procfs: Arc::default(),
+            reopen_via: job.reopen_via,
         }
     }
 
@@ -543,7 +548,13 @@ impl<'a> Tracer<'a> {
                 Ok(()) => ret,
                 Err(e) => -i64::from(e.raw()),
             },
-            Answer::Fd { fd, .. } => match reopen(self.kernel.as_ref(), pid, regs, call, &fd) {
+            Answer::Fd { fd, .. } => match reopen(
+                self.kernel.as_ref(),
+                pid,
+                regs,
+                call,
+                &reopen_path(self.reopen_via, &fd),
+            ) {
                 Ok(()) => {
                     self.pending.insert(pid, fd);
                     return;
@@ -692,12 +703,13 @@ fn reopen_flags(flags: u64) -> u64 {
     flags & !strip
 }
 
-/// The path a tracee can open to get perch's file `fd` again: perch's own `/proc/<pid>/fd/N`
-/// (the tracee runs as perch's user, and perch stays dumpable in ptrace mode). A magic link,
+/// The path a tracee can open to get perch's file `fd` again: `/proc/<via>/fd/N`, `via` being
+/// the fd relay that shares perch's descriptor table (perch itself is not dumpable; see
+/// `perch_sys::relay`), or perch where the relay could not start. A magic link,
 /// so the tracee reaches the very file perch opened and checked, never what a name leads to
 /// by then (another thread of the program may have swapped a symlink in it).
-fn reopen_path(fd: &OwnedFd) -> Vec<u8> {
-    format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd()).into_bytes()
+fn reopen_path(via: Pid, fd: &OwnedFd) -> Vec<u8> {
+    format!("/proc/{}/fd/{}", via.0, fd.as_raw_fd()).into_bytes()
 }
 
 /// An `Fd` answer in the ptrace backend: the tracee's open runs on the path of perch's file
@@ -708,9 +720,9 @@ fn reopen(
     pid: Pid,
     regs: &mut Regs,
     call: &Call,
-    fd: &OwnedFd,
+    path: &[u8],
 ) -> Result<(), Errno> {
-    let mut path = reopen_path(fd);
+    let mut path = path.to_vec();
     if path.len() >= PATH_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
@@ -848,6 +860,9 @@ mod tests {
         trace_as(k, MAIN, SyscallSet::default(), waits)
     }
 
+    /// The fd relay's pid in these tests.
+    const RELAY: Pid = Pid(4242);
+
     /// As [`trace`], with `main` as the main tracee and `notified` as the notified set.
     fn trace_as(
         k: RecordingKernel,
@@ -873,6 +888,7 @@ mod tests {
             notified,
             pending: HashMap::new(),
             procfs: Arc::default(),
+            reopen_via: RELAY,
         }
         .run();
         (status, k.ops(), stats)
@@ -909,8 +925,8 @@ mod tests {
     fn ptrace_fd_answers_reopen_perchs_file_through_its_magic_link() {
         let flags = |f: i32| u64::from(f.unsigned_abs());
         // open("/fd", O_RDWR|O_CREAT|O_EXCL|O_TRUNC|O_NOFOLLOW|O_CLOEXEC) runs as
-        // open("/proc/<perch>/fd/N", O_RDWR|O_CLOEXEC) with the path below the stack, N being
-        // perch's fd of /dev/null.
+        // open("/proc/<relay>/fd/N", O_RDWR|O_CLOEXEC) with the path below the stack, N being
+        // perch's fd of /dev/null (the relay shares perch's descriptor table).
         let mut k = kernel(2, b"/fd");
         let asked = flags(libc::O_RDWR)
             | flags(libc::O_CREAT)
@@ -920,7 +936,7 @@ mod tests {
             | flags(libc::O_CLOEXEC);
         k.regs.rsi = asked;
         let (_, ops, _) = trace(k, vec![seccomp_stop(), exit0()]);
-        let prefix = format!("/proc/{}/fd/", std::process::id()).into_bytes();
+        let prefix = format!("/proc/{}/fd/", RELAY.0).into_bytes();
         let path = ops
             .iter()
             .find_map(|o| match o {
@@ -929,7 +945,7 @@ mod tests {
                 }
                 _ => None,
             })
-            .expect("a /proc/<perch>/fd/N path written");
+            .expect("a /proc/<relay>/fd/N path written");
         let addr = (RSP - STACK_GAP - path.len() as u64) & !15;
         let rax = neg(-38);
         let want = flags(libc::O_RDWR) | flags(libc::O_CLOEXEC);

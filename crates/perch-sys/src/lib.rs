@@ -5,8 +5,8 @@
 //! (`SECCOMP_IOCTL_NOTIF_RECV/SEND/ID_VALID/ADDFD`, [`notify`]), ptrace and `waitpid`
 //! ([`ptrace`]), tracee memory through `process_vm_readv/writev` with a `/proc/<pid>/mem`
 //! fallback ([`mem`]), `poll`, `epoll` and `eventfd` ([`misc`]), fuse mode's namespaces
-//! and mounts ([`ns`]), and the socket pair both fork-to-exec children talk to perch over,
-//! descriptors included (`handshake`). Every call takes typed values
+//! and mounts ([`ns`]), ptrace mode's fd relay ([`relay`]), and the socket pair both
+//! fork-to-exec children talk to perch over, descriptors included (`handshake`). Every call takes typed values
 //! (`BorrowedFd`, [`notify::NotifId`], [`Pid`]) and returns `Result<_, Errno>`. It knows no
 //! policy and does no logging; each `unsafe` block states the invariant it relies on.
 //!
@@ -22,6 +22,7 @@ pub mod misc;
 pub mod notify;
 pub mod ns;
 pub mod ptrace;
+pub mod relay;
 pub mod spawn;
 
 pub use perch_syscalls::{Errno, Pid};

@@ -235,16 +235,20 @@ fn attack_then_check(r: &Repo) {
 }
 
 /// perch writes the cache and reads the program's memory: a program of the same user must not
-/// attach to perch with ptrace, nor open its memory or its fds through /proc (perch is
-/// non-dumpable; the program, after exec, is dumpable as usual).
+/// attach to perch with ptrace, open its memory or its fds through /proc, write its memory or
+/// take its fds (perch is non-dumpable; the program, after exec, is dumpable as usual). In
+/// ptrace mode the program reopens perch's files through the fd relay, which shares perch's
+/// descriptor table: its cache files cannot be opened for writing there, and `pidfd_getfd`
+/// is refused.
 #[test]
 fn issue_9_a_program_cannot_attach_to_perch() {
     let mut r = repo();
     r.drop_privileges();
-    r.mode = Some("notify");
-    let script = r#"python3 -c '
+    let cache = r.dir.path().join("cache");
+    let script = format!(
+        r#"cat "$ROOT/hello.txt" >/dev/null; python3 -c '
 import ctypes, os, sys
-perch = int(sys.argv[1])
+perch, cache = int(sys.argv[1]), sys.argv[2]
 libc = ctypes.CDLL(None, use_errno=True)
 r = libc.ptrace(16, perch, 0, 0)  # PTRACE_ATTACH
 print("attach", r, ctypes.get_errno())
@@ -254,11 +258,48 @@ for name in ("mem", "fd/0"):
         print(name, "opened")
     except OSError as e:
         print(name, e.errno)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+buf = ctypes.create_string_buffer(8)
+start = int(open("/proc/self/maps").readline().split("-")[0], 16)
+local, remote = iovec(ctypes.cast(buf, ctypes.c_void_p), 8), iovec(start, 8)
+r = libc.process_vm_writev(perch, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+print("vm_writev", r, ctypes.get_errno())
+# Every other process perch started (the fd relay in ptrace mode).
+others = [int(p) for p in open("/proc/%d/task/%d/children" % (perch, perch)).read().split()
+          if int(p) != os.getppid()]
+getfd = 0
+writable = []
+for pid in [perch] + others:
+    pidfd = libc.syscall(434, pid, 0)  # pidfd_open
+    if libc.syscall(438, pidfd, 0, 0) >= 0:  # pidfd_getfd
+        getfd += 1
+    if pid == perch:
+        continue
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        path = "/proc/%d/fd/%s" % (pid, fd)
+        try:
+            if not os.readlink(path).startswith(cache):
+                continue
+            open(path, "r+b").close()
+            writable.append(os.readlink(path))
+        except OSError:
+            pass
+print("pidfd_getfd", getfd, "writable", writable)
 print("self", open("/proc/self/status").read().count("TracerPid"))
-' "$PPID""#;
-    let o = r.perch(script);
-    assert_eq!(o.stdout, "attach -1 1\nmem 13\nfd/0 13\nself 1\n", "{o}");
-    assert_eq!(o.code, Some(0), "{o}");
+' "$PPID" {cache}"#,
+        cache = cache.display()
+    );
+    for mode in ["notify", "ptrace"] {
+        r.mode = Some(mode);
+        let o = r.perch(&script);
+        assert_eq!(
+            o.stdout,
+            "attach -1 1\nmem 13\nfd/0 13\nvm_writev -1 1\npidfd_getfd 0 writable []\nself 1\n",
+            "mode {mode}: {o}"
+        );
+        assert_eq!(o.code, Some(0), "mode {mode}: {o}");
+    }
 }
 
 /// perch makes a program's writes itself (the cache guard) only for a program with perch's

@@ -45,7 +45,8 @@
 //!   repository is `ENOENT` with one warning per run naming it and what to set.
 //! - `-M /virtual=/real`: calls are done by perch on the real path; `getcwd` inside a remapped
 //!   directory shows the real path.
-//! - `ptrace` fails with `EPERM`, `io_uring_*` with `ENOSYS` (perch-intercept).
+//! - `ptrace` fails with `EPERM`, `io_uring_*` with `ENOSYS` (perch-intercept); in ptrace mode
+//!   `pidfd_getfd` with `EPERM` too (the fd relay shares perch's descriptors).
 //! - Without `CAP_SYS_PTRACE`, `prctl(PR_SET_DUMPABLE, 0)` returns 0 without effect
 //!   (perch-intercept): the program stays dumpable, so perch can read its paths.
 //! - perch does not forward signals sent to itself: a `SIGTERM` to perch kills the program
@@ -183,15 +184,6 @@ fn interceptor_for(args: &RunArgs, backend: Backend) -> Interceptor {
     interceptor
 }
 
-/// In ptrace mode the program opens some of perch's files itself, through perch's
-/// `/proc/<pid>/fd/N` (a memfd: the translated `/proc/self/maps`), so perch stays dumpable
-/// there (README "Modes").
-fn traced_programs_reopen_perchs_files() {
-    if let Err(e) = perch_sys::misc::set_dumpable(true) {
-        tracing::warn!("cannot make perch dumpable (PR_SET_DUMPABLE): {e}");
-    }
-}
-
 /// `--record FILE`: the lines to FILE.tmp, then renamed to FILE.
 fn write_record(file: &std::path::Path, lines: &[String]) -> Result<(), Fail> {
     let mut tmp = file.as_os_str().to_owned();
@@ -221,7 +213,7 @@ pub fn command(args: RunArgs) -> Result<ExitCode, Fail> {
         return direct_exec(&args.command);
     }
     // A program of this user must not attach to perch or open its memory: perch writes the
-    // cache. ptrace mode turns this back on (`intercepted`).
+    // cache. (ptrace mode's programs reopen perch's files through the fd relay instead.)
     if let Err(e) = perch_sys::misc::set_dumpable(false) {
         tracing::warn!("cannot make perch non-dumpable (PR_SET_DUMPABLE): {e}");
     }
@@ -284,9 +276,6 @@ fn direct_exec(command: &[OsString]) -> Result<ExitCode, Fail> {
 /// (kernel too old, no seccomp notification, a listener refused), run in ptrace mode instead.
 fn intercepted(args: RunArgs, backend: Backend, fallback: bool) -> Result<ExitCode, Fail> {
     let handler = Arc::new(setup(&args)?);
-    if backend == Backend::Ptrace {
-        traced_programs_reopen_perchs_files();
-    }
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let mut interceptor = interceptor_for(&args, backend);
     let mut stats = interceptor.stats();
@@ -298,7 +287,6 @@ fn intercepted(args: RunArgs, backend: Backend, fallback: bool) -> Result<ExitCo
                 None => e.to_string(),
             };
             tracing::debug!(target: "mode", "ptrace mode: notify mode unavailable: {why}");
-            traced_programs_reopen_perchs_files();
             interceptor = interceptor_for(&args, Backend::Ptrace);
             stats = interceptor.stats();
             result = interceptor.run(&args.command, &env, handler.clone());
@@ -363,7 +351,10 @@ pub fn syscalls() -> ExitCode {
     text.push_str(
         "\nOne exception by argument: prctl(PR_SET_DUMPABLE, 0) returns 0 without effect \
          when perch lacks CAP_SYS_PTRACE (it could not read a non-dumpable program's paths); \
-         PR_GET_DUMPABLE still says 1.\n",
+         PR_GET_DUMPABLE still says 1.\n\
+         In ptrace mode pidfd_getfd fails with EPERM: the program reopens perch's files \
+         through a relay process that shares perch's descriptors, and pidfd_getfd on it \
+         would hand them over.\n",
     );
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
