@@ -302,6 +302,58 @@ print("self", open("/proc/self/status").read().count("TracerPid"))
     }
 }
 
+/// perch's own locks in the cache (claims, the quota count) are taken on files a program of
+/// the same user cannot open (write-only, mode 0200; write opens and chmod in the cache are
+/// refused to it): a program holding a lock on them would stall every later download of the
+/// user's jobs. The count itself can be read, and locked, without effect.
+#[test]
+fn issue_9_a_program_cannot_hold_perchs_cache_locks() {
+    let mut r = repo();
+    r.drop_privileges();
+    let cache = r.dir.path().join("cache").join(FQRN);
+    let script = format!(
+        r#"cat "$ROOT/hello.txt" >/dev/null
+python3 -c '
+import fcntl, os, sys, time
+cache = sys.argv[1]
+held = []
+for name in ("lock_claims.%d" % os.getuid(), "lock_usage", "quota_usage"):
+    try:
+        f = open(os.path.join(cache, name), "rb")
+    except OSError as e:
+        print(name, e.errno)
+        continue
+    fcntl.flock(f, fcntl.LOCK_SH)
+    fcntl.lockf(f, fcntl.LOCK_SH)
+    held.append(f)
+    print(name, "locked")
+sys.stdout.flush()
+time.sleep(12)
+' {cache} &
+sleep 2
+timeout 8 cat "$ROOT/many/f05" | wc -c
+kill $! 2>/dev/null; wait"#,
+        cache = cache.display()
+    );
+    let size = std::fs::metadata(r.src().join("many/f05")).unwrap().len();
+    let uid = if is_root() {
+        65534
+    } else {
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap())
+    };
+    for mode in ["notify", "ptrace"] {
+        r.mode = Some(mode);
+        let o = r.perch(&script);
+        assert_eq!(
+            o.stdout,
+            format!("lock_claims.{uid} 13\nlock_usage 13\nquota_usage locked\n{size}\n"),
+            "mode {mode}: {o}"
+        );
+        // The next run starts from an empty cache again.
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+}
+
 /// perch makes a program's writes itself (the cache guard) only for a program with perch's
 /// credentials: one started as root that dropped them writes with its own, as it would
 /// natively (a root-only directory stays closed to it).

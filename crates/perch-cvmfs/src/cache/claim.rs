@@ -167,11 +167,12 @@ fn offset_of(name: &str) -> i64 {
 }
 
 impl Claims {
-    /// Open (create) this user's claims file of the cache at `root` (mode 0600).
+    /// Open (create) this user's claims file of the cache at `root` (mode 0200, write-only:
+    /// see `open_lock_file`).
     pub(super) fn open(root: &Path) -> Claims {
         let path = root.join(claims_file());
         // Another user's file of that name could be locked whole by that user: not used.
-        match super::open_own_file(&path, 0o600, libc::O_NONBLOCK) {
+        match super::open_lock_file(&path, libc::O_NONBLOCK) {
             Ok(f) => Claims { file: Some(f) },
             Err(e) => {
                 tracing::debug!(target: "cache", file = %path.display(), error = %e,
@@ -447,7 +448,11 @@ mod tests {
         assert_eq!(r.unwrap(), 5);
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
         let mode = fs::metadata(tmp.path().join(claims_file())).unwrap().mode();
-        assert_eq!(mode & 0o777, 0o600, "{mode:o}: nobody else can open it");
+        assert_eq!(
+            mode & 0o777,
+            0o200,
+            "{mode:o}: nobody else can open it, nor can programs"
+        );
     }
 
     #[test]

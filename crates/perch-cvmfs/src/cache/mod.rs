@@ -183,13 +183,29 @@ pub enum Look {
     Bad(String),
 }
 
-/// Opens (creates with `mode`) a file of this user's own in the cache directory for reading
+/// Opens (creates with `mode`) a file of the cache that perch keeps for itself, for reading
 /// and writing, not following a symlink; `flags` are added to the open. A file that is not a
 /// regular file of this user (another user of an alien cache made it first) is an error; one
 /// with permission bits beyond `mode` gets `mode`.
 fn open_own_file(path: &Path, mode: u32, flags: libc::c_int) -> std::io::Result<fs::File> {
+    open_own(path, mode, true, flags)
+}
+
+/// Opens (creates) a file of the cache used only to hold locks on: write-only, mode 0200, so
+/// that a program of the same user (under `perch run`, which refuses it write opens and
+/// `chmod` in the cache) cannot open it at all, and so cannot take a lock on it that would
+/// stall perch's (the kernel lets any open descriptor hold an `flock` or a read lock).
+/// Checked like [`open_own_file`].
+fn open_lock_file(path: &Path, flags: libc::c_int) -> std::io::Result<fs::File> {
+    open_own(path, LOCK_FILE_MODE, false, flags)
+}
+
+/// Mode of the files only locked ([`open_lock_file`]).
+const LOCK_FILE_MODE: u32 = 0o200;
+
+fn open_own(path: &Path, mode: u32, read: bool, flags: libc::c_int) -> std::io::Result<fs::File> {
     let f = fs::OpenOptions::new()
-        .read(true)
+        .read(read)
         .write(true)
         .create(true)
         .truncate(false)

@@ -8,7 +8,8 @@
 //! processes do not both evict.
 //!
 //! The bytes in use are kept in `quota_usage` (20 decimal digits), shared by every process of
-//! the cache: an insert adds its size under an `flock` of that file, a cleanup stores the exact
+//! the cache: an insert adds its size under an `flock` of `lock_usage` (a file a program cannot
+//! open, see `open_lock_file`), a cleanup stores the exact
 //! sum it scanned. Opening a cache reads it and scans the objects only when it is missing or
 //! unreadable, so a job's start does not grow with the cache (a scan `stat`s every object).
 //! Inserts racing with a cleanup's scan, or a process killed between its rename and its
@@ -34,25 +35,32 @@ pub(super) const USAGE_FILE: &str = "quota_usage";
 /// Digits of the count: `u64::MAX` fits, and every write is the same length.
 const USAGE_DIGITS: usize = 20;
 
-/// `quota_usage` of one cache, open for reading and writing.
+/// The lock-only file of `quota_usage`: a program can open the count itself for reading
+/// (it is a file of its own user), so locks are taken on this one, which it cannot open.
+const USAGE_LOCK_FILE: &str = "lock_usage";
+
+/// `quota_usage` of one cache, open for reading and writing, and its lock file.
 #[derive(Debug)]
 pub(super) struct UsageFile {
     file: fs::File,
+    lock: fs::File,
 }
 
 impl UsageFile {
     /// Opens (creates, owner only) the count of the cache at `root`.
     pub(super) fn open(root: &Path) -> std::io::Result<UsageFile> {
         let file = super::open_own_file(&root.join(USAGE_FILE), 0o600, 0)?;
-        Ok(UsageFile { file })
+        let lock = super::open_lock_file(&root.join(USAGE_LOCK_FILE), 0)?;
+        Ok(UsageFile { file, lock })
     }
 
-    /// Runs `f` on the stored count (`None`: empty or unreadable) while holding the file's
-    /// lock, and stores what it returns.
+    /// Runs `f` on the stored count (`None`: empty or unreadable) while holding the lock,
+    /// and stores what it returns.
     fn update(&self, f: impl FnOnce(Option<u64>) -> u64) -> std::io::Result<u64> {
         // On a duplicate of the descriptor (same open file, same lock), unlocked when dropped.
-        let held = nix::fcntl::Flock::lock(self.file.try_clone()?, FlockArg::LockExclusive)
+        let _held = nix::fcntl::Flock::lock(self.lock.try_clone()?, FlockArg::LockExclusive)
             .map_err(|(_, e)| std::io::Error::from(e))?;
+        let held = &self.file;
         let mut buf = [0u8; USAGE_DIGITS];
         let n = held.read_at(&mut buf, 0)?;
         let old = (n == USAGE_DIGITS)
@@ -216,12 +224,7 @@ impl Cache {
     /// Evict least recently used, unpinned objects until at most `target` bytes remain.
     pub fn cleanup(&self, target: u64) -> Result<GcReport, CacheError> {
         let lock_path = self.root.join("lock_quota");
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| CacheError::io(&lock_path, e))?;
+        let f = super::open_lock_file(&lock_path, 0).map_err(|e| CacheError::io(&lock_path, e))?;
         let _guard = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| CacheError::io(&lock_path, std::io::Error::from(e)))?;
         let mut objs = self.objects();
