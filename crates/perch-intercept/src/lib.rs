@@ -490,16 +490,7 @@ impl Interceptor {
             candidates,
             argv: argv.to_vec(),
             env: env_strings,
-            filter: filter
-                .insns()
-                .iter()
-                .map(|i| perch_sys::spawn::SockFilter {
-                    code: i.code,
-                    jt: i.jt,
-                    jf: i.jf,
-                    k: i.k,
-                })
-                .collect(),
+            filter: sock_filter(&filter),
             workers: self.workers,
             stats: Arc::clone(&self.stats),
             program,
@@ -522,11 +513,44 @@ impl Interceptor {
     }
 }
 
+/// A compiled program as the kernel takes it.
+fn sock_filter(p: &perch_bpf::Program) -> Vec<perch_sys::spawn::SockFilter> {
+    p.insns()
+        .iter()
+        .map(|i| perch_sys::spawn::SockFilter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect()
+}
+
+/// The fd relay's filter: it may wait (`pause`) and exit; any other call kills it, so a
+/// program that takes it over (it is dumpable) can make no call with perch's descriptors.
+fn relay_policy() -> Policy {
+    let mut p = Policy::new(Action::KillProcess);
+    for nr in [
+        libc::SYS_pause,
+        libc::SYS_rt_sigreturn,
+        libc::SYS_restart_syscall,
+        libc::SYS_exit,
+        libc::SYS_exit_group,
+    ] {
+        p.set(u32::try_from(nr).unwrap_or(u32::MAX), Action::Allow);
+    }
+    p
+}
+
 /// The fd relay for the ptrace backend (`perch_sys::relay`): tracees reopen perch's files
 /// through it. Where it cannot start, perch makes itself dumpable and they reopen them through
 /// perch's own `/proc/<pid>/fd`, which also lets a program of this user write perch's memory.
 fn fd_relay() -> Option<perch_sys::relay::FdRelay> {
-    match perch_sys::relay::FdRelay::start() {
+    let started = relay_policy()
+        .compile()
+        .map_err(|_| Errno::EINVAL)
+        .and_then(|p| perch_sys::relay::FdRelay::start(&sock_filter(&p)));
+    match started {
         Ok(r) => Some(r),
         Err(errno) => {
             tracing::warn!(
@@ -628,6 +652,46 @@ mod tests {
         );
         let c = exec_candidates(OsStr::new("./x"), Some(OsStr::new("/a")));
         assert_eq!(c, vec![OsString::from("./x")]);
+    }
+
+    /// The relay's program, swept through the interpreter: the five calls it may make run,
+    /// every other number, x32 and foreign architectures kill it; pidfd_getfd is refused to
+    /// the traced programs.
+    #[test]
+    fn the_relay_may_only_wait_and_exit() {
+        let prog = relay_policy().compile().unwrap();
+        let allowed = [
+            libc::SYS_pause,
+            libc::SYS_rt_sigreturn,
+            libc::SYS_restart_syscall,
+            libc::SYS_exit,
+            libc::SYS_exit_group,
+        ]
+        .map(|n| u32::try_from(n).unwrap());
+        for nr in 0..perch_syscalls::MAX_NR {
+            let want = if allowed.contains(&nr) {
+                Action::Allow
+            } else {
+                Action::KillProcess
+            };
+            let got = prog
+                .action(&SeccompData::new(nr, AUDIT_ARCH_X86_64))
+                .unwrap();
+            assert_eq!(got, want, "nr {nr}");
+        }
+        let pause = u32::try_from(libc::SYS_pause).unwrap();
+        let x32 = prog.action(&SeccompData::new(pause | 0x4000_0000, AUDIT_ARCH_X86_64));
+        assert_eq!(x32.unwrap(), Action::KillProcess);
+        let i386 = prog.action(&SeccompData::new(pause, 0x4000_0003));
+        assert_eq!(i386.unwrap(), Action::KillProcess);
+        let traced = Interceptor::new()
+            .backend(Backend::Ptrace)
+            .policy()
+            .compile()
+            .unwrap();
+        let getfd = u32::try_from(libc::SYS_pidfd_getfd).unwrap();
+        let got = traced.action(&SeccompData::new(getfd, AUDIT_ARCH_X86_64));
+        assert_eq!(got.unwrap(), Action::Errno(1));
     }
 
     #[test]

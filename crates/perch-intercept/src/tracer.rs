@@ -553,7 +553,7 @@ impl<'a> Tracer<'a> {
                 pid,
                 regs,
                 call,
-                &reopen_path(self.reopen_via, &fd),
+                reopen_path(self.reopen_via, &fd),
             ) {
                 Ok(()) => {
                     self.pending.insert(pid, fd);
@@ -720,9 +720,8 @@ fn reopen(
     pid: Pid,
     regs: &mut Regs,
     call: &Call,
-    path: &[u8],
+    mut path: Vec<u8>,
 ) -> Result<(), Errno> {
-    let mut path = path.to_vec();
     if path.len() >= PATH_MAX {
         return Err(Errno::ENAMETOOLONG);
     }

@@ -70,7 +70,7 @@ pub fn install_thread_filter(filter: &[SockFilter]) -> Result<(), Errno> {
     check(unsafe {
         libc::syscall(
             libc::SYS_seccomp,
-            1, // SECCOMP_SET_MODE_FILTER
+            crate::spawn::SECCOMP_SET_MODE_FILTER,
             0,
             &prog as *const libc::sock_fprog,
         )

@@ -8,8 +8,9 @@
 //! descriptors (`pidfd_getfd`), and so write the cache through perch. The relay is dumpable
 //! instead, but holds nothing a program could use:
 //! - its memory is its own (a copy made at the clone, before any program runs);
-//! - it runs under a seccomp filter that lets it only wait (`pause`) and exit, so a program
-//!   that writes its memory to take it over can make no other call; every other call kills it;
+//! - it runs under a seccomp filter the caller gives, which should let it only wait (`pause`)
+//!   and exit and kill it on any other call, so that a program that writes its memory to take
+//!   it over can make no call with perch's descriptors;
 //! - all signals but `SIGKILL` and `SIGSTOP` are blocked, so a terminal's Ctrl-C, sent to the
 //!   whole process group, does not end it;
 //! - it dies with the thread that started it (`PR_SET_PDEATHSIG`) and with [`FdRelay`]'s drop.
@@ -20,23 +21,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::spawn::SockFilter;
+use crate::spawn::{SockFilter, SECCOMP_SET_MODE_FILTER};
 use crate::{check, last_errno, Errno, Pid};
 
-/// `AUDIT_ARCH_X86_64`.
-const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-/// `SECCOMP_RET_ALLOW`.
-const RET_ALLOW: u32 = 0x7fff_0000;
-/// `SECCOMP_RET_KILL_PROCESS`.
-const RET_KILL_PROCESS: u32 = 0x8000_0000;
-/// `SECCOMP_SET_MODE_FILTER`.
-const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
-/// `BPF_LD | BPF_W | BPF_ABS`.
-const LD_W_ABS: u16 = 0x20;
-/// `BPF_JMP | BPF_JEQ | BPF_K`.
-const JEQ_K: u16 = 0x15;
-/// `BPF_RET | BPF_K`.
-const RET_K: u16 = 0x06;
 /// How long [`FdRelay::start`] waits for the relay to reach its wait.
 const READY_WITHIN: Duration = Duration::from_secs(2);
 
@@ -44,56 +31,6 @@ const READY_WITHIN: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct FdRelay {
     pid: Pid,
-}
-
-/// The relay's filter: `pause`, signal return, restart and exit; anything else kills it.
-fn filter() -> Vec<SockFilter> {
-    let nr = |n: libc::c_long| u32::try_from(n).unwrap_or(u32::MAX);
-    let allowed = [
-        nr(libc::SYS_pause),
-        nr(libc::SYS_rt_sigreturn),
-        nr(libc::SYS_restart_syscall),
-        nr(libc::SYS_exit),
-        nr(libc::SYS_exit_group),
-    ];
-    let ld = |k: u32| SockFilter {
-        code: LD_W_ABS,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let ret = |k: u32| SockFilter {
-        code: RET_K,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    // seccomp_data: nr at offset 0, arch at offset 4.
-    let mut f = vec![
-        ld(4),
-        SockFilter {
-            code: JEQ_K,
-            jt: 1,
-            jf: 0,
-            k: AUDIT_ARCH_X86_64,
-        },
-        ret(RET_KILL_PROCESS),
-        ld(0),
-    ];
-    let n = allowed.len();
-    for (i, &k) in allowed.iter().enumerate() {
-        // Jump to the final ALLOW, which comes after the remaining tests and the KILL.
-        let jt = u8::try_from(n - i).unwrap_or(0);
-        f.push(SockFilter {
-            code: JEQ_K,
-            jt,
-            jf: 0,
-            k,
-        });
-    }
-    f.push(ret(RET_KILL_PROCESS));
-    f.push(ret(RET_ALLOW));
-    f
 }
 
 /// The relay's body: block signals, die with the parent, become dumpable, filter, wait.
@@ -127,12 +64,12 @@ fn relay_main(prog: &libc::sock_fprog, parent: libc::pid_t) -> ! {
 
 impl FdRelay {
     /// Starts the relay as a child of the calling thread (which should live as long as the
-    /// relay is needed) and waits until it runs under its filter.
-    pub fn start() -> Result<FdRelay, Errno> {
-        let insns = filter();
+    /// relay is needed) under `filter`, and waits until it runs under it. `filter` must allow
+    /// `pause` (the relay's wait), `rt_sigreturn`, `restart_syscall`, `exit` and `exit_group`.
+    pub fn start(filter: &[SockFilter]) -> Result<FdRelay, Errno> {
         let prog = libc::sock_fprog {
-            len: u16::try_from(insns.len()).unwrap_or(0),
-            filter: insns.as_ptr() as *mut libc::sock_filter,
+            len: u16::try_from(filter.len()).map_err(|_| Errno::EINVAL)?,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
         };
         // SAFETY: getpid takes no arguments.
         let me = unsafe { libc::getpid() };
@@ -205,6 +142,7 @@ impl Drop for FdRelay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use perch_bpf::{Action, Policy};
     use std::os::fd::AsRawFd;
 
     fn status_field(pid: Pid, name: &str) -> String {
@@ -215,9 +153,24 @@ mod tests {
             .unwrap_or_default()
     }
 
+    fn compiled(p: &Policy) -> Vec<SockFilter> {
+        p.compile()
+            .unwrap()
+            .insns()
+            .iter()
+            .map(|i| SockFilter {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect()
+    }
+
     #[test]
     fn the_relay_shares_the_fd_table_and_is_filtered_and_dumpable() {
-        let relay = FdRelay::start().unwrap();
+        // Any filter will do here: perch-intercept's own (wait and exit only) is checked there.
+        let relay = FdRelay::start(&compiled(&Policy::new(Action::Allow))).unwrap();
         let pid = relay.pid();
         // A file opened after the relay started is reachable through the relay's fd table.
         let f = tempfile_in_tmp();
@@ -249,41 +202,13 @@ mod tests {
         assert!(!std::path::Path::new(&format!("/proc/{}/fd", pid.0)).exists());
     }
 
-    /// A child under the relay's filter: `exit_group(7)` exits with 7, `getpid` kills it.
+    /// A filter under which the relay cannot reach its wait: `start` fails, and no relay is
+    /// left running unfiltered.
     #[test]
-    fn the_filter_allows_exiting_and_kills_any_other_call() {
-        let insns = filter();
-        let prog = libc::sock_fprog {
-            len: u16::try_from(insns.len()).unwrap(),
-            filter: insns.as_ptr() as *mut libc::sock_filter,
-        };
-        for (call, expect_signal) in [(libc::SYS_exit_group, false), (libc::SYS_getpid, true)] {
-            // SAFETY: the child makes system calls only, on memory prepared before the fork.
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0);
-            if pid == 0 {
-                // SAFETY: as above.
-                unsafe {
-                    libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                    let p = &prog as *const libc::sock_fprog;
-                    if libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, p) != 0 {
-                        libc::_exit(3);
-                    }
-                    libc::syscall(call, 7);
-                    libc::_exit(0);
-                }
-            }
-            let mut status = 0;
-            // SAFETY: our own child; `status` outlives the call.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-            if expect_signal {
-                assert!(libc::WIFSIGNALED(status), "{status:x}");
-                assert_eq!(libc::WTERMSIG(status), libc::SIGSYS);
-            } else {
-                assert!(libc::WIFEXITED(status), "{status:x}");
-                assert_eq!(libc::WEXITSTATUS(status), 7);
-            }
-        }
+    fn a_relay_that_cannot_wait_under_its_filter_is_refused() {
+        let mut p = Policy::new(Action::Allow);
+        p.set(u32::try_from(libc::SYS_pause).unwrap(), Action::KillProcess);
+        assert_eq!(FdRelay::start(&compiled(&p)).unwrap_err(), Errno::ECHILD);
     }
 
     fn tempfile_in_tmp() -> std::fs::File {

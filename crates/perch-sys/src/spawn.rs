@@ -32,7 +32,7 @@ pub struct SockFilter {
 }
 
 /// `SECCOMP_SET_MODE_FILTER`.
-const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+pub(crate) const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
 const FLAG_NEW_LISTENER: libc::c_ulong = 1 << 3;
 /// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19).

@@ -60,14 +60,14 @@ impl UsageFile {
         // On a duplicate of the descriptor (same open file, same lock), unlocked when dropped.
         let _held = nix::fcntl::Flock::lock(self.lock.try_clone()?, FlockArg::LockExclusive)
             .map_err(|(_, e)| std::io::Error::from(e))?;
-        let held = &self.file;
         let mut buf = [0u8; USAGE_DIGITS];
-        let n = held.read_at(&mut buf, 0)?;
+        let n = self.file.read_at(&mut buf, 0)?;
         let old = (n == USAGE_DIGITS)
             .then(|| std::str::from_utf8(&buf).ok()?.parse::<u64>().ok())
             .flatten();
         let new = f(old);
-        held.write_at(format!("{new:0w$}", w = USAGE_DIGITS).as_bytes(), 0)?;
+        self.file
+            .write_at(format!("{new:0w$}", w = USAGE_DIGITS).as_bytes(), 0)?;
         Ok(new)
     }
 }
