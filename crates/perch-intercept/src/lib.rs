@@ -26,11 +26,14 @@
 //!   `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (5.19) and `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`
 //!   (6.6) when the kernel has them.
 //! - Threads: one ptrace thread (it forks the child and alone makes ptrace calls) and a pool of
-//!   supervisor threads that receive and answer notifications concurrently: a notification
-//!   wakes one idle thread (`EPOLLEXCLUSIVE`), which receives and answers it (see
-//!   [`Interceptor::workers`]). So a handler runs on any of them, several at once: handlers
-//!   share state through `&self` and must not assume an order between calls of different
-//!   threads of the program. Needs `EPOLLEXCLUSIVE` (Linux 4.5).
+//!   supervisor threads that receive and answer notifications concurrently (see
+//!   [`Interceptor::workers`]). From Linux 6.6 one thread per two CPUs waits in `NOTIF_RECV`
+//!   itself, woken on the caller's CPU, and the others are spares that receive while a handler
+//!   waits inside [`blocking`]; before 6.6 every thread waits in epoll (`EPOLLEXCLUSIVE`,
+//!   Linux 4.5) and a notification wakes one idle thread. So a handler runs on any of them,
+//!   several at once: handlers share state through `&self` and must not assume an order
+//!   between calls of different threads of the program. A handler that may wait long (on the
+//!   network, on another process) runs that part inside [`blocking`].
 //! - perch cannot run under perch: a filter chain has one listener, the inner run fails with
 //!   [`Error::Seccomp`] (`EBUSY`).
 //! - Without `CAP_SYS_PTRACE`, the memory and fds of a non-dumpable tracee cannot be read:
@@ -73,6 +76,7 @@
 mod kernel;
 mod notification;
 mod procfd;
+mod receivers;
 mod supervisor;
 mod tracer;
 
@@ -192,6 +196,15 @@ impl Stats {
     pub fn traced(&self) -> u64 {
         self.traced.load(Ordering::Relaxed)
     }
+}
+
+/// Runs `f`, a part of a handler that may wait long: a download, or another process's claim
+/// on an object. In notify mode on Linux ≥ 6.6, where only a few supervisor threads receive
+/// notifications, this calls in a spare thread for as long as `f` runs, so the program's other
+/// calls are answered meanwhile. Anywhere else (another thread, another backend) it just
+/// runs `f`.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    receivers::blocking(f)
 }
 
 /// How often this process tried `process_vm_readv` and `process_vm_writev` and found them
@@ -371,10 +384,12 @@ impl Interceptor {
         self
     }
 
-    /// Number of supervisor threads (at least 1), all receiving and answering notifications:
-    /// at most this many notified calls are answered at once. The default is one per CPU this
-    /// process may run on (its `sched_getaffinity` mask, lowered by a cgroup CPU quota), at
-    /// least 4 and at most 16. Threads beyond the first cost nothing while idle.
+    /// Number of supervisor threads (at least 1): at most this many notified calls are
+    /// answered at once. The default is one per CPU this process may run on (its
+    /// `sched_getaffinity` mask, lowered by a cgroup CPU quota), at least 4 and at most 16.
+    /// From Linux 6.6, one per two of those CPUs receives all the time and the rest only
+    /// while handlers wait inside [`blocking`]. Threads beyond the first cost nothing while
+    /// idle.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n.max(1);
         self

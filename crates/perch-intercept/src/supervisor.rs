@@ -1,5 +1,6 @@
 //! The supervisor threads: a pool receiving notifications concurrently and running the handler
-//! on each.
+//! on each. This is the pool for kernels without `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (before
+//! Linux 6.6); from 6.6 threads wait in `NOTIF_RECV` itself ([`crate::receivers`]).
 //!
 //! Every thread waits in its own epoll instance on the listener (with `EPOLLEXCLUSIVE`) and on
 //! the wake-up eventfd. A pending notification wakes one thread that is waiting (the kernel
@@ -49,9 +50,14 @@ pub(crate) struct Shared {
     pub procfs: ProcFds,
 }
 
-/// The body of every supervisor thread. A panic outside the handler aborts the process.
+/// The body of every supervisor thread of this pool.
 pub(crate) fn worker(shared: &Shared) {
-    if catch_unwind(AssertUnwindSafe(|| serve(shared))).is_err() {
+    guarded(|| serve(shared));
+}
+
+/// Runs a supervisor thread's loop. A panic outside the handler aborts the process.
+pub(crate) fn guarded(body: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(body)).is_err() {
         tracing::error!("perch supervisor loop panicked; aborting");
         std::process::abort();
     }
@@ -140,7 +146,7 @@ fn take(shared: &Shared) -> Next {
     }
 }
 
-fn handle(shared: &Shared, notif: Notif) {
+pub(crate) fn handle(shared: &Shared, notif: Notif) {
     shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
     let n = Notification::new(
         shared.kernel.as_ref(),

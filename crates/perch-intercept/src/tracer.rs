@@ -15,6 +15,7 @@ use perch_syscalls::{Answer, Call, DirFd, Errno, PathPtr, Pid, SyscallSet, Trace
 
 use crate::kernel::{Kernel, LinuxKernel};
 use crate::procfd::ProcFds;
+use crate::receivers::{self, Pool};
 use crate::supervisor::{self, Shared};
 use crate::{Backend, Error, ExitStatus, Handler, Stats};
 
@@ -162,11 +163,22 @@ fn run_inner(mut job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Erro
     if !listener.wait_killable {
         tracing::debug!("SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV not available");
     }
-    if sync_wakeup() {
-        if let Err(e) = perch_sys::notify::set_sync_wakeup(listener.fd.as_fd()) {
-            tracing::debug!(errno = ?e, "SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP not available");
-        }
-    }
+    // With the sync wake-up (6.6), threads wait in NOTIF_RECV itself (crate::receivers).
+    let pool = sync_wakeup()
+        .then(|| perch_sys::notify::set_sync_wakeup(listener.fd.as_fd()))
+        .and_then(|set| match set.and_then(|()| misc::interrupt_signal()) {
+            Ok(_) => Some(Pool::new(
+                job.workers,
+                receivers::receivers(
+                    std::thread::available_parallelism().ok().map(|n| n.get()),
+                    job.workers,
+                ),
+            )),
+            Err(e) => {
+                tracing::debug!(errno = ?e, "SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP not available");
+                None
+            }
+        });
     if let Err(errno) = ptrace::seize(child.pid(), options::PERCH) {
         child.kill_and_reap();
         return Err(Error::Ptrace { errno });
@@ -188,26 +200,41 @@ fn run_inner(mut job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Erro
         recv_lock: Mutex::new(()),
         procfs: Default::default(),
     };
+    // Every way out of the scope stops the threads first (the scope then joins them).
+    let stop = |shared: &Shared| match &pool {
+        Some(pool) => pool.stop(shared),
+        None => {
+            let _ = misc::eventfd_signal(shared.wake.as_fd());
+        }
+    };
+    let threads = pool.as_ref().map_or(job.workers, Pool::threads);
     let status = std::thread::scope(|s| {
-        for i in 0..job.workers {
+        for i in 0..threads {
             let shared = &shared;
+            let pool = pool.as_ref();
             let spawned = std::thread::Builder::new()
                 .name(format!("perch-notify-{i}"))
-                .spawn_scoped(s, move || supervisor::worker(shared));
+                .spawn_scoped(s, move || match pool {
+                    Some(pool) => supervisor::guarded(|| pool.serve(shared, i)),
+                    None => supervisor::worker(shared),
+                });
             if let Err(e) = spawned {
                 child.kill_and_reap();
-                let _ = misc::eventfd_signal(shared.wake.as_fd());
+                if let Some(pool) = &pool {
+                    pool.never_started(i);
+                }
+                stop(shared);
                 return Err(Error::Thread(e));
             }
         }
         if let Err(errno) = child.release() {
             child.kill_and_reap();
-            let _ = misc::eventfd_signal(shared.wake.as_fd());
+            stop(&shared);
             return Err(Error::Spawn { errno });
         }
         let mut tracer = Tracer::new(Arc::clone(&kernel), handler.as_ref(), &job, child.pid());
         let status = tracer.run();
-        let _ = misc::eventfd_signal(shared.wake.as_fd());
+        stop(&shared);
         Ok(status)
     })?;
     finish(&job, &child, status)

@@ -211,6 +211,45 @@ pub fn epoll_wait_pair(ep: BorrowedFd<'_>, timeout_ms: i32) -> Result<Ready, Err
     Ok(r)
 }
 
+/// The calling thread's id (`gettid(2)`).
+pub fn gettid() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+extern "C" fn interrupted(_sig: libc::c_int) {}
+
+/// The signal [`interrupt_thread`] sends: a real-time signal whose handler does nothing and is
+/// installed without `SA_RESTART`, so that a thread of this process blocked in a call the
+/// kernel cannot otherwise end (a seccomp `NOTIF_RECV` while the filter still has users) returns
+/// `EINTR`. Installed once; other signals keep their handlers.
+pub fn interrupt_signal() -> Result<i32, Errno> {
+    static SIGNAL: std::sync::OnceLock<Result<i32, Errno>> = std::sync::OnceLock::new();
+    *SIGNAL.get_or_init(|| {
+        // The C library keeps the first real-time signals for itself; SIGRTMIN() is the first
+        // one it leaves to programs. Nothing else in perch uses real-time signals.
+        let sig = libc::SIGRTMIN() + 1;
+        // SAFETY: `sa` is a valid, initialised sigaction that outlives the call; the handler
+        // does nothing.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = interrupted as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = 0;
+            libc::sigemptyset(&mut sa.sa_mask);
+            check_int(libc::sigaction(sig, &sa, std::ptr::null_mut()))?;
+        }
+        Ok(sig)
+    })
+}
+
+/// Sends [`interrupt_signal`] to thread `tid` of this process (`tgkill(2)`): its blocking call
+/// returns `EINTR`. The caller must know `tid` is still one of its threads.
+pub fn interrupt_thread(tid: i32) -> Result<(), Errno> {
+    let sig = interrupt_signal()?;
+    // SAFETY: tgkill takes no pointers; the kernel checks the ids.
+    check(unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) }).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +261,27 @@ mod tests {
         assert_eq!(parse_version("5.14.0-362.el9.x86_64"), Some((5, 14)));
         assert_eq!(parse_version("3.10.0"), Some((3, 10)));
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn an_interrupted_thread_returns_eintr_from_its_wait() {
+        let a = eventfd().unwrap();
+        let b = eventfd().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            tx.send(gettid()).unwrap();
+            // Nothing ever makes either fd readable.
+            poll2(a.as_fd(), b.as_fd(), -1)
+        });
+        let tid = rx.recv().unwrap();
+        // Until it is in poll, a signal is lost on the way (the handler does nothing).
+        while !waiter.is_finished() {
+            interrupt_thread(tid).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(waiter.join().unwrap(), Err(Errno::EINTR));
+        // The signal has a handler, not SA_RESTART, and the same number each time.
+        assert_eq!(interrupt_signal(), interrupt_signal());
     }
 
     #[test]

@@ -390,7 +390,8 @@ impl perch_vfs::Mounter for VfsMounter {
             );
             return Ok(None);
         }
-        match c.mount_or_absent(fqrn) {
+        // Fetches and verifies the manifest and root catalog: may wait on the network.
+        match perch_intercept::blocking(|| c.mount_or_absent(fqrn)) {
             Ok(Some(r)) => Ok(Some(Arc::new(VfsRepo::new(r)))),
             Ok(None) => {
                 self.absent(

@@ -625,17 +625,20 @@ impl Cache {
             dir,
             index: self.trust.file_path(),
         };
-        self.coalesce(&name, || {
-            self.claims.claimed(
-                &watch,
-                &name,
-                || self.trusted_now(dest, by_name).then(|| dest.to_path_buf()),
-                || {
-                    let (tmp, digest) = download()?;
-                    self.adopt(tmp, dest, &digest)?;
-                    Ok(dest.to_path_buf())
-                },
-            )
+        // A miss: waiting for another job's download, hashing on first use, or downloading.
+        crate::blocking::around(|| {
+            self.coalesce(&name, || {
+                self.claims.claimed(
+                    &watch,
+                    &name,
+                    || self.trusted_now(dest, by_name).then(|| dest.to_path_buf()),
+                    || {
+                        let (tmp, digest) = download()?;
+                        self.adopt(tmp, dest, &digest)?;
+                        Ok(dest.to_path_buf())
+                    },
+                )
+            })
         })
     }
 

@@ -100,8 +100,9 @@ pub struct RunArgs {
     /// `-d mode` says why).
     #[arg(long = "mode", value_enum, default_value_t = mode::Mode::default(), value_name = "MODE")]
     pub mode: mode::Mode,
-    /// Supervisor threads answering notifications at once in notify mode (default: one per
-    /// CPU the job may use, 4 to 16).
+    /// Supervisor threads in notify mode: at most this many calls are answered at once
+    /// (default: one per CPU the job may use, 4 to 16; one per two CPUs receive all the time,
+    /// the others only while a handler waits for a download).
     #[arg(long = "workers", value_name = "N")]
     pub workers: Option<usize>,
     /// The program and its arguments (`--` before CMD when CMD starts with `-`; an unknown
@@ -114,6 +115,8 @@ pub struct RunArgs {
 /// notified, `Trace` traced, `Errno` refused by the filter itself (`SECCOMP_RET_ERRNO`, no round
 /// trip), the rest never leaves the kernel.
 pub fn interceptor() -> Interceptor {
+    // Downloads and claim waits inside a handler call in a spare supervisor thread.
+    perch_cvmfs::blocking::set_hook(|f| perch_intercept::blocking(f));
     let routes = SyscallTable.routes();
     let mut i = Interceptor::new().notify(routes.notify).trace(routes.trace);
     for (nr, errno) in routes.errno {
