@@ -5,6 +5,7 @@
 # split over the threads.
 # Reproduce with:  bash bench/stat_threads.sh
 #                  PERCH_OLD=/work/main/target/release/perch REPS=7 bash bench/stat_threads.sh
+#                  MODE=notify bash bench/stat_threads.sh   (perch run --mode; auto by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
@@ -26,7 +27,7 @@ cc -O2 -pthread -o "$W/stat_threads" bench/stat_threads.c
 printf 'CVMFS_SERVER_URL=file://%s/stratum\nCVMFS_HTTP_PROXY=DIRECT\nCVMFS_PUBLIC_KEY=%s/keys/%s.pub\n' "$W" "$W" $FQRN > "$W/client.conf"
 run_with() { # binary cache args...
   local bin=$1 cache=$2; shift 2
-  "$bin" run --config-dir "$W/etc" --config "$W/client.conf" --cache "$cache" -r $FQRN -- "$@"
+  "$bin" run --mode "${MODE:-auto}" --config-dir "$W/etc" --config "$W/client.conf" --cache "$cache" -r $FQRN -- "$@"
 }
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 rate() { # command... ; median calls/s of REPS runs

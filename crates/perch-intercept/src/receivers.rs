@@ -18,7 +18,11 @@
 //! - **Spares**, the rest of the pool, wait on a condition variable. A handler about to wait
 //!   (a download, another process's claim: [`crate::blocking`]) calls one in; it receives
 //!   until no handler waits any more. So quick answers do not queue behind downloads, and an
-//!   idle spare costs no wake-up.
+//!   idle spare costs no wake-up. A backlog calls one in too: a receiver that finds another
+//!   notification pending behind the one it just received (several program threads or
+//!   processes calling at once; one `poll` per notification) adds a spare, and a spare that
+//!   finds nothing pending behind its own takes one away. Called-in spares wait in epoll, so
+//!   they are woken on their own CPUs and spread a backlog over the machine.
 //! - **Stopping:** before Linux 6.6 nothing ended a `NOTIF_RECV` whose filter still had users;
 //!   from 6.6 it returns when the last user is gone, which is the usual end (the tracer has
 //!   reaped the tree). For a process that escaped the tracer, [`Pool::stop`] interrupts every
@@ -50,14 +54,23 @@ struct Slot {
     in_recv: AtomicBool,
 }
 
-/// Handlers waiting in [`crate::blocking`] and spares receiving for them.
+/// Handlers waiting in [`crate::blocking`], spares wanted for a backlog, and spares receiving
+/// for them.
 #[derive(Default)]
 struct Need {
     /// Handlers inside [`crate::blocking`].
     waiting: usize,
+    /// Spares wanted because notifications queued behind long handlers.
+    backlog: usize,
     /// Spares receiving now.
     active: usize,
     stopping: bool,
+}
+
+impl Need {
+    fn wanted(&self) -> usize {
+        self.waiting + self.backlog
+    }
 }
 
 /// The spares' side of the pool, reachable from a handler through a thread-local.
@@ -75,8 +88,19 @@ impl Spares {
     fn enter(&self) {
         let mut need = self.lock();
         need.waiting += 1;
-        if need.active < need.waiting {
+        if need.active < need.wanted() {
             self.call.notify_one();
+        }
+    }
+
+    /// Notifications are queued behind long handlers: one more spare, up to `spares`.
+    fn backlog(&self, spares: usize) {
+        let mut need = self.lock();
+        if need.backlog < spares {
+            need.backlog += 1;
+            if need.active < need.wanted() {
+                self.call.notify_one();
+            }
         }
     }
 
@@ -171,19 +195,46 @@ impl Pool {
     fn receive(&self, shared: &Shared, slot: &Slot) {
         loop {
             match self.take(shared, slot) {
-                Next::Notif(n) => handle(shared, n),
+                Next::Notif(n) => {
+                    if self.answer(shared, n) {
+                        self.spares.backlog(self.slots.len() - self.receivers);
+                    }
+                }
                 Next::Nothing => {}
                 Next::Shutdown => return self.request_stop(shared),
             }
         }
     }
 
+    /// Runs the handler on `n`; true when another notification was already waiting behind it
+    /// (a backlog: several program threads or processes calling at once). One program thread
+    /// never makes one: its next call comes only after this answer.
+    fn answer(&self, shared: &Shared, n: Notif) -> bool {
+        let queued = self.pending(shared);
+        handle(shared, n);
+        queued
+    }
+
+    /// A notification is waiting to be received.
+    fn pending(&self, shared: &Shared) -> bool {
+        matches!(misc::poll2(shared.listener.as_fd(), shared.wake.as_fd(), 0), Ok(r) if r.a_in)
+    }
+
     /// A spare: waits until a handler waits, then receives until none does.
     fn stand_by(&self, shared: &Shared, slot: &Slot) {
+        // Spares wait in epoll, not in NOTIF_RECV: woken on their own CPU, they spread a
+        // backlog over the CPUs, where waking on the caller's CPU would pile them onto one.
+        let ep = match misc::epoll_pair(shared.listener.as_fd(), shared.wake.as_fd()) {
+            Ok(ep) => ep,
+            Err(e) => {
+                tracing::error!(errno = ?e, "cannot wait on the seccomp listener (epoll)");
+                return;
+            }
+        };
         loop {
             {
                 let mut need = self.spares.lock();
-                while !need.stopping && need.active >= need.waiting {
+                while !need.stopping && need.active >= need.wanted() {
                     need = self
                         .spares
                         .call
@@ -196,12 +247,22 @@ impl Pool {
                 need.active += 1;
             }
             loop {
-                let next = self.take(shared, slot);
+                // A receiver may take the notification first: then this spare waits in
+                // NOTIF_RECV for the next one, which is still correct.
+                let next = match misc::epoll_wait_pair(ep.as_fd(), -1) {
+                    Ok(r) if r.b || r.a_hup => Next::Shutdown,
+                    Ok(r) if r.a_in => self.take(shared, slot),
+                    _ => Next::Nothing,
+                };
+                let mut queued = true;
                 if let Next::Notif(n) = next {
-                    handle(shared, n);
+                    queued = self.answer(shared, n);
                 }
                 let mut need = self.spares.lock();
-                if matches!(next, Next::Shutdown) || need.stopping || need.active > need.waiting {
+                if !queued {
+                    need.backlog = need.backlog.saturating_sub(1);
+                }
+                if matches!(next, Next::Shutdown) || need.stopping || need.active > need.wanted() {
                     need.active -= 1;
                     drop(need);
                     if matches!(next, Next::Shutdown) {
@@ -296,6 +357,23 @@ mod tests {
         assert_eq!(receivers(Some(8), 8), 4);
         assert_eq!(receivers(Some(64), 16), 16);
         assert_eq!(receivers(Some(8), 1), 1);
+    }
+
+    #[test]
+    fn a_backlog_wants_at_most_every_spare() {
+        let spares = Spares::default();
+        spares.backlog(2);
+        spares.backlog(2);
+        spares.backlog(2);
+        assert_eq!(spares.lock().wanted(), 2);
+        spares.enter();
+        assert_eq!(spares.lock().wanted(), 3);
+        spares.leave();
+        assert_eq!(spares.lock().wanted(), 2);
+        // No spares in the pool: a backlog wants none.
+        let none = Spares::default();
+        none.backlog(0);
+        assert_eq!(none.lock().wanted(), 0);
     }
 
     #[test]
