@@ -6,9 +6,9 @@
 //! in its call, so the answer runs at once, where the program ran, with no cross-CPU wake-up
 //! (an inter-processor interrupt, and a VM exit in a virtual machine). A wake-up through epoll
 //! loses that: it is an ordinary wake-up of the epoll waiter, on its own CPU. Measured on a
-//! 2-CPU VM (bench/stat_threads.sh, native-path stat, one program thread): about 70 000 calls/s
-//! with one blocked receiver against 45 000 with the epoll pool; `find /usr/lib` 1.39 s
-//! against 1.95 s.
+//! 2-CPU VM, alternated with the epoll pool (bench/stat_threads.c on a native path, one
+//! program thread): 57 000–68 000 calls/s against 46 000–51 000; `find /usr/lib` under
+//! bench/run.sh 1.29 s against 1.56 s.
 //!
 //! The shape:
 //! - **Receivers**, one per two CPUs the job may use (an answered call keeps two threads busy,
