@@ -528,8 +528,8 @@ impl Interceptor {
     }
 }
 
-/// A compiled program as the kernel takes it.
-fn sock_filter(p: &perch_bpf::Program) -> Vec<perch_sys::spawn::SockFilter> {
+/// A compiled program as the kernel takes it (`seccomp(2)`'s `struct sock_filter` array).
+pub fn sock_filter(p: &perch_bpf::Program) -> Vec<perch_sys::spawn::SockFilter> {
     p.insns()
         .iter()
         .map(|i| perch_sys::spawn::SockFilter {

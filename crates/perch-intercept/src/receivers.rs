@@ -68,8 +68,7 @@ struct Slot {
     in_recv: AtomicBool,
 }
 
-/// Handlers waiting in [`crate::blocking`], spares wanted for a backlog, and spares receiving
-/// for them.
+/// Handlers waiting in [`crate::blocking`] and spares receiving for them.
 #[derive(Default)]
 struct Need {
     /// Handlers inside [`crate::blocking`].
@@ -77,12 +76,6 @@ struct Need {
     /// Spares receiving now.
     active: usize,
     stopping: bool,
-}
-
-impl Need {
-    fn wanted(&self) -> usize {
-        self.waiting
-    }
 }
 
 /// The spares' side of the pool, reachable from a handler through a thread-local.
@@ -100,7 +93,7 @@ impl Spares {
     fn enter(&self) {
         let mut need = self.lock();
         need.waiting += 1;
-        if need.active < need.wanted() {
+        if need.active < need.waiting {
             self.call.notify_one();
         }
     }
@@ -253,7 +246,7 @@ impl Pool {
                 let mut need = self.spares.lock();
                 while !need.stopping
                     && !self.parallel.load(Ordering::SeqCst)
-                    && need.active >= need.wanted()
+                    && need.active >= need.waiting
                 {
                     need = self
                         .spares
@@ -275,7 +268,7 @@ impl Pool {
                 let shutdown = matches!(next, Next::Shutdown);
                 if shutdown
                     || need.stopping
-                    || (!self.parallel.load(Ordering::SeqCst) && need.active > need.wanted())
+                    || (!self.parallel.load(Ordering::SeqCst) && need.active > need.waiting)
                 {
                     need.active -= 1;
                     drop(need);

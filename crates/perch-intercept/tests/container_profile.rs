@@ -9,7 +9,6 @@ mod common;
 
 use common::{assert_ok, run, Fixture};
 use perch_bpf::{Action, Policy};
-use perch_sys::spawn::SockFilter;
 
 fn sysno(nr: libc::c_long) -> u32 {
     u32::try_from(nr).unwrap()
@@ -26,17 +25,7 @@ fn refuse_like_docker() {
     ] {
         policy.set(sysno(nr), Action::Errno(1));
     }
-    let prog = policy.compile().unwrap();
-    let insns: Vec<SockFilter> = prog
-        .insns()
-        .iter()
-        .map(|i| SockFilter {
-            code: i.code,
-            jt: i.jt,
-            jf: i.jf,
-            k: i.k,
-        })
-        .collect();
+    let insns = perch_intercept::sock_filter(&policy.compile().unwrap());
     perch_sys::misc::install_thread_filter(&insns).unwrap();
 }
 
