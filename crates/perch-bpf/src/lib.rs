@@ -62,7 +62,9 @@ pub mod offset {
     pub const ARGS: u32 = 16;
 }
 
-/// One classic-BPF instruction, laid out like `struct sock_filter`.
+/// One classic-BPF instruction, laid out like `struct sock_filter`: a compiled program's
+/// instructions are what `seccomp(2)` takes, without conversion.
+#[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Insn {
     /// Opcode.

@@ -505,7 +505,7 @@ impl Interceptor {
             candidates,
             argv: argv.to_vec(),
             env: env_strings,
-            filter: sock_filter(&filter),
+            filter: filter.insns().to_vec(),
             workers: self.workers,
             stats: Arc::clone(&self.stats),
             program,
@@ -526,19 +526,6 @@ impl Interceptor {
             Err(_) => std::process::abort(),
         }
     }
-}
-
-/// A compiled program as the kernel takes it (`seccomp(2)`'s `struct sock_filter` array).
-pub fn sock_filter(p: &perch_bpf::Program) -> Vec<perch_sys::spawn::SockFilter> {
-    p.insns()
-        .iter()
-        .map(|i| perch_sys::spawn::SockFilter {
-            code: i.code,
-            jt: i.jt,
-            jf: i.jf,
-            k: i.k,
-        })
-        .collect()
 }
 
 /// The fd relay's filter: it may wait (`pause`) and exit; any other call kills it, so a
@@ -564,7 +551,7 @@ fn fd_relay() -> Option<perch_sys::relay::FdRelay> {
     let started = relay_policy()
         .compile()
         .map_err(|_| Errno::EINVAL)
-        .and_then(|p| perch_sys::relay::FdRelay::start(&sock_filter(&p)));
+        .and_then(|p| perch_sys::relay::FdRelay::start(p.insns()));
     match started {
         Ok(r) => Some(r),
         Err(errno) => {

@@ -45,19 +45,12 @@ use perch_sys::misc;
 use perch_sys::notify::Notif;
 use perch_syscalls::Errno;
 
-use crate::supervisor::{handle, Shared};
+use crate::supervisor::{self, handle, listener_epoll, Next, Ready, Shared};
 
 /// How often [`Pool::stop`] interrupts the threads still waiting in `NOTIF_RECV`.
 const STOP_RETRY: Duration = Duration::from_millis(2);
 /// Answers in a row with no notification pending behind them that end parallel mode.
 const CALM: u32 = 64;
-
-/// An epoll instance on the listener and the wake-up eventfd.
-fn epoll(shared: &Shared) -> Option<OwnedFd> {
-    misc::epoll_pair(shared.listener.as_fd(), shared.wake.as_fd())
-        .map_err(|e| tracing::error!(errno = ?e, "cannot wait on the seccomp listener (epoll)"))
-        .ok()
-}
 
 /// One pool thread, as seen by [`Pool::stop`].
 #[derive(Default)]
@@ -142,12 +135,6 @@ pub(crate) struct Pool {
     spares: Arc<Spares>,
 }
 
-enum Next {
-    Notif(Notif),
-    Nothing,
-    Shutdown,
-}
-
 impl Pool {
     /// A pool of `threads` threads, `receivers` of them receiving all the time (at least one).
     pub(crate) fn new(threads: usize, receivers: usize) -> Pool {
@@ -193,7 +180,7 @@ impl Pool {
     }
 
     fn receive(&self, shared: &Shared, slot: &Slot) {
-        let Some(ep) = epoll(shared) else {
+        let Some(ep) = listener_epoll(shared) else {
             return self.request_stop(shared);
         };
         loop {
@@ -232,13 +219,13 @@ impl Pool {
 
     /// A notification is waiting to be received.
     fn pending(&self, shared: &Shared) -> bool {
-        matches!(misc::poll2(shared.listener.as_fd(), shared.wake.as_fd(), 0), Ok(r) if r.a_in)
+        matches!(supervisor::look(shared), Ready::Notification)
     }
 
     /// A spare: waits until a handler waits or the pool is in parallel mode, then receives
     /// until neither holds.
     fn stand_by(&self, shared: &Shared, slot: &Slot) {
-        let Some(ep) = epoll(shared) else {
+        let Some(ep) = listener_epoll(shared) else {
             return;
         };
         loop {
@@ -286,17 +273,17 @@ impl Pool {
     /// once `poll` saw a notification. (A receiver in serial mode may take it first; then this
     /// thread waits in `NOTIF_RECV` for the next one, which is still correct.)
     fn take_polled(&self, shared: &Shared, ep: &OwnedFd, slot: &Slot) -> Next {
-        match misc::epoll_wait_pair(ep.as_fd(), -1) {
-            Ok(r) if r.b || r.a_hup => Next::Shutdown,
-            Ok(r) if r.a_in => {
-                let _g = shared.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
-                if self.pending(shared) {
-                    self.take(shared, slot)
-                } else {
-                    Next::Nothing
+        match supervisor::wait(ep) {
+            Ready::Notification => {
+                let _g = supervisor::lock(shared);
+                match supervisor::look(shared) {
+                    Ready::Notification => self.take(shared, slot),
+                    Ready::Nothing => Next::Nothing,
+                    Ready::Shutdown => Next::Shutdown,
                 }
             }
-            _ => Next::Nothing,
+            Ready::Nothing => Next::Nothing,
+            Ready::Shutdown => Next::Shutdown,
         }
     }
 
@@ -321,14 +308,10 @@ impl Pool {
             // The caller was killed after the kernel counted its notification, or every task
             // using the filter is gone (from 6.6 the call then returns at once: the listener
             // reports hang-up).
-            Err(e) if e == Errno::ENOENT => {
-                match misc::poll2(shared.listener.as_fd(), shared.wake.as_fd(), 0) {
-                    Ok(r) if r.a_hup || r.b => Next::Shutdown,
-                    Ok(_) => Next::Nothing,
-                    Err(e) if e == Errno::EINTR => Next::Nothing,
-                    Err(_) => Next::Shutdown,
-                }
-            }
+            Err(e) if e == Errno::ENOENT => match supervisor::look(shared) {
+                Ready::Shutdown => Next::Shutdown,
+                Ready::Notification | Ready::Nothing => Next::Nothing,
+            },
             Err(e) => {
                 tracing::error!(errno = ?e, "receiving a seccomp notification failed");
                 Next::Shutdown

@@ -63,13 +63,25 @@ pub(crate) fn guarded(body: impl FnOnce()) {
     }
 }
 
-enum Next {
+/// What a thread's receive step came back with.
+pub(crate) enum Next {
     Notif(Notif),
     Nothing,
     Shutdown,
 }
 
-fn lock(shared: &Shared) -> MutexGuard<'_, ()> {
+/// What the listener reports.
+pub(crate) enum Ready {
+    /// A notification is pending.
+    Notification,
+    /// Nothing yet (a signal, or another thread took it).
+    Nothing,
+    /// The pool is stopping, or every task using the filter is gone, or waiting failed.
+    Shutdown,
+}
+
+/// The receive lock, held around the zero-timeout `poll` and `NOTIF_RECV`.
+pub(crate) fn lock(shared: &Shared) -> MutexGuard<'_, ()> {
     shared
         .recv_lock
         .lock()
@@ -81,35 +93,57 @@ fn stop_all(shared: &Shared) {
     let _ = misc::eventfd_signal(shared.wake.as_fd());
 }
 
-fn serve(shared: &Shared) {
-    let ep = match misc::epoll_pair(shared.listener.as_fd(), shared.wake.as_fd()) {
-        Ok(ep) => ep,
+/// An epoll instance on the listener (`EPOLLEXCLUSIVE`) and the wake-up eventfd; `None`
+/// (logged) when it cannot be made.
+pub(crate) fn listener_epoll(shared: &Shared) -> Option<OwnedFd> {
+    misc::epoll_pair(shared.listener.as_fd(), shared.wake.as_fd())
+        .map_err(|e| tracing::error!(errno = ?e, "cannot wait on the seccomp listener (epoll)"))
+        .ok()
+}
+
+/// Waits in `ep` (from [`listener_epoll`]) until the listener or the eventfd reports.
+pub(crate) fn wait(ep: &OwnedFd) -> Ready {
+    match misc::epoll_wait_pair(ep.as_fd(), -1) {
+        Ok(r) if r.b => Ready::Shutdown,
+        Ok(r) if r.a_in => Ready::Notification,
+        // Every task using the filter is gone: nothing can be notified any more.
+        Ok(r) if r.a_hup => Ready::Shutdown,
+        Ok(_) => Ready::Nothing,
+        Err(e) if e == Errno::EINTR => Ready::Nothing,
         Err(e) => {
-            tracing::error!(errno = ?e, "cannot wait on the seccomp listener (epoll)");
-            stop_all(shared);
-            return;
+            tracing::error!(errno = ?e, "waiting on the seccomp listener failed");
+            Ready::Shutdown
         }
+    }
+}
+
+/// Looks, without waiting (a zero-timeout `poll`), whether a notification is pending.
+pub(crate) fn look(shared: &Shared) -> Ready {
+    match misc::poll2(shared.listener.as_fd(), shared.wake.as_fd(), 0) {
+        Ok(r) if r.b => Ready::Shutdown,
+        Ok(r) if r.a_in => Ready::Notification,
+        Ok(r) if r.a_hup => Ready::Shutdown,
+        Ok(_) => Ready::Nothing,
+        Err(e) if e == Errno::EINTR => Ready::Nothing,
+        Err(e) => {
+            tracing::error!(errno = ?e, "poll on the seccomp listener failed");
+            Ready::Shutdown
+        }
+    }
+}
+
+fn serve(shared: &Shared) {
+    let Some(ep) = listener_epoll(shared) else {
+        return stop_all(shared);
     };
     loop {
-        match misc::epoll_wait_pair(ep.as_fd(), -1) {
-            Ok(r) if r.b => return,
-            Ok(r) if r.a_in => {}
-            // Every task using the filter is gone: nothing can be notified any more.
-            Ok(r) if r.a_hup => {
-                stop_all(shared);
-                return;
+        let next = match wait(&ep) {
+            Ready::Notification => {
+                let _guard = lock(shared);
+                take(shared)
             }
-            Ok(_) => continue,
-            Err(e) if e == Errno::EINTR => continue,
-            Err(e) => {
-                tracing::error!(errno = ?e, "waiting on the seccomp listener failed");
-                stop_all(shared);
-                return;
-            }
-        }
-        let next = {
-            let _guard = lock(shared);
-            take(shared)
+            Ready::Nothing => continue,
+            Ready::Shutdown => Next::Shutdown,
         };
         match next {
             Next::Notif(n) => handle(shared, n),
@@ -124,16 +158,10 @@ fn serve(shared: &Shared) {
 
 /// With the receive lock held: receives a notification if one is pending, without blocking.
 fn take(shared: &Shared) -> Next {
-    match misc::poll2(shared.listener.as_fd(), shared.wake.as_fd(), 0) {
-        Ok(r) if r.b => return Next::Shutdown,
-        Ok(r) if r.a_in => {}
-        Ok(r) if r.a_hup => return Next::Shutdown,
-        Ok(_) => return Next::Nothing,
-        Err(e) if e == Errno::EINTR => return Next::Nothing,
-        Err(e) => {
-            tracing::error!(errno = ?e, "poll on the seccomp listener failed");
-            return Next::Shutdown;
-        }
+    match look(shared) {
+        Ready::Notification => {}
+        Ready::Nothing => return Next::Nothing,
+        Ready::Shutdown => return Next::Shutdown,
     }
     match shared.kernel.recv(shared.listener.as_fd()) {
         Ok(n) => Next::Notif(n),

@@ -25,8 +25,8 @@ fn refuse_like_docker() {
     ] {
         policy.set(sysno(nr), Action::Errno(1));
     }
-    let insns = perch_intercept::sock_filter(&policy.compile().unwrap());
-    perch_sys::misc::install_thread_filter(&insns).unwrap();
+    let program = policy.compile().unwrap();
+    perch_sys::misc::install_thread_filter(program.insns()).unwrap();
 }
 
 #[test]

@@ -154,17 +154,7 @@ mod tests {
     }
 
     fn compiled(p: &Policy) -> Vec<SockFilter> {
-        p.compile()
-            .unwrap()
-            .insns()
-            .iter()
-            .map(|i| SockFilter {
-                code: i.code,
-                jt: i.jt,
-                jf: i.jf,
-                k: i.k,
-            })
-            .collect()
+        p.compile().unwrap().insns().to_vec()
     }
 
     #[test]

@@ -17,19 +17,18 @@ use std::os::unix::ffi::OsStrExt;
 use crate::handshake::{self, errno_now, exit as child_exit, report, Channel};
 use crate::{misc, Errno, Pid};
 
-/// One BPF instruction, laid out like `struct sock_filter`.
-#[repr(C)]
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct SockFilter {
-    /// Opcode.
-    pub code: u16,
-    /// Jump if true.
-    pub jt: u8,
-    /// Jump if false.
-    pub jf: u8,
-    /// Constant.
-    pub k: u32,
-}
+/// One BPF instruction as `seccomp(2)` takes it: perch-bpf's `Insn` is `repr(C)` with the fields
+/// of `struct sock_filter`, in its order.
+pub use perch_bpf::Insn as SockFilter;
+
+// The casts to `*mut libc::sock_filter` below rely on this.
+const _: () = {
+    assert!(std::mem::size_of::<SockFilter>() == std::mem::size_of::<libc::sock_filter>());
+    assert!(std::mem::align_of::<SockFilter>() == std::mem::align_of::<libc::sock_filter>());
+    assert!(std::mem::offset_of!(SockFilter, jt) == std::mem::offset_of!(libc::sock_filter, jt));
+    assert!(std::mem::offset_of!(SockFilter, jf) == std::mem::offset_of!(libc::sock_filter, jf));
+    assert!(std::mem::offset_of!(SockFilter, k) == std::mem::offset_of!(libc::sock_filter, k));
+};
 
 /// `SECCOMP_SET_MODE_FILTER`.
 pub(crate) const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
