@@ -103,7 +103,21 @@ pub(crate) fn listener_epoll(shared: &Shared) -> Option<OwnedFd> {
 
 /// Waits in `ep` (from [`listener_epoll`]) until the listener or the eventfd reports.
 pub(crate) fn wait(ep: &OwnedFd) -> Ready {
-    match misc::epoll_wait_pair(ep.as_fd(), -1) {
+    classify(
+        misc::epoll_wait_pair(ep.as_fd(), -1),
+        "waiting on the seccomp listener failed",
+    )
+}
+
+/// Looks, without waiting (a zero-timeout `poll`), whether a notification is pending.
+pub(crate) fn look(shared: &Shared) -> Ready {
+    let r = misc::poll2(shared.listener.as_fd(), shared.wake.as_fd(), 0);
+    classify(r, "poll on the seccomp listener failed")
+}
+
+/// What the listener (`a`) and the eventfd (`b`) reported; `failed` is logged on an error.
+fn classify(r: Result<misc::Ready, Errno>, failed: &str) -> Ready {
+    match r {
         Ok(r) if r.b => Ready::Shutdown,
         Ok(r) if r.a_in => Ready::Notification,
         // Every task using the filter is gone: nothing can be notified any more.
@@ -111,22 +125,7 @@ pub(crate) fn wait(ep: &OwnedFd) -> Ready {
         Ok(_) => Ready::Nothing,
         Err(e) if e == Errno::EINTR => Ready::Nothing,
         Err(e) => {
-            tracing::error!(errno = ?e, "waiting on the seccomp listener failed");
-            Ready::Shutdown
-        }
-    }
-}
-
-/// Looks, without waiting (a zero-timeout `poll`), whether a notification is pending.
-pub(crate) fn look(shared: &Shared) -> Ready {
-    match misc::poll2(shared.listener.as_fd(), shared.wake.as_fd(), 0) {
-        Ok(r) if r.b => Ready::Shutdown,
-        Ok(r) if r.a_in => Ready::Notification,
-        Ok(r) if r.a_hup => Ready::Shutdown,
-        Ok(_) => Ready::Nothing,
-        Err(e) if e == Errno::EINTR => Ready::Nothing,
-        Err(e) => {
-            tracing::error!(errno = ?e, "poll on the seccomp listener failed");
+            tracing::error!(errno = ?e, "{failed}");
             Ready::Shutdown
         }
     }
