@@ -82,7 +82,7 @@ mod tracer;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 #[cfg(feature = "test-util")]
@@ -181,6 +181,10 @@ pub struct Stats {
     pub unanswered: AtomicU64,
     /// Answers the kernel refused (usually: the caller was killed meanwhile).
     pub answer_failures: AtomicU64,
+    /// Which pool answered: one of the `POOL_*` values.
+    pub pool: AtomicU8,
+    /// Times that pool switched to parallel mode (a notification waiting behind another).
+    pub parallel: AtomicU64,
 }
 
 impl Stats {
@@ -195,6 +199,25 @@ impl Stats {
     /// Traced stops so far.
     pub fn traced(&self) -> u64 {
         self.traced.load(Ordering::Relaxed)
+    }
+    /// The pool that answered: `"receivers"` (Linux ≥ 6.6), `"epoll"`, or `"none"` (ptrace
+    /// mode, or no run yet).
+    pub fn pool(&self) -> &'static str {
+        match self.pool.load(Ordering::Relaxed) {
+            Stats::POOL_RECEIVERS => "receivers",
+            Stats::POOL_EPOLL => "epoll",
+            _ => "none",
+        }
+    }
+    /// [`Stats::pool`]: no notify pool ran.
+    pub const POOL_NONE: u8 = 0;
+    /// [`Stats::pool`]: the pool before Linux 6.6, every thread waiting in epoll.
+    pub const POOL_EPOLL: u8 = 1;
+    /// [`Stats::pool`]: threads waiting in `NOTIF_RECV` itself (Linux ≥ 6.6).
+    pub const POOL_RECEIVERS: u8 = 2;
+    /// Times the pool switched to parallel mode so far.
+    pub fn parallel(&self) -> u64 {
+        self.parallel.load(Ordering::Relaxed)
     }
 }
 

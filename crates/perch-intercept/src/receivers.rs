@@ -207,6 +207,7 @@ impl Pool {
         if queued {
             self.calm.store(0, Ordering::Relaxed);
             if !self.parallel.swap(true, Ordering::SeqCst) {
+                shared.stats.parallel.fetch_add(1, Ordering::Relaxed);
                 let _need = self.spares.lock();
                 self.spares.call.notify_all();
             }

@@ -208,6 +208,11 @@ fn run_inner(mut job: Job, handler: Arc<dyn Handler>) -> Result<ExitStatus, Erro
         }
     };
     let threads = pool.as_ref().map_or(job.workers, Pool::threads);
+    let kind = match pool {
+        Some(_) => Stats::POOL_RECEIVERS,
+        None => Stats::POOL_EPOLL,
+    };
+    job.stats.pool.store(kind, Ordering::Relaxed);
     let status = std::thread::scope(|s| {
         for i in 0..threads {
             let shared = &shared;

@@ -681,3 +681,79 @@ with open(sys.argv[1], "w") as f:
         "the run waited for the untraced process: {took:?}"
     );
 }
+
+/// The notify pool this kernel should run: threads waiting in `NOTIF_RECV` from Linux 6.6
+/// (sync wake-up), unless `PERCH_NO_SYNC_WAKEUP` asks for the epoll pool.
+fn expected_pool() -> &'static str {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    if (major, minor) >= (6, 6) && std::env::var_os("PERCH_NO_SYNC_WAKEUP").is_none() {
+        "receivers"
+    } else {
+        "epoll"
+    }
+}
+
+#[test]
+fn one_program_thread_never_switches_the_pool_to_parallel() {
+    // A single thread's next call comes only after the answer to its last one, so no
+    // notification ever waits behind another: the answers stay on the caller's CPU.
+    let f = Fixture::new();
+    let script = "import os\nfor i in range(500): os.stat('/fakefs/a.txt')\n";
+    let o = run(&f.fs, &[python(), "-c", script]);
+    assert_ok(&o);
+    assert!(o.stats.notifications() >= 500);
+    assert_eq!(o.stats.pool(), expected_pool());
+    assert_eq!(o.stats.parallel(), 0, "switched to parallel mode");
+}
+
+#[test]
+fn calls_waiting_behind_another_switch_the_pool_to_parallel() {
+    use perch_intercept::{Handler, Notification};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Every open of /fakefs/a.txt is answered after a second, outside `blocking`: the one
+    /// receiver of a one-thread pool is busy, and the other programs' calls queue behind it.
+    struct Slow(Arc<common::FakeFs>);
+    impl Handler for Slow {
+        fn on_syscall(&self, n: Notification<'_>) {
+            let path = n.call().path().and_then(|(_, p)| n.read_path(p).ok());
+            if path.as_deref() == Some(b"/fakefs/a.txt") {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            self.0.on_syscall(n)
+        }
+        fn on_trace_path(
+            &self,
+            call: &perch_intercept::TracedCall,
+        ) -> perch_intercept::TraceAction {
+            self.0.on_trace_path(call)
+        }
+    }
+
+    let f = Fixture::new();
+    let interceptor = Interceptor::new().workers(1);
+    let stats = interceptor.stats();
+    let status = interceptor
+        .run(
+            &[
+                "/bin/sh".into(),
+                "-c".into(),
+                "for i in 1 2 3; do cat /fakefs/a.txt >/dev/null & done; wait".into(),
+            ],
+            &common::env(),
+            Arc::new(Slow(f.fs.clone())),
+        )
+        .unwrap();
+    assert_eq!(status, ExitStatus::Exited(0));
+    assert_eq!(stats.pool(), expected_pool());
+    if stats.pool() == "receivers" {
+        assert!(stats.parallel() >= 1, "never switched to parallel mode");
+    } else {
+        assert_eq!(stats.parallel(), 0, "the epoll pool has no modes");
+    }
+}

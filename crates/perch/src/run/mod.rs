@@ -304,6 +304,8 @@ fn intercepted(args: RunArgs, backend: Backend, fallback: bool) -> Result<ExitCo
         target: "perch::stats",
         notifications = stats.notifications(),
         traced = stats.traced(),
+        pool = stats.pool(),
+        parallel = stats.parallel(),
         continued = load(&c.continued),
         answered = load(&c.virtual_),
         injected = load(&c.injected),
