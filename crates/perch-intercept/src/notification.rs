@@ -1,7 +1,9 @@
 //! `Notification`: one notified syscall, answered exactly once.
 
+use std::cell::Cell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use perch_sys::notify::{Notif, NotifId, ADDFD_FLAG_SEND, FLAG_CONTINUE};
 use perch_syscalls::{Call, DirFd, Errno, PathPtr, Pid, TraceeView, PATH_MAX};
@@ -24,7 +26,16 @@ pub struct Notification<'a> {
     stats: &'a Stats,
     procfs: &'a ProcFds,
     answered: bool,
+    /// When the caller was last seen waiting, if nothing of it was read since: a write
+    /// just after such a check needs no second one ([`write_memory`](Self::write_memory)).
+    checked: Cell<Option<Instant>>,
 }
+
+/// How long a validity check covers a following write. A check right before the write leaves
+/// the same kind of window (the caller could go between the two), so this only has to be
+/// short beside the time a pid takes to be reused; a handler that waited (a download) checks
+/// again.
+const CHECK_COVERS: Duration = Duration::from_micros(200);
 
 impl<'a> Notification<'a> {
     pub(crate) fn new(
@@ -43,6 +54,7 @@ impl<'a> Notification<'a> {
             stats,
             procfs,
             answered: false,
+            checked: Cell::new(None),
         }
     }
 
@@ -70,7 +82,14 @@ impl<'a> Notification<'a> {
     fn check_valid(&self) -> Result<(), Errno> {
         self.kernel
             .id_valid(self.listener, self.notif.id)
-            .map_err(|_| Errno::ENOENT)
+            .map_err(|_| Errno::ENOENT)?;
+        self.checked.set(Some(Instant::now()));
+        Ok(())
+    }
+
+    /// Something of the caller is about to be read: the last check does not cover it.
+    fn reading(&self) {
+        self.checked.set(None);
     }
 
     /// Checks that the caller still waits for this answer (`ENOENT` if not), so that what was
@@ -116,6 +135,7 @@ impl<'a> Notification<'a> {
     /// As [`fd_path`](Self::fd_path) without the validity check (see
     /// [`path_unverified`](Self::path_unverified)).
     pub fn fd_path_unverified(&self, fd: DirFd) -> Result<Vec<u8>, Errno> {
+        self.reading();
         self.procfs.fd_path(self.notif.pid.0, fd)
     }
 
@@ -123,6 +143,7 @@ impl<'a> Notification<'a> {
     /// for a call perch makes itself relative to it. Unverified, like
     /// [`fd_path_unverified`](Self::fd_path_unverified).
     pub fn open_fd_unverified(&self, fd: DirFd) -> Result<std::os::fd::OwnedFd, Errno> {
+        self.reading();
         self.procfs.open_fd(self.notif.pid.0, fd)
     }
 
@@ -134,6 +155,7 @@ impl<'a> Notification<'a> {
     /// Reads `len` bytes at `addr` (short at the end of a mapping), then checks validity.
     pub fn read_bytes(&self, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
         let mut buf = vec![0u8; len];
+        self.reading();
         let n = self.kernel.read_memory(self.notif.pid, addr, &mut buf);
         self.check_valid()?;
         buf.truncate(n?);
@@ -141,9 +163,16 @@ impl<'a> Notification<'a> {
     }
 
     /// Writes `data` at `addr` in the caller (a stat buffer, a readlink result…) before the
-    /// answer. Checks first that the caller still waits, so the pid still names it.
+    /// answer. Checks first that the caller still waits, so the pid still names it, unless a
+    /// check with nothing read after it was made just now (within [`CHECK_COVERS`]).
     pub fn write_memory(&self, addr: u64, data: &[u8]) -> Result<(), Errno> {
-        self.check_valid()?;
+        let fresh = self
+            .checked
+            .get()
+            .is_some_and(|t| t.elapsed() < CHECK_COVERS);
+        if !fresh {
+            self.check_valid()?;
+        }
         self.kernel.write_memory(self.notif.pid, addr, data)
     }
 
@@ -215,6 +244,7 @@ impl<'a> Notification<'a> {
 
 impl TraceeView for Notification<'_> {
     fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.reading();
         self.kernel.read_memory(self.notif.pid, addr, buf)
     }
 }
@@ -339,9 +369,12 @@ mod tests {
         n.error(Errno::ENOENT);
     }
 
-    #[test]
-    fn write_memory_checks_validity_first() {
-        let k = RecordingKernel::new(FakeMemory::new());
+    /// The kernel operations but reads, in order, of: read the path of a `stat` (if
+    /// `read_path`), `between` (reads, waits), then write the stat buffer.
+    fn checks_around_a_write(read_path: bool, between: impl Fn(&Notification<'_>)) -> Vec<Op> {
+        let mut mem = FakeMemory::new();
+        mem.map_cstr(0x1000, b"/fakefs/a");
+        let k = RecordingKernel::new(mem);
         let stats = Stats::default();
         let listener = some_fd();
         let n = Notification::new(
@@ -351,16 +384,44 @@ mod tests {
             &stats,
             procfs(),
         );
+        if read_path {
+            n.read_path(PathPtr(0x1000)).unwrap();
+        }
+        between(&n);
         n.write_memory(0x2000, b"abc").unwrap();
         n.ret(0);
-        assert_eq!(
-            k.ops(),
-            vec![
-                Op::IdValid(42),
-                Op::Write(1234, 0x2000, b"abc".to_vec()),
-                Op::Send(42, 0, 0, 0)
-            ]
-        );
+        k.ops()
+            .into_iter()
+            .filter(|o| !matches!(o, Op::Read(..)))
+            .collect()
+    }
+
+    #[test]
+    fn a_read_or_a_wait_after_the_check_makes_the_write_check_again() {
+        let twice = vec![
+            Op::IdValid(42),
+            Op::IdValid(42),
+            Op::Write(1234, 0x2000, b"abc".to_vec()),
+            Op::Send(42, 0, 0, 0),
+        ];
+        let read_again = |n: &Notification<'_>| {
+            let mut buf = [0u8; 4];
+            let _ = n.read_memory(0x1000, &mut buf);
+        };
+        assert_eq!(checks_around_a_write(true, read_again), twice);
+        let wait = |_: &Notification<'_>| std::thread::sleep(CHECK_COVERS * 2);
+        assert_eq!(checks_around_a_write(true, wait), twice);
+    }
+
+    #[test]
+    fn write_memory_checks_validity_first_unless_a_check_was_just_made() {
+        let once = vec![
+            Op::IdValid(42),
+            Op::Write(1234, 0x2000, b"abc".to_vec()),
+            Op::Send(42, 0, 0, 0),
+        ];
+        assert_eq!(checks_around_a_write(false, |_| {}), once);
+        assert_eq!(checks_around_a_write(true, |_| {}), once);
     }
 
     #[test]
