@@ -9,8 +9,14 @@
 #                  with $PAR readers in parallel (cold, auto mode),
 #   16 perch runs  started together on one empty alien cache: wall time and object requests
 #                  nginx saw against the number of objects; then again with that cache full.
+#   cvmfs2         (CVMFS2=its install prefix) the CernVM-FS FUSE client on the same stratum:
+#                  mount + the same tar from an empty cache (cold), then remounted (warm).
+#                  Needs root and /dev/fuse; cvmfs2 is not packaged by Debian: build it from
+#                  github.com/cvmfs/cvmfs (cmake -DBUILTIN_EXTERNALS=ON, client only).
 # MB/s are stratum bytes (what goes over the wire) per second of wall time; ratio = time / curl.
 # Reproduce with:  bash bench/network.sh        (SIZE_MB=200 PAR=8 JOBS=16 by default)
+#                  TREE=/usr/share bash bench/network.sh   (publish that tree instead)
+#                  CVMFS2=/opt/cvmfs2 bash bench/network.sh   (adds the cvmfs2 rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-200}
@@ -22,7 +28,9 @@ cargo build --quiet --release -p perch
 PERCH=${PERCH:-$PWD/target/release/perch}   # PERCH=path compares another build
 W=$(mktemp -d /tmp/perch-netbench-XXXXXX)
 NGINX_PID=
+CVMFS2=${CVMFS2:-}
 cleanup() {
+  if [ -n "$CVMFS2" ] && mountpoint -q "$W/c2mnt" 2>/dev/null; then umount "$W/c2mnt" || true; fi
   if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; fi
   rm -rf "$W"
 }
@@ -30,6 +38,9 @@ trap cleanup EXIT
 
 # ---- the tree: ~1/4 small text-like files (base64 of random bytes, compresses to ~75 %),
 # ---- ~1/4 medium random files, ~1/2 large random files (chunked by the publisher) ----
+if [ -n "${TREE:-}" ]; then
+  cp -a "$TREE" "$W/src"
+else
 python3 - "$W/src" "$SIZE_MB" <<'EOF'
 import base64, os, random, sys
 root, total = sys.argv[1], int(sys.argv[2]) << 20
@@ -56,6 +67,7 @@ large = total - small - medium
 for k in range(4):
     put(f"{root}/large/l{k}.bin", os.urandom(large // 4))
 EOF
+fi
 "$PERCH" keygen $FQRN "$W/keys" >/dev/null
 STRATUM=$W/www/$FQRN
 "$PERCH" publish "$W/src" --fqrn $FQRN --keys "$W/keys" --stratum "$STRATUM" >/dev/null
@@ -112,7 +124,7 @@ run() { # cache-option cache-dir command... : perch run on the bench repository 
   "$PERCH" run --mode "${MODE:-auto}" --config-dir "$W/etc" --config "$W/client.conf" "$opt" "$dir" -r $FQRN -- "$@"
 }
 READ_ALL="tar cPf - /cvmfs/$FQRN | cat >/dev/null"
-READ_PAR="find /cvmfs/$FQRN -type f | xargs -P $PAR -n 50 cat | cat >/dev/null"
+READ_PAR="find /cvmfs/$FQRN -type f -print0 | xargs -0 -P $PAR -n 50 cat | cat >/dev/null"
 requests() { grep -c ' /'"$FQRN"'/data/' "$W/nginx/access.log" || true; }
 now() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
@@ -135,7 +147,7 @@ e=$(now); row "curl, xargs -P $PAR" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
 D=(--config-dir "$W/etc" --config "$W/client.conf" --cache "$W/cache3")
 "$PERCH" find "${D[@]}" --type f /cvmfs/$FQRN > "$W/files"
 r0=$(requests); s=$(now)
-xargs -a "$W/files" "$PERCH" cat "${D[@]}" >/dev/null
+xargs -d '\n' -a "$W/files" "$PERCH" cat "${D[@]}" >/dev/null
 e=$(now); row "perch cat (no perch run), cold" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
 for MODE in notify fuse; do
   r0=$(requests); s=$(now)
@@ -145,6 +157,34 @@ for MODE in notify fuse; do
   run --cache "$W/cache-$MODE" sh -c "$READ_ALL"
   e=$(now); row "perch run tar ($MODE), warm cache" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
 done
+if [ -n "$CVMFS2" ]; then
+  # The stock client settings (/etc/cvmfs/default.conf is not read when -o config= is given):
+  # shared cache with its cache manager, 4 GB quota, permissions checked.
+  c2conf() { # cache-dir
+    printf '%s\n' "CVMFS_SERVER_URL=$URL" "CVMFS_PUBLIC_KEY=$W/keys/$FQRN.pub" \
+      CVMFS_HTTP_PROXY=DIRECT "CVMFS_CACHE_BASE=$1" "CVMFS_RELOAD_SOCKETS=$1/run" \
+      CVMFS_SHARED_CACHE=yes CVMFS_QUOTA_LIMIT=4000 CVMFS_CHECK_PERMISSIONS=yes \
+      CVMFS_CLAIM_OWNERSHIP=yes CVMFS_NFILES=131072 > "$1.conf"
+  }
+  c2mount() { # cache-dir: mounts at $W/c2mnt (cvmfs2 returns once the mount is up)
+    mkdir -p "$1/run" "$W/c2mnt"
+    c2conf "$1"
+    CVMFS_LIBRARY_PATH=$CVMFS2/lib LD_LIBRARY_PATH=$CVMFS2/lib \
+      "$CVMFS2/bin/cvmfs2" -o "config=$1.conf,fsname=cvmfs2" $FQRN "$W/c2mnt" >/dev/null 2>&1
+  }
+  c2umount() { # waits until the client's processes have let go of the cache
+    umount "$W/c2mnt"
+    for _ in $(seq 100); do pgrep -f "cvmfs2 -o config=$1.conf" >/dev/null || break; sleep 0.1; done
+  }
+  C2_READ="tar cPf - $W/c2mnt | cat >/dev/null"
+  for temp in cold warm; do
+    r0=$(requests); s=$(now)
+    c2mount "$W/cache-c2"
+    sh -c "$C2_READ"
+    e=$(now); row "cvmfs2 mount + tar, $temp cache" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+    c2umount "$W/cache-c2"
+  done
+fi
 MODE=auto
 r0=$(requests); s=$(now)
 run --cache "$W/cache2" sh -c "$READ_PAR"
