@@ -187,10 +187,13 @@ impl Caller for NotifiedCaller<'_, '_> {
     }
 
     fn proc_link(&self, path: &[u8]) -> Option<Vec<u8>> {
+        self.0.reading();
         proc_link(path, self.0.pid().0)
     }
 
     fn proc_real_path(&self, path: &[u8]) -> Option<PathBuf> {
+        // The path is read from (or followed) by the caller of this.
+        self.0.reading();
         proc_path(path, self.0.pid().0)
     }
 
