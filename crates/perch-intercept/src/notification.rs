@@ -417,7 +417,10 @@ mod tests {
         };
         assert_eq!(checks_around_a_write(true, read_again), twice);
         // Its /proc status, read for its credentials, is something of it too.
-        assert_eq!(checks_around_a_write(true, |n| drop(n.creds())), twice);
+        let creds = |n: &Notification<'_>| {
+            let _ = n.creds();
+        };
+        assert_eq!(checks_around_a_write(true, creds), twice);
         let wait = |_: &Notification<'_>| std::thread::sleep(CHECK_COVERS * 2);
         assert_eq!(checks_around_a_write(true, wait), twice);
     }
