@@ -18,6 +18,9 @@
 #                  TREE=/usr/share bash bench/network.sh   (publish that tree instead)
 #                  CVMFS2=/opt/cvmfs2 bash bench/network.sh   (adds the cvmfs2 rows)
 set -euo pipefail
+# Paths given relative to where the script was started.
+[ -z "${TREE:-}" ] || TREE=$(realpath "$TREE")
+[ -z "${CVMFS2:-}" ] || CVMFS2=$(realpath "$CVMFS2")
 cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-200}
 PAR=${PAR:-8}
@@ -30,7 +33,11 @@ W=$(mktemp -d /tmp/perch-netbench-XXXXXX)
 NGINX_PID=
 CVMFS2=${CVMFS2:-}
 cleanup() {
-  if [ -n "$CVMFS2" ] && mountpoint -q "$W/c2mnt" 2>/dev/null; then umount "$W/c2mnt" || true; fi
+  # (a crashed client leaves a mount that cannot be stat'ed: look in /proc/mounts)
+  if [ -n "$CVMFS2" ] && grep -q " $W/c2mnt " /proc/mounts; then
+    umount -l "$W/c2mnt" || true
+    sleep 1 # let the client's processes let go of the cache before it is removed
+  fi
   if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; fi
   rm -rf "$W"
 }
@@ -114,7 +121,7 @@ URL=http://127.0.0.1:$PORT/$FQRN
 sed "s|^|$URL/|" "$W/objects" > "$W/urls"
 NOBJ=$(wc -l < "$W/objects")
 BYTES=$(cd "$STRATUM" && xargs -a "$W/objects" stat -c %s | awk '{s += $1} END {print s}')
-TREE=$(du -sb "$W/src" | cut -f1)
+TREE_BYTES=$(du -sb "$W/src" | cut -f1)
 FILES=$(find "$W/src" -type f | wc -l)
 
 printf 'CVMFS_SERVER_URL=%s\nCVMFS_HTTP_PROXY=DIRECT\nCVMFS_PUBLIC_KEY=%s/keys/%s.pub\n' "$URL" "$W" $FQRN > "$W/client.conf"
@@ -170,11 +177,20 @@ if [ -n "$CVMFS2" ]; then
     mkdir -p "$1/run" "$W/c2mnt"
     c2conf "$1"
     CVMFS_LIBRARY_PATH=$CVMFS2/lib LD_LIBRARY_PATH=$CVMFS2/lib \
-      "$CVMFS2/bin/cvmfs2" -o "config=$1.conf,fsname=cvmfs2" $FQRN "$W/c2mnt" >/dev/null 2>&1
+      "$CVMFS2/bin/cvmfs2" -o "config=$1.conf,fsname=cvmfs2" $FQRN "$W/c2mnt" >"$W/c2mount.log" 2>&1 ||
+      { echo "cvmfs2 could not mount $FQRN:" >&2; cat "$W/c2mount.log" >&2; return 1; }
   }
-  c2umount() { # waits until the client's processes have let go of the cache
+  c2busy() { # cache-dir: a cvmfs2 process (the mount's, or the shared cache's manager) uses it
+    local p
+    for p in $(pgrep -x cvmfs2 || true); do
+      case "$(readlink "/proc/$p/cwd" 2>/dev/null)" in "$1" | "$1"/*) return 0 ;; esac
+      tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "config=$1.conf" && return 0
+    done
+    return 1
+  }
+  c2umount() { # cache-dir: unmounts, then waits until the client's processes have let go of it
     umount "$W/c2mnt"
-    for _ in $(seq 100); do pgrep -f "cvmfs2 -o config=$1.conf" >/dev/null || break; sleep 0.1; done
+    for _ in $(seq 100); do c2busy "$1" || break; sleep 0.1; done
   }
   C2_READ="tar cPf - $W/c2mnt | cat >/dev/null"
   for temp in cold warm; do
@@ -214,8 +230,9 @@ e=$(now); row "$JOBS x perch run tar, alien cache full" "$(secs "$s" "$e")" $(( 
 
 # ---- report ----
 CURL=$(echo "${ROWS[0]}" | cut -d'|' -f2)
-echo "# bash bench/network.sh   SIZE_MB=$SIZE_MB PAR=$PAR JOBS=$JOBS, $(nproc) cores, $(uname -r), nginx on 127.0.0.1"
-echo "# tree: $FILES files, $((TREE >> 20)) MiB; stratum: $NOBJ objects in data/, $((BYTES >> 20)) MiB"
+WHAT="SIZE_MB=$SIZE_MB"; [ -z "${TREE:-}" ] || WHAT="TREE=$TREE"
+echo "# bash bench/network.sh   $WHAT PAR=$PAR JOBS=$JOBS${CVMFS2:+ CVMFS2=$CVMFS2}, $(nproc) cores, $(uname -r), nginx on 127.0.0.1"
+echo "# tree: $FILES files, $((TREE_BYTES >> 20)) MiB; stratum: $NOBJ objects in data/, $((BYTES >> 20)) MiB"
 printf '%-40s %8s %9s %9s %14s\n' "read" "seconds" "MB/s" "vs curl" "data/ requests"
 for r in "${ROWS[@]}"; do
   IFS='|' read -r name t n <<<"$r"
