@@ -274,18 +274,10 @@ impl Pool {
     /// once `poll` saw a notification. (A receiver in serial mode may take it first; then this
     /// thread waits in `NOTIF_RECV` for the next one, which is still correct.)
     fn take_polled(&self, shared: &Shared, ep: &OwnedFd, slot: &Slot) -> Next {
-        match supervisor::wait(ep) {
-            Ready::Notification => {
-                let _g = supervisor::lock(shared);
-                match supervisor::look(shared) {
-                    Ready::Notification => self.take(shared, slot),
-                    Ready::Nothing => Next::Nothing,
-                    Ready::Shutdown => Next::Shutdown,
-                }
-            }
-            Ready::Nothing => Next::Nothing,
-            Ready::Shutdown => Next::Shutdown,
-        }
+        supervisor::wait(ep).then(|| {
+            let _g = supervisor::lock(shared);
+            supervisor::look(shared).then(|| self.take(shared, slot))
+        })
     }
 
     /// Waits in `NOTIF_RECV` for the next notification.

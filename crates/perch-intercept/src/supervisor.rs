@@ -80,6 +80,17 @@ pub(crate) enum Ready {
     Shutdown,
 }
 
+impl Ready {
+    /// `receive()` when a notification is pending, else what this says.
+    pub(crate) fn then(self, receive: impl FnOnce() -> Next) -> Next {
+        match self {
+            Ready::Notification => receive(),
+            Ready::Nothing => Next::Nothing,
+            Ready::Shutdown => Next::Shutdown,
+        }
+    }
+}
+
 /// The receive lock, held around the zero-timeout `poll` and `NOTIF_RECV`.
 pub(crate) fn lock(shared: &Shared) -> MutexGuard<'_, ()> {
     shared
@@ -136,14 +147,10 @@ fn serve(shared: &Shared) {
         return stop_all(shared);
     };
     loop {
-        let next = match wait(&ep) {
-            Ready::Notification => {
-                let _guard = lock(shared);
-                take(shared)
-            }
-            Ready::Nothing => continue,
-            Ready::Shutdown => Next::Shutdown,
-        };
+        let next = wait(&ep).then(|| {
+            let _guard = lock(shared);
+            take(shared)
+        });
         match next {
             Next::Notif(n) => handle(shared, n),
             Next::Nothing => {}
@@ -157,12 +164,7 @@ fn serve(shared: &Shared) {
 
 /// With the receive lock held: receives a notification if one is pending, without blocking.
 fn take(shared: &Shared) -> Next {
-    match look(shared) {
-        Ready::Notification => {}
-        Ready::Nothing => return Next::Nothing,
-        Ready::Shutdown => return Next::Shutdown,
-    }
-    match shared.kernel.recv(shared.listener.as_fd()) {
+    look(shared).then(|| match shared.kernel.recv(shared.listener.as_fd()) {
         Ok(n) => Next::Notif(n),
         // The caller was killed between poll and receive, or a signal came.
         Err(e) if e == Errno::ENOENT || e == Errno::EINTR => Next::Nothing,
@@ -170,7 +172,7 @@ fn take(shared: &Shared) -> Next {
             tracing::error!(errno = ?e, "receiving a seccomp notification failed");
             Next::Shutdown
         }
-    }
+    })
 }
 
 pub(crate) fn handle(shared: &Shared, notif: Notif) {
