@@ -327,21 +327,11 @@ fn handler_panic_is_eio_not_a_hang() {
             n.continue_unchecked();
         }
     }
-    let interceptor = Interceptor::new();
-    let stats = interceptor.stats();
-    let status = interceptor
-        .run(
-            &[
-                "/bin/sh".into(),
-                "-c".into(),
-                "cat /panic 2>/dev/null; echo $? >/dev/null".into(),
-            ],
-            &common::env(),
-            std::sync::Arc::new(Panicky),
-        )
-        .unwrap();
-    assert_eq!(status, ExitStatus::Exited(0));
-    assert_eq!(stats.panics(), 1);
+    let script = "cat /panic 2>/dev/null; echo $? >/dev/null";
+    let handler = std::sync::Arc::new(Panicky);
+    let o = common::run_with(Interceptor::new(), handler, &["/bin/sh", "-c", script]);
+    assert_eq!(o.status, ExitStatus::Exited(0));
+    assert_eq!(o.stats.panics(), 1);
 }
 
 #[test]
@@ -739,20 +729,15 @@ fn calls_waiting_behind_another_switch_the_pool_to_parallel() {
     }
 
     let f = Fixture::new();
-    let interceptor = Interceptor::new().workers(1);
-    let stats = interceptor.stats();
-    let status = interceptor
-        .run(
-            &[
-                "/bin/sh".into(),
-                "-c".into(),
-                "for i in 1 2 3; do cat /fakefs/a.txt >/dev/null & done; wait".into(),
-            ],
-            &common::env(),
-            Arc::new(Slow(f.fs.clone())),
-        )
-        .unwrap();
-    assert_eq!(status, ExitStatus::Exited(0));
+    let script = "for i in 1 2 3; do cat /fakefs/a.txt >/dev/null & done; wait";
+    let slow = Arc::new(Slow(f.fs.clone()));
+    let o = common::run_with(
+        Interceptor::new().workers(1),
+        slow,
+        &["/bin/sh", "-c", script],
+    );
+    assert_ok(&o);
+    let stats = &o.stats;
     assert_expected_pool(stats.pool());
     if stats.pool() == "receivers" {
         assert!(stats.parallel() >= 1, "never switched to parallel mode");

@@ -91,10 +91,15 @@ pub fn env() -> Vec<(OsString, OsString)> {
 /// Runs `argv` under interception with `fs` as handler; stdout and stderr go to files (through
 /// `sh -c 'exec "$@" >out 2>err'`, itself under interception) and are returned.
 pub fn run(fs: &Arc<FakeFs>, argv: &[&str]) -> Output {
-    run_with(Interceptor::new(), fs, argv)
+    run_with(Interceptor::new(), fs.clone(), argv)
 }
 
-pub fn run_with(interceptor: Interceptor, fs: &Arc<FakeFs>, argv: &[&str]) -> Output {
+/// As [`run`], with this interceptor and any handler.
+pub fn run_with(
+    interceptor: Interceptor,
+    handler: Arc<dyn perch_intercept::Handler>,
+    argv: &[&str],
+) -> Output {
     let out = tempfile::Builder::new()
         .prefix("perch-out-")
         .tempdir()
@@ -112,7 +117,6 @@ pub fn run_with(interceptor: Interceptor, fs: &Arc<FakeFs>, argv: &[&str]) -> Ou
     env.push(("PERCH_TEST_OUT".into(), stdout_path.clone().into()));
     env.push(("PERCH_TEST_ERR".into(), stderr_path.clone().into()));
     let stats = interceptor.stats();
-    let handler: Arc<dyn perch_intercept::Handler> = fs.clone();
     let status = interceptor.run(&full, &env, handler).unwrap();
     Output {
         status,
