@@ -6,6 +6,7 @@
 //!     <fqrn>@<revision_id>/...       one tree per mounted revision (immutable content)
 //!     .root-<hash>/<fqrn>/           what opening /cvmfs gives: one empty dir per configured repo
 //!     .empty                         the one empty file every placeholder is a hard link to
+//!     .symlink                       the one symlink every symlink of a tree is a hard link to
 //!     .tmp/                          staging: built here and renamed into place; entries are
 //!                                    named `<pid>@<host>.…`, those of dead processes of this
 //!                                    host are removed when a tree is opened
@@ -21,14 +22,20 @@
 //!   completed directories in memory (at most [`COMPLETE_MAX`]), so such a directory is
 //!   listed again only after it dropped out, and a known one costs no `read_dir`.
 //! * Children are created as: directories → empty directories (mode 0755), symlinks →
-//!   symlinks with the expanded target, regular and special files → empty placeholder files
-//!   (mode 0444). Metadata never comes from these: perch answers `stat` from the catalog.
-//!   A placeholder is a hard link to the tree's one empty file `.empty`: a link is a directory
-//!   entry only, where a new file would allocate an inode (on ext4 a search of the inode
-//!   bitmap, on a cluster file system a metadata-server round trip) per file of every
-//!   directory a job looks at. When `.empty` reaches the link limit (`EMLINK`) or is gone, a
-//!   fresh empty file replaces it. An empty file served as a placeholder is checked to be
-//!   empty when opened ([`ShadowTree::verified`]), so a write to `.empty` is never served.
+//!   hard links to the tree's one symlink `.symlink`, regular and special files → empty
+//!   placeholder files (mode 0444). Metadata never comes from these: perch answers `stat`
+//!   from the catalog. A placeholder is a hard link to the tree's one empty file `.empty`: a
+//!   link is a directory entry only, where a new file or symlink would allocate an inode (on
+//!   ext4 a search of the inode bitmap, on a cluster file system a metadata-server round trip)
+//!   per entry of every directory a job looks at. When `.empty` or `.symlink` reaches the
+//!   link limit (`EMLINK`) or is gone, a fresh one replaces it. An empty file served as a
+//!   placeholder is checked to be empty when opened ([`ShadowTree::verified`]), so a write to
+//!   `.empty` is never served.
+//! * A shadow symlink is there only to be listed (`getdents64` gives its type): its target is
+//!   never read or followed. perch answers `readlink` and `lstat` from the catalog, resolves
+//!   every path itself and opens shadow objects with `O_NOFOLLOW`, so one shared inode serves
+//!   every symlink. Its target, [`SYMLINK_TARGET`], names nothing, so a path walk the kernel
+//!   made through one by itself fails with `ENOENT` rather than reach some other file.
 //! * An opened regular file becomes a hard link to its cache object: linked under a unique
 //!   name in `.tmp/` and renamed over the placeholder, so a reader sees the placeholder or the
 //!   whole object, never a partial file. If linking fails with `EXDEV` (cache on another file
@@ -83,9 +90,24 @@ pub struct ShadowTree {
     complete: Mutex<LruCache<DirKey, ()>>,
     /// `<root>/.empty`: what placeholders are hard links to.
     empty: PathBuf,
+    /// `<root>/.symlink`: what symlinks are hard links to.
+    symlink: PathBuf,
 }
 
 const EMPTY: &str = ".empty";
+const SYMLINK: &str = ".symlink";
+/// The target of `.symlink`: a path that cannot exist (no fd is negative; `/proc` takes no
+/// new names), for a walk through a shadow symlink the kernel would make on its own.
+pub const SYMLINK_TARGET: &str = "/proc/self/fd/-1";
+
+/// The shared inodes placeholders are hard links to.
+#[derive(Clone, Copy, Debug)]
+enum Shared {
+    /// `.empty`: regular and special files not opened yet.
+    Empty,
+    /// `.symlink`: symlinks.
+    Symlink,
+}
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -168,6 +190,7 @@ impl ShadowTree {
         let tree = ShadowTree {
             staging: root.join(STAGING),
             empty: root.join(EMPTY),
+            symlink: root.join(SYMLINK),
             root,
             owner: format!("{}@{}", std::process::id(), hostname()),
             complete: Mutex::new(LruCache::new(limit.max(1))),
@@ -381,8 +404,7 @@ impl ShadowTree {
             // ever followed by perch's resolver, so a placeholder file stands in for it.
             Kind::Symlink => match entry.symlink.as_deref() {
                 Some(t) if !t.is_empty() && !t.contains(&0) => {
-                    std::os::unix::fs::symlink(OsStr::from_bytes(t), child)
-                        .map_err(io_err("symlink", child))
+                    self.shared_link(Shared::Symlink, child)
                 }
                 _ => self.placeholder(child),
             },
@@ -393,18 +415,41 @@ impl ShadowTree {
     /// An empty placeholder at `child`: a hard link to `.empty`, or a file of its own where
     /// no link can be made.
     fn placeholder(&self, child: &Path) -> Result<(), VfsError> {
+        self.shared_link(Shared::Empty, child)
+    }
+
+    fn shared(&self, which: Shared) -> &Path {
+        match which {
+            Shared::Empty => &self.empty,
+            Shared::Symlink => &self.symlink,
+        }
+    }
+
+    /// A hard link at `child` to the shared inode `which` (`link(2)` does not follow a
+    /// symlink), or a file or symlink of its own where no link can be made.
+    fn shared_link(&self, which: Shared, child: &Path) -> Result<(), VfsError> {
         for fresh in [false, true] {
-            if fresh && self.fresh_empty().is_err() {
+            if fresh && self.fresh(which).is_err() {
                 break;
             }
-            match fs::hard_link(&self.empty, child) {
+            match fs::hard_link(self.shared(which), child) {
                 Ok(()) => return Ok(()),
-                // No `.empty` yet (or removed), or at the link limit: make a new one.
+                // Not made yet (or removed), or at the link limit: make a new one.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EMLINK)) => {}
                 Err(_) => break,
             }
         }
-        Self::empty_file(child)
+        Self::make(which, child)
+    }
+
+    /// A new inode of kind `which` at `path`.
+    fn make(which: Shared, path: &Path) -> Result<(), VfsError> {
+        match which {
+            Shared::Empty => Self::empty_file(path),
+            Shared::Symlink => {
+                std::os::unix::fs::symlink(SYMLINK_TARGET, path).map_err(io_err("symlink", path))
+            }
+        }
     }
 
     fn empty_file(path: &Path) -> Result<(), VfsError> {
@@ -417,12 +462,13 @@ impl ShadowTree {
             .map_err(io_err("create", path))
     }
 
-    /// Put a new empty file in place as `.empty` (atomically: a process linking the old one
+    /// Put a new `.empty` or `.symlink` in place (atomically: a process linking the old one
     /// meanwhile gets the old one, which is as good).
-    fn fresh_empty(&self) -> Result<(), VfsError> {
+    fn fresh(&self, which: Shared) -> Result<(), VfsError> {
         let tmp = self.temp_name();
-        Self::empty_file(&tmp)?;
-        let r = fs::rename(&tmp, &self.empty).map_err(io_err("rename into", &self.empty));
+        Self::make(which, &tmp)?;
+        let target = self.shared(which);
+        let r = fs::rename(&tmp, target).map_err(io_err("rename into", target));
         if r.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -553,7 +599,7 @@ impl ShadowTree {
             drop(file);
             tracing::warn!(target: "vfs", shadow = %shadow.display(),
                 "an empty file's placeholder is not empty: replacing it");
-            self.fresh_empty().map_err(VfsError::log_errno)?;
+            self.fresh(Shared::Empty).map_err(VfsError::log_errno)?;
             let tmp = self.temp_name();
             self.placeholder(&tmp).map_err(VfsError::log_errno)?;
             self.rename_over(&tmp, shadow)

@@ -47,8 +47,29 @@ fn materialization_mirrors_the_catalog_lazily() {
             .collect();
     want.sort();
     assert_eq!(names(&tree), want);
-    let link = std::fs::read_link(tree.join("link_rel")).unwrap();
-    assert_eq!(link.to_str(), Some("dir/file.txt"));
+    // Every symlink is a hard link to the tree's one symlink: listed as a symlink, no inode of
+    // its own, a target that names nothing (perch answers readlink from the catalog).
+    let shared = std::fs::symlink_metadata(f.ns.shadow().root().join(".symlink")).unwrap();
+    for link in [tree.join("link_rel"), tree.join("dir/up")] {
+        let m = std::fs::symlink_metadata(&link).unwrap();
+        assert!(m.file_type().is_symlink(), "{link:?}");
+        assert_eq!((m.dev(), m.ino()), (shared.dev(), shared.ino()), "{link:?}");
+        assert_eq!(
+            std::fs::read_link(&link).unwrap().to_str(),
+            Some(perch_vfs::shadow::SYMLINK_TARGET)
+        );
+        assert_eq!(
+            std::fs::metadata(&link).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound,
+            "followed by the kernel it leads nowhere"
+        );
+    }
+    assert!(shared.nlink() >= 3);
+    let l = Lookup::new(b"/cvmfs/a.example.org/link_rel", b"/").nofollow();
+    match f.ns.readlink(&f.ns.resolve(&l)) {
+        Outcome::Value(t) => assert_eq!(t, b"dir/file.txt"),
+        other => panic!("readlink: {other:?}"),
+    }
     let placeholder = std::fs::symlink_metadata(tree.join("bin")).unwrap();
     assert!(placeholder.is_dir());
     assert!(names(&tree.join("bin")).is_empty(), "not entered yet");
