@@ -653,9 +653,22 @@ impl ShadowTree {
         r
     }
 
+    /// Put `tmp` in place as `target` atomically: readers see the old entry or the new one.
+    ///
+    /// Exchanged (`RENAME_EXCHANGE`) rather than renamed over, then the old entry, now at
+    /// `tmp`, unlinked: ext4 writes out a file's delayed blocks when it is renamed over another
+    /// file (`auto_da_alloc`, for editors that replace a file by rename), so renaming a freshly
+    /// downloaded object over its placeholder waited for the disk on every cold open (6% of a
+    /// cold `tar`'s samples, beside 2% for the exchange). A file system without the exchange,
+    /// or a target that is gone, gets a plain rename.
     fn rename_over(&self, tmp: &Path, target: &Path) -> Result<(), VfsError> {
-        let r = fs::rename(tmp, target).map_err(io_err("rename into", target));
-        // rename(2) of two links of one inode succeeds and does nothing: drop the temp name.
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        let r = match renameat_with(CWD, tmp, CWD, target, RenameFlags::EXCHANGE) {
+            Ok(()) => Ok(()),
+            Err(_) => fs::rename(tmp, target).map_err(io_err("rename into", target)),
+        };
+        // What was replaced; or, after a rename(2) of two links of one inode (which succeeds
+        // and does nothing), the temp name.
         let _ = fs::remove_file(tmp);
         r
     }
