@@ -530,6 +530,16 @@ impl Cache {
         })
     }
 
+    /// Make an object directory (`XX/`, or `chunked/XX/`) with the cache's directory mode.
+    fn make_object_dir(&self, dir: &Path) -> std::io::Result<()> {
+        fs::create_dir_all(dir)?;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(self.dir_mode));
+        if let Some(up) = dir.parent().filter(|u| *u != self.root) {
+            let _ = fs::set_permissions(up, fs::Permissions::from_mode(self.dir_mode));
+        }
+        Ok(())
+    }
+
     /// Move a complete, verified temp file into place as `dest` (atomic) with no write bit,
     /// and record it in the trust index.
     fn commit(
@@ -541,18 +551,20 @@ impl Cache {
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(OBJECT_MODE))
             .map_err(|e| CacheError::io(tmp.path(), e))?;
-        if let Some(dir) = dest.parent() {
-            if !dir.is_dir() {
-                fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
-                let _ = fs::set_permissions(dir, fs::Permissions::from_mode(self.dir_mode));
-                if let Some(up) = dir.parent().filter(|u| *u != self.root) {
-                    let _ = fs::set_permissions(up, fs::Permissions::from_mode(self.dir_mode));
-                }
+        // [`Cache::ensure`] made the object's directory before claiming the object; made again
+        // only if it went missing since (not looked for before every object).
+        let f = match tmp.persist(dest) {
+            Ok(f) => f,
+            Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => {
+                let dir = dest.parent().unwrap_or(&self.root);
+                self.make_object_dir(dir)
+                    .map_err(|e| CacheError::io(dir, e))?;
+                e.file
+                    .persist(dest)
+                    .map_err(|e| CacheError::io(dest, e.error))?
             }
-        }
-        let f = tmp
-            .persist(dest)
-            .map_err(|e| CacheError::io(dest, e.error))?;
+            Err(e) => return Err(CacheError::io(dest, e.error)),
+        };
         // The stamp after the rename (which changed ctime), from our own descriptor.
         let stamp = Stamp::of(&f).map_err(|e| CacheError::io(dest, e))?;
         self.trust.record(&self.name_of(dest), digest, &stamp);
@@ -615,11 +627,7 @@ impl Cache {
         let name = self.name_of(dest);
         let dir = dest.parent().unwrap_or(&self.root);
         if !dir.is_dir() {
-            let _ = fs::create_dir_all(dir);
-            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(self.dir_mode));
-            if let Some(up) = dir.parent().filter(|u| *u != self.root) {
-                let _ = fs::set_permissions(up, fs::Permissions::from_mode(self.dir_mode));
-            }
+            let _ = self.make_object_dir(dir);
         }
         let watch = claim::Watch {
             dir,
