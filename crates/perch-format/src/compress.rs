@@ -82,12 +82,16 @@ pub struct Inflater<W: Write> {
 impl<W: Write> Inflater<W> {
     /// Decompress into `out`.
     pub fn new(out: W) -> Self {
+        Self::with_buffer(out, u64::MAX, 64 * 1024)
+    }
+
+    fn with_buffer(out: W, limit: u64, len: usize) -> Self {
         Inflater {
             state: flate2::Decompress::new(true),
             out,
-            buf: vec![0u8; 64 * 1024],
+            buf: vec![0u8; len],
             ended: false,
-            limit: u64::MAX,
+            limit,
             written: 0,
         }
     }
@@ -96,10 +100,10 @@ impl<W: Write> Inflater<W> {
     /// `limit` bytes: a stream that inflates past its declared size is stopped before it fills
     /// the disk, whatever its compressed size.
     pub fn with_limit(out: W, limit: u64) -> Self {
-        Inflater {
-            limit,
-            ..Inflater::new(out)
-        }
+        // An output buffer no larger than the content (most objects are a few KiB).
+        let len = usize::try_from(limit.saturating_add(1))
+            .map_or(64 * 1024, |l| l.clamp(4096, 64 * 1024));
+        Self::with_buffer(out, limit, len)
     }
 
     /// True once the content went past the limit of [`Inflater::with_limit`] (the error that

@@ -867,9 +867,16 @@ fn stream_verified(
     bound: &Bound,
 ) -> Result<Result<Streamed, Refused>, StreamError> {
     let mut hasher = Algorithm::hasher(h.algo);
-    let mut buf = vec![0u8; 128 * 1024];
+    // Buffers no larger than a declared object needs: most objects are a few KiB, and zeroing
+    // (and, past glibc's mmap threshold, mapping and faulting in) 384 KiB for each was a
+    // visible part of a cold read of many small files.
+    let fits = |most: usize| match bound {
+        Bound::Declared(size) => usize::try_from(*size).map_or(most, |s| s.clamp(4096, most)),
+        Bound::AtMost(_) => most,
+    };
+    let mut buf = vec![0u8; fits(128 * 1024)];
     let mut stored = 0u64;
-    let out = HashingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, tmp));
+    let out = HashingWriter::new(std::io::BufWriter::with_capacity(fits(256 * 1024), tmp));
     enum Sink<W: Write> {
         Zlib(Inflater<W>),
         Raw(W),

@@ -435,7 +435,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn hash_fd(file: &fs::File, algo: Algorithm) -> std::io::Result<(ContentHash, Stamp, Stamp)> {
     let before = Stamp::of(file)?;
     let mut hasher = algo.hasher();
-    let mut buf = vec![0u8; 1 << 18];
+    // No larger than the file (at least a page): most objects are a few KiB.
+    let mut buf =
+        vec![0u8; usize::try_from(before.size).map_or(1 << 18, |s| s.clamp(4096, 1 << 18))];
     let mut off = 0u64;
     loop {
         let n = file.read_at(&mut buf, off)?;
