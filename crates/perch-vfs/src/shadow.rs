@@ -37,11 +37,12 @@
 //!   every symlink. Its target, [`SYMLINK_TARGET`], names nothing, so a path walk the kernel
 //!   made through one by itself fails with `ENOENT` rather than reach some other file.
 //! * An opened regular file becomes a hard link to its cache object: linked under a unique
-//!   name in `.tmp/` and renamed over the placeholder, so a reader sees the placeholder or the
-//!   whole object, never a partial file. If linking fails with `EXDEV` (cache on another file
-//!   system), `EPERM` (`protected_hardlinks` on someone else's object in a shared alien cache)
-//!   or `EMLINK` (link count limit on a popular object), the object is copied to `.tmp/` and
-//!   renamed instead (costs space; still atomic). `link(2)` fails with `ENOENT` when another
+//!   name in `.tmp/` and put in the placeholder's place (exchanged with it, which is atomic;
+//!   see [`ShadowTree::rename_over`]), so a reader sees the placeholder or the whole object,
+//!   never a partial file. If linking fails with `EXDEV` (cache on another file system),
+//!   `EPERM` (`protected_hardlinks` on someone else's object in a shared alien cache) or
+//!   `EMLINK` (link count limit on a popular object), the object is copied to `.tmp/` and put
+//!   in place the same way (costs space; still atomic). `link(2)` fails with `ENOENT` when another
 //!   process renamed a fresh copy of the same object over the name we fetched (the old inode
 //!   lost its last name): we fetch again and retry (found by the 8-thread test). A placeholder is recognised by its size: the
 //!   catalog size is never 0 for a file that still needs its object, and a complete object
@@ -62,7 +63,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use hashlink::LruCache;
@@ -110,6 +111,17 @@ enum Shared {
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// `RENAME_EXCHANGE` was refused as unsupported (`EINVAL`, `ENOSYS`): rename from now on.
+static NO_EXCHANGE: AtomicBool = AtomicBool::new(false);
+
+/// What [`ShadowTree::rename_over`] replaces.
+#[derive(Clone, Copy, Debug)]
+enum Replace {
+    /// A placeholder: never opened by a program for its content.
+    Placeholder,
+    /// A file that may have been served (open or mapped in some program).
+    Served,
+}
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> VfsError + 'a {
     move |source| VfsError::Io {
@@ -400,14 +412,9 @@ impl ShadowTree {
                 .mode(0o755)
                 .create(child)
                 .map_err(io_err("create", child)),
-            // Linux cannot store an empty target (or one with a NUL): such a link is only
-            // ever followed by perch's resolver, so a placeholder file stands in for it.
-            Kind::Symlink => match entry.symlink.as_deref() {
-                Some(t) if !t.is_empty() && !t.contains(&0) => {
-                    self.shared_link(Shared::Symlink, child)
-                }
-                _ => self.placeholder(child),
-            },
+            // Whatever its target (even one Linux could not store: empty, or with a NUL): the
+            // target is the catalog's to answer.
+            Kind::Symlink => self.shared_link(Shared::Symlink, child),
             _ => self.placeholder(child),
         }
     }
@@ -519,12 +526,18 @@ impl ShadowTree {
         if entry.kind != Kind::File || entry.size == 0 {
             return Ok(target);
         }
-        match fs::symlink_metadata(&target) {
+        let placeholder = match fs::symlink_metadata(&target) {
             // Checked when opened ([`ShadowTree::verified`]), which links it again if need be.
             Ok(m) if m.is_file() && m.len() == entry.size => return Ok(target),
-            _ => {}
-        }
-        self.link_verified(repo, path, entry, &target)?;
+            Ok(m) => m.is_file() && m.len() == 0,
+            Err(_) => false,
+        };
+        let replace = if placeholder {
+            Replace::Placeholder
+        } else {
+            Replace::Served
+        };
+        self.link_verified(repo, path, entry, &target, replace)?;
         Ok(target)
     }
 
@@ -535,6 +548,7 @@ impl ShadowTree {
         path: &[u8],
         entry: &Entry,
         target: &Path,
+        replace: Replace,
     ) -> Result<(), VfsError> {
         let tmp = self.temp_name();
         // link(2) of an inode whose last name was just replaced (another process renamed a
@@ -570,7 +584,7 @@ impl ShadowTree {
                 Err(e) => return Err(io_err("link", &object)(e.into())),
             }
         };
-        self.rename_over(&tmp, target)?;
+        self.rename_over(&tmp, target, replace)?;
         if linked {
             repo.relinked(&object, &file);
         }
@@ -602,7 +616,7 @@ impl ShadowTree {
             self.fresh(Shared::Empty).map_err(VfsError::log_errno)?;
             let tmp = self.temp_name();
             self.placeholder(&tmp).map_err(VfsError::log_errno)?;
-            self.rename_over(&tmp, shadow)
+            self.rename_over(&tmp, shadow, Replace::Served)
                 .map_err(VfsError::log_errno)?;
             let file = fs::File::from(reopen()?);
             return match file.metadata() {
@@ -615,7 +629,7 @@ impl ShadowTree {
         }
         drop(file);
         tracing::debug!(target: "vfs", shadow = %shadow.display(), "shadow file changed: linking it again");
-        self.link_verified(repo, path, entry, shadow)
+        self.link_verified(repo, path, entry, shadow, Replace::Served)
             .map_err(VfsError::log_errno)?;
         let file = fs::File::from(reopen()?);
         match repo.verify(path, entry, &file) {
@@ -655,17 +669,31 @@ impl ShadowTree {
 
     /// Put `tmp` in place as `target` atomically: readers see the old entry or the new one.
     ///
-    /// Exchanged (`RENAME_EXCHANGE`) rather than renamed over, then the old entry, now at
-    /// `tmp`, unlinked: ext4 writes out a file's delayed blocks when it is renamed over another
-    /// file (`auto_da_alloc`, for editors that replace a file by rename), so renaming a freshly
-    /// downloaded object over its placeholder waited for the disk on every cold open (6% of a
-    /// cold `tar`'s samples, beside 2% for the exchange). A file system without the exchange,
-    /// or a target that is gone, gets a plain rename.
-    fn rename_over(&self, tmp: &Path, target: &Path) -> Result<(), VfsError> {
+    /// A placeholder is exchanged with `tmp` (`RENAME_EXCHANGE`) rather than renamed over, and
+    /// then unlinked from `tmp`: ext4 writes out a file's delayed blocks when it is renamed
+    /// over another file (`auto_da_alloc`, for editors that replace a file by rename), so
+    /// renaming a freshly downloaded object over its placeholder waited for the disk on every
+    /// cold open (6% of a cold `tar`'s samples). Only a placeholder: a file a program may have
+    /// open or mapped must keep its name (`… (deleted)`, which perch translates back), and an
+    /// exchange would leave it named in `.tmp/`. A file system without the exchange (NFS), or a
+    /// target that is gone, gets a plain rename.
+    fn rename_over(&self, tmp: &Path, target: &Path, replace: Replace) -> Result<(), VfsError> {
         use rustix::fs::{renameat_with, RenameFlags, CWD};
-        let r = match renameat_with(CWD, tmp, CWD, target, RenameFlags::EXCHANGE) {
-            Ok(()) => Ok(()),
-            Err(_) => fs::rename(tmp, target).map_err(io_err("rename into", target)),
+        let exchanged = matches!(replace, Replace::Placeholder)
+            && !NO_EXCHANGE.load(Ordering::Relaxed)
+            && match renameat_with(CWD, tmp, CWD, target, RenameFlags::EXCHANGE) {
+                Ok(()) => true,
+                Err(e) => {
+                    if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS {
+                        NO_EXCHANGE.store(true, Ordering::Relaxed);
+                    }
+                    false
+                }
+            };
+        let r = if exchanged {
+            Ok(())
+        } else {
+            fs::rename(tmp, target).map_err(io_err("rename into", target))
         };
         // What was replaced; or, after a rename(2) of two links of one inode (which succeeds
         // and does nothing), the temp name.
@@ -692,7 +720,7 @@ impl ShadowTree {
         {
             let tmp = self.temp_name();
             self.copy_to(&target, &tmp, 0o555)?;
-            self.rename_over(&tmp, &target)?;
+            self.rename_over(&tmp, &target, Replace::Served)?;
         }
         Ok(target)
     }
