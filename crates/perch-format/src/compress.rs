@@ -79,6 +79,13 @@ pub struct Inflater<W: Write> {
     written: u64,
 }
 
+/// The length of a buffer for data of `size` bytes: at least a page, at most `most`. Most
+/// objects are a few KiB; zeroing (and, past glibc's mmap threshold, mapping and faulting in)
+/// buffers of the largest size for each was a visible part of cold reads of many small files.
+pub fn buffer_len(size: u64, most: usize) -> usize {
+    usize::try_from(size).map_or(most, |s| s.clamp(4096, most))
+}
+
 impl<W: Write> Inflater<W> {
     /// Decompress into `out`.
     pub fn new(out: W) -> Self {
@@ -100,9 +107,7 @@ impl<W: Write> Inflater<W> {
     /// `limit` bytes: a stream that inflates past its declared size is stopped before it fills
     /// the disk, whatever its compressed size.
     pub fn with_limit(out: W, limit: u64) -> Self {
-        // An output buffer no larger than the content (most objects are a few KiB).
-        let len = usize::try_from(limit.saturating_add(1))
-            .map_or(64 * 1024, |l| l.clamp(4096, 64 * 1024));
+        let len = buffer_len(limit.saturating_add(1), 64 * 1024);
         Self::with_buffer(out, limit, len)
     }
 

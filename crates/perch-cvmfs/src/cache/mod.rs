@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use perch_format::compress::{Compression, Inflater};
+use perch_format::compress::{buffer_len, Compression, Inflater};
 use perch_format::hash::{Algorithm, ContentHash, ObjectKind};
 
 use crate::fetch::{FetchError, Fetcher, Verdict};
@@ -867,11 +867,9 @@ fn stream_verified(
     bound: &Bound,
 ) -> Result<Result<Streamed, Refused>, StreamError> {
     let mut hasher = Algorithm::hasher(h.algo);
-    // Buffers no larger than a declared object needs: most objects are a few KiB, and zeroing
-    // (and, past glibc's mmap threshold, mapping and faulting in) 384 KiB for each was a
-    // visible part of a cold read of many small files.
+    // Buffers no larger than a declared object needs.
     let fits = |most: usize| match bound {
-        Bound::Declared(size) => usize::try_from(*size).map_or(most, |s| s.clamp(4096, most)),
+        Bound::Declared(size) => buffer_len(*size, most),
         Bound::AtMost(_) => most,
     };
     let mut buf = vec![0u8; fits(128 * 1024)];

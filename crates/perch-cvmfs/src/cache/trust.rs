@@ -45,6 +45,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use perch_format::compress::buffer_len;
 use perch_format::hash::{Algorithm, ContentHash};
 
 /// What any change of a file changes.
@@ -435,9 +436,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn hash_fd(file: &fs::File, algo: Algorithm) -> std::io::Result<(ContentHash, Stamp, Stamp)> {
     let before = Stamp::of(file)?;
     let mut hasher = algo.hasher();
-    // No larger than the file (at least a page): most objects are a few KiB.
-    let mut buf =
-        vec![0u8; usize::try_from(before.size).map_or(1 << 18, |s| s.clamp(4096, 1 << 18))];
+    let mut buf = vec![0u8; buffer_len(before.size, 1 << 18)];
     let mut off = 0u64;
     loop {
         let n = file.read_at(&mut buf, off)?;
