@@ -526,16 +526,11 @@ impl ShadowTree {
         if entry.kind != Kind::File || entry.size == 0 {
             return Ok(target);
         }
-        let placeholder = match fs::symlink_metadata(&target) {
+        let replace = match fs::symlink_metadata(&target) {
             // Checked when opened ([`ShadowTree::verified`]), which links it again if need be.
             Ok(m) if m.is_file() && m.len() == entry.size => return Ok(target),
-            Ok(m) => m.is_file() && m.len() == 0,
-            Err(_) => false,
-        };
-        let replace = if placeholder {
-            Replace::Placeholder
-        } else {
-            Replace::Served
+            Ok(m) if m.is_file() && m.len() == 0 => Replace::Placeholder,
+            _ => Replace::Served,
         };
         self.link_verified(repo, path, entry, &target, replace)?;
         Ok(target)
