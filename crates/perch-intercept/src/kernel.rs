@@ -39,6 +39,10 @@ pub trait Kernel: Send + Sync {
     fn write_memory(&self, pid: Pid, addr: u64, data: &[u8]) -> Result<(), Errno>;
     /// The next event of a tracee of the calling thread (`waitpid(-1, __WALL|__WNOTHREAD)`).
     fn wait(&self) -> Result<WaitStatus, Errno>;
+    /// Like [`Kernel::wait`] without blocking: `Ok(None)` when nothing is pending.
+    fn try_wait(&self) -> Result<Option<WaitStatus>, Errno> {
+        Ok(None)
+    }
     /// `PTRACE_CONT` delivering `signal` (0: none).
     fn cont(&self, pid: Pid, signal: i32) -> Result<(), Errno>;
     /// `PTRACE_LISTEN`.
@@ -92,6 +96,9 @@ impl Kernel for LinuxKernel {
     }
     fn wait(&self) -> Result<WaitStatus, Errno> {
         perch_sys::ptrace::wait_own()
+    }
+    fn try_wait(&self) -> Result<Option<WaitStatus>, Errno> {
+        perch_sys::ptrace::try_wait_own()
     }
     fn cont(&self, pid: Pid, signal: i32) -> Result<(), Errno> {
         perch_sys::ptrace::cont(pid, signal)
@@ -251,6 +258,9 @@ pub mod recording {
                 .ok()
                 .and_then(|mut w| w.pop_front())
                 .unwrap_or(Err(Errno::ECHILD))
+        }
+        fn try_wait(&self) -> Result<Option<WaitStatus>, Errno> {
+            self.wait().map(Some)
         }
         fn cont(&self, pid: Pid, signal: i32) -> Result<(), Errno> {
             self.push(Op::Cont(pid.0, signal));

@@ -77,6 +77,7 @@ mod kernel;
 mod notification;
 mod procfd;
 mod receivers;
+mod spin;
 mod supervisor;
 mod tracer;
 

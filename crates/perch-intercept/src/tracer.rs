@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use perch_sys::misc;
 use perch_sys::ptrace::{self, event, options, Regs, WaitStatus};
@@ -16,6 +17,7 @@ use perch_syscalls::{Answer, Call, DirFd, Errno, PathPtr, Pid, SyscallSet, Trace
 use crate::kernel::{Kernel, LinuxKernel};
 use crate::procfd::ProcFds;
 use crate::receivers::{self, Pool};
+use crate::spin::Spin;
 use crate::supervisor::{self, Shared};
 use crate::{Backend, Error, ExitStatus, Handler, Stats};
 
@@ -303,6 +305,8 @@ struct Tracer<'a> {
     pending: HashMap<Pid, OwnedFd>,
     procfs: Arc<ProcFds>,
     reopen_via: Pid,
+    /// How long to poll for the next stop before sleeping (the ptrace backend only).
+    spin: Spin,
 }
 
 fn is_stop_signal(sig: i32) -> bool {
@@ -326,12 +330,18 @@ impl<'a> Tracer<'a> {
             pending: HashMap::new(),
             procfs: Arc::default(),
             reopen_via: job.reopen_via,
+            spin: match job.backend {
+                Backend::Ptrace => {
+                    Spin::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+                }
+                _ => Spin::off(),
+            },
         }
     }
 
     fn run(&mut self) -> ExitStatus {
         while self.main_status.is_none() {
-            match self.kernel.wait() {
+            match self.next_event() {
                 Ok(ws) => self.on_wait(ws),
                 Err(e) => {
                     // ECHILD: the main child is gone without us seeing it exit (cannot happen
@@ -346,6 +356,28 @@ impl<'a> Tracer<'a> {
             signal: libc::SIGKILL,
             core_dumped: false,
         })
+    }
+
+    /// The next stop or exit: polled for a while first when that pays off ([`Spin`]).
+    fn next_event(&mut self) -> Result<WaitStatus, Errno> {
+        let window = self.spin.window();
+        let start = Instant::now();
+        if !window.is_zero() {
+            loop {
+                if let Some(ws) = self.kernel.try_wait()? {
+                    self.spin.hit();
+                    return Ok(ws);
+                }
+                if start.elapsed() >= window {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let slept = Instant::now();
+        let ws = self.kernel.wait();
+        self.spin.slept(slept.elapsed());
+        ws
     }
 
     fn on_wait(&mut self, ws: WaitStatus) {
@@ -920,6 +952,13 @@ mod tests {
             pending: HashMap::new(),
             procfs: Arc::default(),
             reopen_via: RELAY,
+            // The ptrace backend's tests poll (the scripted events come from `try_wait`),
+            // the notify backend's sleep in `wait`: both paths run.
+            spin: if notified.is_empty() {
+                Spin::new(2)
+            } else {
+                Spin::off()
+            },
         }
         .run();
         (status, k.ops(), stats)

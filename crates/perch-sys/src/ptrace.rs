@@ -200,6 +200,11 @@ pub fn wait_own() -> Result<WaitStatus, Errno> {
     wait_flags(-1, 0)
 }
 
+/// Like [`wait_own`] without blocking: `Ok(None)` when no tracee has an event pending.
+pub fn try_wait_own() -> Result<Option<WaitStatus>, Errno> {
+    try_wait_pid(Pid(-1))
+}
+
 /// Like [`wait_own`] for one pid, without blocking: `Ok(None)` when nothing is pending.
 pub fn try_wait_pid(pid: Pid) -> Result<Option<WaitStatus>, Errno> {
     match wait_flags(pid.0, libc::WNOHANG) {
