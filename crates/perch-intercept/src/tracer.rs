@@ -361,11 +361,10 @@ impl<'a> Tracer<'a> {
     /// The next stop or exit: polled for a while first when that pays off ([`Spin`]).
     fn next_event(&mut self) -> Result<WaitStatus, Errno> {
         let window = self.spin.window();
-        let start = Instant::now();
         if !window.is_zero() {
+            let start = Instant::now();
             loop {
                 if let Some(ws) = self.kernel.try_wait()? {
-                    self.spin.hit();
                     return Ok(ws);
                 }
                 if start.elapsed() >= window {
