@@ -8,13 +8,14 @@
 #                  each into an empty cache (cold) and again with its cache full (warm), and
 #                  with $PAR readers in parallel (cold, auto mode),
 #   16 perch runs  started together on one empty alien cache: wall time and object requests
-#                  nginx saw against the number of objects; then again with that cache full.
+#                  nginx saw against the number of objects; then again with that cache full;
+#                  $ROUNDS rounds, each on a new cache, medians shown.
 #   cvmfs2         (CVMFS2=its install prefix) the CernVM-FS FUSE client on the same stratum:
 #                  mount + the same tar from an empty cache (cold), then remounted (warm).
 #                  Needs root and /dev/fuse; cvmfs2 is not packaged by Debian: build it from
 #                  github.com/cvmfs/cvmfs (cmake -DBUILTIN_EXTERNALS=ON, client only).
 # MB/s are stratum bytes (what goes over the wire) per second of wall time; ratio = time / curl.
-# Reproduce with:  bash bench/network.sh        (SIZE_MB=200 PAR=8 JOBS=16 by default)
+# Reproduce with:  bash bench/network.sh        (SIZE_MB=200 PAR=8 JOBS=16 ROUNDS=3 by default)
 #                  TREE=/usr/share bash bench/network.sh   (publish that tree instead)
 #                  CVMFS2=/opt/cvmfs2 bash bench/network.sh   (adds the cvmfs2 rows)
 set -euo pipefail
@@ -25,6 +26,7 @@ cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-200}
 PAR=${PAR:-8}
 JOBS=${JOBS:-16}
+ROUNDS=${ROUNDS:-3}
 FQRN=bench.example.org
 NGINX=${PERCH_NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 cargo build --quiet --release -p perch
@@ -206,27 +208,36 @@ r0=$(requests); s=$(now)
 run --cache "$W/cache2" sh -c "$READ_PAR"
 e=$(now); row "perch run $PAR parallel cats, cold" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
 
-# ---- 3. $JOBS jobs at once on one empty alien cache ----
-mkdir -p "$W/alien"
-r0=$(requests); s=$(now)
-pids=()
-for j in $(seq "$JOBS"); do
-  run --alien-cache "$W/alien" sh -c "$READ_ALL" 2>"$W/job$j.err" &
-  pids+=($!)
+# ---- 3. $JOBS jobs at once on one empty alien cache, then with it full; $ROUNDS rounds ----
+# One round varies a lot on a busy or small machine (1.2-2.2x here), so each round uses a new
+# cache directory (nothing is deleted in between) and the rows give the median round.
+jobs_round() { # alien-cache-dir: runs $JOBS readers at once, prints seconds; fails if one failed
+  local s e p fail=0 pids=()
+  s=$(now)
+  for j in $(seq "$JOBS"); do
+    run --alien-cache "$1" sh -c "$READ_ALL" 2>"$W/job$j.err" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || fail=$((fail + 1)); done
+  e=$(now)
+  [ "$fail" = 0 ] || { echo "WARNING: $fail of $JOBS jobs failed:" >&2; cat "$W"/job*.err >&2; }
+  secs "$s" "$e"
+}
+median() { # [printf format]: the median of the numbers on stdin
+  sort -n | awk -v f="${1:-%.2f}" '{ v[NR] = $1 } END { printf f, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+cold=() warm=() ratios=() cold_req=()
+for k in $(seq "$ROUNDS"); do
+  mkdir -p "$W/alien$k"
+  r0=$(requests)
+  cold+=("$(jobs_round "$W/alien$k")")
+  cold_req+=($(( $(requests) - r0 )))
+  warm+=("$(jobs_round "$W/alien$k")") # the same with the alien cache full: no download
+  ratios+=("$(awk -v c="${cold[-1]}" -v w="${warm[-1]}" 'BEGIN { printf "%.2f", c / w }')")
 done
-fail=0
-for p in "${pids[@]}"; do wait "$p" || fail=$((fail + 1)); done
-e=$(now); row "$JOBS x perch run tar, one alien cache" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
-[ "$fail" = 0 ] || { echo "WARNING: $fail of $JOBS jobs failed:" >&2; cat "$W"/job*.err >&2; }
-# The same with the alien cache full: what the jobs cost without any download.
-r0=$(requests); s=$(now)
-pids=()
-for j in $(seq "$JOBS"); do
-  run --alien-cache "$W/alien" sh -c "$READ_ALL" &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p"; done
-e=$(now); row "$JOBS x perch run tar, alien cache full" "$(secs "$s" "$e")" $(( $(requests) - r0 ))
+row "$JOBS x perch run tar, one alien cache" "$(printf '%s\n' "${cold[@]}" | median)" "$(printf '%s\n' "${cold_req[@]}" | median %d)"
+row "$JOBS x perch run tar, alien cache full" "$(printf '%s\n' "${warm[@]}" | median)" 0
+JOBS_NOTE="$JOBS jobs, $ROUNDS rounds (empty/full s): $(for k in "${!cold[@]}"; do printf '%s/%s=%sx ' "${cold[$k]}" "${warm[$k]}" "${ratios[$k]}"; done)median ratio $(printf '%s\n' "${ratios[@]}" | median)x"
 
 # ---- report ----
 CURL=$(echo "${ROWS[0]}" | cut -d'|' -f2)
@@ -241,3 +252,7 @@ for r in "${ROWS[@]}"; do
     "$(awk -v t="$t" -v c="$CURL" 'BEGIN { printf "%.2fx", (c > 0) ? t / c : 0 }')" "$n"
 done
 echo "(MB/s = the stratum's $((BYTES / 1000000)) MB of objects per second of wall time; for the $JOBS jobs, once, not per job)"
+echo "$JOBS_NOTE"
+dev=$(findmnt -n -o SOURCE --target "$W" 2>/dev/null || true)
+[ "$(stat -f -c %T "$W")" != ext2/ext3 ] || [ -z "$dev" ] || [ -e "/proc/fs/jbd2/${dev##*/}-8" ] ||
+  echo "note: $W is on ext4 without a journal: creating files within minutes of deleting many (an earlier run's clean-up) is much slower there (ext4 skips recently freed inodes one by one), which slows the cold rows"
