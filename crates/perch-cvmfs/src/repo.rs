@@ -6,10 +6,12 @@
 mod catalogs;
 mod magic;
 mod offline;
+mod prefetch;
 mod trust;
 
 pub use catalogs::MAX_OPEN_CATALOGS;
 pub use magic::MAGIC_XATTRS;
+pub use prefetch::PREFETCH_MAX_SIZE;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -323,17 +325,19 @@ impl Repository {
             path: shown(),
             reason: "regular file without content hash".into(),
         })?;
+        let mut ahead = prefetch::Prefetch::new(self, node);
         self.download(
             || self.cache.get(&h).is_some(),
             &h,
             ObjectKind::File,
             || {
-                self.cache.fetch_object(
+                self.cache.fetch_object_helping(
                     &self.fetcher,
                     &h,
                     ObjectKind::File,
                     compression,
                     Some(e.size),
+                    &mut || ahead.one(),
                 )
             },
         )

@@ -501,6 +501,16 @@ impl Catalog {
         }
     }
 
+    /// The row id of the entry at `path`, which places it in its directory's listing
+    /// ([`Catalog::list_page`] order); `None` if there is no such entry.
+    pub fn rowid(&self, path: &[u8]) -> Result<Option<i64>, CatalogError> {
+        let (a, b) = path_md5(path);
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT rowid FROM catalog WHERE md5path_1 = ?1 AND md5path_2 = ?2")?;
+        Ok(st.query_row(params![a, b], |r| r.get(0)).optional()?)
+    }
+
     /// Children of directory `path` (including hidden ones; callers filter).
     pub fn list(&self, path: &[u8]) -> Result<Vec<DirEntry>, CatalogError> {
         let mut out = Vec::new();
@@ -943,6 +953,16 @@ mod tests {
         let want: Vec<Vec<u8>> = (0..10).map(|i| format!("f{i}").into_bytes()).collect();
         assert_eq!(seen, want);
         assert_eq!(c.list(b"/d").unwrap().len(), 10);
+        // An entry's row id resumes the listing right after it.
+        let at = c.rowid(b"/d/f6").unwrap().unwrap();
+        let rest: Vec<_> = c
+            .list_page(b"/d", at, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.name)
+            .collect();
+        assert_eq!(rest, [b"f7".to_vec(), b"f8".to_vec(), b"f9".to_vec()]);
+        assert_eq!(c.rowid(b"/d/nothing").unwrap(), None);
     }
 
     #[test]

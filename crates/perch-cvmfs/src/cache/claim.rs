@@ -49,6 +49,10 @@ pub const STALE_CLAIM: Duration = Duration::from_secs(120);
 const STALE_TXN: Duration = Duration::from_secs(3600);
 /// The longest a process waiting for another's download sleeps between looks.
 pub const CLAIM_POLL: Duration = Duration::from_millis(5);
+/// How many objects one wait for another process's download may fetch meanwhile (see
+/// [`Claims::claimed`]): enough to keep a few downloads going beside the awaited one, few
+/// enough that a job reading one file of a large directory fetches little it never reads.
+pub const MAX_HELPS: usize = 4;
 /// The files claims are locks on, in the cache directory: `lock_claims.<uid>`, one per user.
 pub const CLAIMS_FILE: &str = "lock_claims";
 
@@ -226,14 +230,21 @@ impl Claims {
     /// Across processes: run `work` (which downloads and commits the object `name`) unless
     /// `done()`, or another process is doing it, in which case wait for it and look again.
     /// The caller has looked (`done()`) just before.
+    ///
+    /// While another process holds the claim, `help()` runs before each wait (at most
+    /// [`MAX_HELPS`] times): it may fetch an object the caller will probably need next (it
+    /// says `true` if it did), so that jobs reading the same files in step download in
+    /// parallel instead of one object at a time.
     pub(super) fn claimed<T>(
         &self,
         watch: &Watch<'_>,
         name: &str,
         done: impl Fn() -> Option<T>,
         work: impl FnOnce() -> Result<T, super::CacheError>,
+        help: &mut dyn FnMut() -> bool,
     ) -> Result<T, super::CacheError> {
         let start = Instant::now();
+        let mut helps = 0;
         loop {
             match self.try_claim(name) {
                 Claim::Held(held) => {
@@ -246,7 +257,12 @@ impl Claims {
                     return r;
                 }
                 Claim::Busy if start.elapsed() < STALE_CLAIM => {
-                    wait_for_change(watch, CLAIM_POLL, || self.free(name));
+                    if helps < MAX_HELPS && help() {
+                        helps += 1;
+                    } else {
+                        helps = MAX_HELPS;
+                        wait_for_change(watch, CLAIM_POLL, || self.free(name));
+                    }
                 }
                 Claim::Busy => {
                     tracing::debug!(target: "cache", object = name,
@@ -258,6 +274,28 @@ impl Claims {
             if let Some(v) = done() {
                 return Ok(v);
             }
+        }
+    }
+
+    /// Like [`Claims::claimed`], but never waits: `Ok(None)` when another process holds the
+    /// claim, or when no claim can be taken here (nothing then stops two processes from
+    /// downloading the same object, so nothing is fetched on speculation).
+    pub(super) fn try_claimed<T>(
+        &self,
+        name: &str,
+        done: impl Fn() -> Option<T>,
+        work: impl FnOnce() -> Result<T, super::CacheError>,
+    ) -> Result<Option<T>, super::CacheError> {
+        match self.try_claim(name) {
+            Claim::Held(held) => {
+                let r = match done() {
+                    Some(v) => Ok(v),
+                    None => work(),
+                };
+                drop(held);
+                r.map(Some)
+            }
+            Claim::Busy | Claim::Unsupported => Ok(None),
         }
     }
 }
@@ -372,7 +410,9 @@ mod tests {
             child.wait().unwrap();
             at
         });
-        let r = claims.claimed(&watch(tmp.path()), "ab/cd", || None, || Ok(7));
+        let r = claims.claimed(&watch(tmp.path()), "ab/cd", || None, || Ok(7), &mut || {
+            false
+        });
         let done = Instant::now();
         let killed = killer.join().unwrap();
         assert_eq!(r.unwrap(), 7, "the work ran once the claim was free");
@@ -418,6 +458,7 @@ mod tests {
             "obj",
             || obj.exists().then_some(1),
             || Ok(2),
+            &mut || false,
         );
         holder.join().unwrap();
         assert_eq!(
@@ -426,6 +467,61 @@ mod tests {
             "waited for the holder instead of downloading"
         );
         assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    /// While another process downloads, the waiter fetches what it may need next (at most
+    /// `MAX_HELPS` objects a wait); a speculative fetch never waits for a claim.
+    #[test]
+    fn a_waiter_helps_meanwhile_and_a_speculative_fetch_never_waits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let obj = tmp.path().join("obj");
+        let holder_claims = Claims::open(tmp.path());
+        let claims = Claims::open(tmp.path());
+        let Claim::Held(held) = holder_claims.try_claim("obj") else {
+            panic!("cannot claim");
+        };
+        let t = Instant::now();
+        let busy = claims.try_claimed(
+            "obj",
+            || None::<u8>,
+            || panic!("downloaded a claimed object"),
+        );
+        assert_eq!(busy.unwrap(), None);
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            claims.try_claimed("free", || None, || Ok(2)).unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            Claims::none()
+                .try_claimed("free", || None, || Ok(2))
+                .unwrap(),
+            None
+        );
+        let mut helped = 0;
+        let r = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                fs::write(&obj, b"x").unwrap();
+                drop(held);
+            });
+            claims.claimed(
+                &watch(tmp.path()),
+                "obj",
+                || obj.exists().then_some(1),
+                || Ok(2),
+                &mut || {
+                    helped += 1;
+                    true
+                },
+            )
+        });
+        assert_eq!(r.unwrap(), 1, "waited for the holder");
+        assert_eq!(helped, MAX_HELPS);
     }
 
     #[test]
@@ -450,7 +546,9 @@ mod tests {
         }
         let claims = Claims::open(tmp.path());
         let t = Instant::now();
-        let r = claims.claimed(&watch(tmp.path()), "ab/cd", || None, || Ok(5));
+        let r = claims.claimed(&watch(tmp.path()), "ab/cd", || None, || Ok(5), &mut || {
+            false
+        });
         assert_eq!(r.unwrap(), 5);
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
         let mode = fs::metadata(tmp.path().join(claims_file())).unwrap().mode();
@@ -464,7 +562,9 @@ mod tests {
     #[test]
     fn without_a_claims_file_everyone_downloads() {
         let tmp = tempfile::tempdir().unwrap();
-        let r = Claims::none().claimed(&watch(tmp.path()), "ab/cd", || None, || Ok(3));
+        let r = Claims::none().claimed(&watch(tmp.path()), "ab/cd", || None, || Ok(3), &mut || {
+            false
+        });
         assert_eq!(r.unwrap(), 3);
     }
 

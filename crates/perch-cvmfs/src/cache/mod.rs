@@ -44,6 +44,7 @@ use crate::fetch::{FetchError, Fetcher, Verdict};
 
 mod check;
 mod claim;
+pub use claim::MAX_HELPS;
 mod quota;
 pub mod trust;
 
@@ -120,6 +121,9 @@ pub struct CacheStats {
     pub hits: AtomicU64,
     /// Objects downloaded.
     pub downloads: AtomicU64,
+    /// Of those, objects fetched on speculation while another process downloaded one this
+    /// process waited for ([`Cache::prefetch_object`]).
+    pub prefetched: AtomicU64,
     /// Bytes received (stored form).
     pub bytes_in: AtomicU64,
     /// Objects evicted by the quota.
@@ -143,6 +147,23 @@ pub struct CacheOptions {
 
 /// A download in progress: done flag and its waiters.
 type Slot = (Mutex<bool>, Condvar);
+
+/// This process's download of one object in flight; when it ends (dropped), the threads
+/// that waited for it look at the cache again.
+struct Leading<'a> {
+    cache: &'a Cache,
+    key: String,
+    slot: Arc<Slot>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.slot;
+        *lock(m) = true;
+        cv.notify_all();
+        lock(&self.cache.inflight).remove(&self.key);
+    }
+}
 
 /// Mode of committed objects and catalogs: no write bit for anyone.
 pub const OBJECT_MODE: u32 = 0o555;
@@ -582,34 +603,34 @@ impl Cache {
     where
         T: Clone,
     {
-        let (slot, leader) = {
-            let mut map = lock(&self.inflight);
-            match map.get(key) {
-                Some(s) => (s.clone(), false),
-                None => {
-                    let s = Arc::new((Mutex::new(false), Condvar::new()));
-                    map.insert(key.to_string(), s.clone());
-                    (s, true)
+        let _leading = match self.lead(key) {
+            Ok(l) => l,
+            Err(slot) => {
+                let (m, cv) = &*slot;
+                let mut done = lock(m);
+                while !*done {
+                    done = cv.wait(done).unwrap_or_else(|p| p.into_inner());
                 }
+                drop(done);
+                return work();
             }
         };
-        if !leader {
-            let (m, cv) = &*slot;
-            let mut done = lock(m);
-            while !*done {
-                done = cv.wait(done).unwrap_or_else(|p| p.into_inner());
-            }
-            drop(done);
-            return work();
+        work()
+    }
+
+    /// Become this process's downloader of `key`, unless another thread is (its slot).
+    fn lead(&self, key: &str) -> Result<Leading<'_>, Arc<Slot>> {
+        let mut map = lock(&self.inflight);
+        if let Some(s) = map.get(key) {
+            return Err(s.clone());
         }
-        let r = work();
-        {
-            let (m, cv) = &*slot;
-            *lock(m) = true;
-            cv.notify_all();
-        }
-        lock(&self.inflight).remove(key);
-        r
+        let slot = Arc::new((Mutex::new(false), Condvar::new()));
+        map.insert(key.to_string(), slot.clone());
+        Ok(Leading {
+            cache: self,
+            key: key.to_string(),
+            slot,
+        })
     }
 
     /// Make sure object `dest` is in the cache and verified by this user, running `download`
@@ -619,6 +640,7 @@ impl Cache {
         dest: &Path,
         by_name: Option<&ContentHash>,
         download: impl FnOnce() -> Result<(tempfile::NamedTempFile, Digest), CacheError>,
+        help: &mut dyn FnMut() -> bool,
     ) -> Result<PathBuf, CacheError> {
         if self.trusted_now(dest, by_name) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
@@ -645,9 +667,51 @@ impl Cache {
                         self.adopt(tmp, dest, &digest)?;
                         Ok(dest.to_path_buf())
                     },
+                    help,
                 )
             })
         })
+    }
+
+    /// Download object `h` if no one has it or is at it: not in the cache verified, not
+    /// being downloaded by this process, and its claim free. Never waits; `Ok(true)` if it
+    /// downloaded. What a waiting job fetches on speculation (see [`Cache::fetch_object_helping`]).
+    pub fn prefetch_object(
+        &self,
+        fetcher: &Fetcher,
+        h: &ContentHash,
+        kind: ObjectKind,
+        compression: Compression,
+        expected_size: Option<u64>,
+    ) -> Result<bool, CacheError> {
+        let dest = self.object_path(h);
+        let by_name = matches!(compression, Compression::None).then_some(h);
+        let name = self.name_of(&dest);
+        // Not when another thread of this process is at it (it holds the claim too).
+        let Ok(_leading) = self.lead(&name) else {
+            return Ok(false);
+        };
+        if self.trusted_now(&dest, by_name) {
+            return Ok(false);
+        }
+        let dir = dest.parent().unwrap_or(&self.root);
+        if !dir.is_dir() {
+            let _ = self.make_object_dir(dir);
+        }
+        let got = self.claims.try_claimed(
+            &name,
+            || self.trusted_now(&dest, by_name).then_some(false),
+            || {
+                let (tmp, digest) =
+                    self.download_within_quota(fetcher, h, kind, compression, expected_size)?;
+                self.adopt(tmp, &dest, &digest)?;
+                Ok(true)
+            },
+        )?;
+        if got == Some(true) {
+            self.stats.prefetched.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(got == Some(true))
     }
 
     /// Make sure object `h` (stored as `kind` with `compression`) is in the
@@ -661,14 +725,45 @@ impl Cache {
         compression: Compression,
         expected_size: Option<u64>,
     ) -> Result<PathBuf, CacheError> {
+        self.fetch_object_helping(fetcher, h, kind, compression, expected_size, &mut || false)
+    }
+
+    /// [`Cache::fetch_object`], running `help` while another process downloads `h` (at most
+    /// [`claim::MAX_HELPS`] times a wait; it says whether it fetched something): jobs that
+    /// read the same files in the same order then download the next objects in parallel
+    /// (with [`Cache::prefetch_object`]) instead of all waiting for one at a time.
+    pub fn fetch_object_helping(
+        &self,
+        fetcher: &Fetcher,
+        h: &ContentHash,
+        kind: ObjectKind,
+        compression: Compression,
+        expected_size: Option<u64>,
+        help: &mut dyn FnMut() -> bool,
+    ) -> Result<PathBuf, CacheError> {
         let dest = self.object_path(h);
         let by_name = matches!(compression, Compression::None).then_some(h);
-        self.ensure(&dest, by_name, || {
-            self.refuse_if_too_big(h, expected_size)?;
-            let (tmp, sha1, size) = self.download(fetcher, h, kind, compression, expected_size)?;
-            self.refuse_if_too_big(h, Some(size))?;
-            Ok((tmp, Digest { sha1, size }))
-        })
+        self.ensure(
+            &dest,
+            by_name,
+            || self.download_within_quota(fetcher, h, kind, compression, expected_size),
+            help,
+        )
+    }
+
+    /// [`Cache::download`] of an object the quota can hold (refused before and after).
+    fn download_within_quota(
+        &self,
+        fetcher: &Fetcher,
+        h: &ContentHash,
+        kind: ObjectKind,
+        compression: Compression,
+        expected_size: Option<u64>,
+    ) -> Result<(tempfile::NamedTempFile, Digest), CacheError> {
+        self.refuse_if_too_big(h, expected_size)?;
+        let (tmp, sha1, size) = self.download(fetcher, h, kind, compression, expected_size)?;
+        self.refuse_if_too_big(h, Some(size))?;
+        Ok((tmp, Digest { sha1, size }))
     }
 
     /// Download and verify into a temp file (not yet visible); returns the temp
@@ -739,26 +834,33 @@ impl Cache {
         let dest = self.chunked_path(key);
         let total: u64 = chunks.iter().map(|c| c.size).sum();
         self.refuse_if_too_big(key, Some(total))?;
-        self.ensure(&dest, None, || {
-            let whole = self.temp_file()?;
-            let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, whole));
-            for c in chunks {
-                let (part, _, _) = self.download(
-                    fetcher,
-                    &c.hash,
-                    ObjectKind::Chunk,
-                    compression,
-                    Some(c.size),
-                )?;
-                let mut f = part.reopen().map_err(|e| CacheError::io(part.path(), e))?;
-                std::io::copy(&mut f, &mut out).map_err(|e| CacheError::io(part.path(), e))?;
-            }
-            let (w, sha1, size) = out.finish();
-            let whole = w
-                .into_inner()
-                .map_err(|e| CacheError::io(&dest, e.into_error()))?;
-            Ok((whole, Digest { sha1, size }))
-        })
+        let mut no_help = || false;
+        self.ensure(
+            &dest,
+            None,
+            || {
+                let whole = self.temp_file()?;
+                let mut out =
+                    HashingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, whole));
+                for c in chunks {
+                    let (part, _, _) = self.download(
+                        fetcher,
+                        &c.hash,
+                        ObjectKind::Chunk,
+                        compression,
+                        Some(c.size),
+                    )?;
+                    let mut f = part.reopen().map_err(|e| CacheError::io(part.path(), e))?;
+                    std::io::copy(&mut f, &mut out).map_err(|e| CacheError::io(part.path(), e))?;
+                }
+                let (w, sha1, size) = out.finish();
+                let whole = w
+                    .into_inner()
+                    .map_err(|e| CacheError::io(&dest, e.into_error()))?;
+                Ok((whole, Digest { sha1, size }))
+            },
+            &mut no_help,
+        )
     }
 
     /// Read the breadcrumb of `fqrn`: (root hash, publish time, revision).

@@ -375,6 +375,25 @@ impl Repository {
         Ok((out, next))
     }
 
+    /// Up to `max` entries that follow `node` in its directory's listing, in catalog order:
+    /// the order a FUSE `readdir` shows them, and so the order `tar` or `cp -r` reads them.
+    pub fn siblings_after(&self, node: &Node, max: usize) -> Result<Vec<Node>, RepoError> {
+        let parent = perch_format::catalog::parent_path(&node.path);
+        let cat = self.catalog_for(parent)?;
+        let at = cat
+            .db()
+            .rowid(&node.path)
+            .map_err(|source| RepoError::Catalog {
+                hash: cat.hash.to_string(),
+                source,
+            })?;
+        let Some(at) = at else {
+            return Ok(Vec::new());
+        };
+        let (page, _) = self.list_page_with_cursors(parent, Some(at), max)?;
+        Ok(page.into_iter().map(|(_, n)| n).collect())
+    }
+
     /// [`Repository::list_page_with_cursors`] without the per-entry cursors.
     pub fn list_page(
         &self,
