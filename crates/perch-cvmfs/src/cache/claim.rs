@@ -247,15 +247,7 @@ impl Claims {
         let mut helps = 0;
         loop {
             match self.try_claim(name) {
-                Claim::Held(held) => {
-                    // The object may have been committed between our look and the claim.
-                    let r = match done() {
-                        Some(v) => Ok(v),
-                        None => work(),
-                    };
-                    drop(held);
-                    return r;
-                }
+                Claim::Held(held) => return under(held, done, work),
                 Claim::Busy if start.elapsed() < STALE_CLAIM => {
                     if helps < MAX_HELPS && help() {
                         helps += 1;
@@ -287,17 +279,25 @@ impl Claims {
         work: impl FnOnce() -> Result<T, super::CacheError>,
     ) -> Result<Option<T>, super::CacheError> {
         match self.try_claim(name) {
-            Claim::Held(held) => {
-                let r = match done() {
-                    Some(v) => Ok(v),
-                    None => work(),
-                };
-                drop(held);
-                r.map(Some)
-            }
+            Claim::Held(held) => under(held, done, work).map(Some),
             Claim::Busy | Claim::Unsupported => Ok(None),
         }
     }
+}
+
+/// With the claim `held`: `work` unless `done()` (the object may have been committed between
+/// the caller's look and the claim); the claim is released after.
+fn under<T>(
+    held: Held<'_>,
+    done: impl Fn() -> Option<T>,
+    work: impl FnOnce() -> Result<T, super::CacheError>,
+) -> Result<T, super::CacheError> {
+    let r = match done() {
+        Some(v) => Ok(v),
+        None => work(),
+    };
+    drop(held);
+    r
 }
 
 /// `fetch.<host>.<pid>.<random>` owner, if this host's.
