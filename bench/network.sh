@@ -18,6 +18,8 @@
 # Reproduce with:  bash bench/network.sh        (SIZE_MB=200 PAR=8 JOBS=16 ROUNDS=3 by default)
 #                  TREE=/usr/share bash bench/network.sh   (publish that tree instead)
 #                  CVMFS2=/opt/cvmfs2 bash bench/network.sh   (adds the cvmfs2 rows)
+#                  KEEP=1 bash bench/network.sh   (keeps the work directory, for runs back to back:
+#                  on ext4 without a journal, deleting it slows file creation for minutes after)
 set -euo pipefail
 # Paths given relative to where the script was started.
 [ -z "${TREE:-}" ] || TREE=$(realpath "$TREE")
@@ -41,7 +43,7 @@ cleanup() {
     sleep 1 # let the client's processes let go of the cache before it is removed
   fi
   if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; fi
-  rm -rf "$W"
+  if [ -n "${KEEP:-}" ]; then echo "kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 
