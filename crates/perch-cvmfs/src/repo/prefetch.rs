@@ -51,6 +51,8 @@ impl<'a> Prefetch<'a> {
                 || e.is_chunked()
                 || e.flags & FLAG_EXTERNAL != 0
                 || e.size > PREFETCH_MAX_SIZE
+                // Nobody reads an empty file's object (both modes serve it empty).
+                || e.size == 0
             {
                 continue;
             }
