@@ -551,6 +551,16 @@ impl Cache {
         })
     }
 
+    /// The directory object `dest` goes in, made if missing (a failure to make it shows when
+    /// the object is committed there).
+    fn object_dir<'a>(&'a self, dest: &'a Path) -> &'a Path {
+        let dir = dest.parent().unwrap_or(&self.root);
+        if !dir.is_dir() {
+            let _ = self.make_object_dir(dir);
+        }
+        dir
+    }
+
     /// Make an object directory (`XX/`, or `chunked/XX/`) with the cache's directory mode.
     fn make_object_dir(&self, dir: &Path) -> std::io::Result<()> {
         fs::create_dir_all(dir)?;
@@ -647,10 +657,7 @@ impl Cache {
             return Ok(dest.to_path_buf());
         }
         let name = self.name_of(dest);
-        let dir = dest.parent().unwrap_or(&self.root);
-        if !dir.is_dir() {
-            let _ = self.make_object_dir(dir);
-        }
+        let dir = self.object_dir(dest);
         let watch = claim::Watch {
             dir,
             index: self.trust.file_path(),
@@ -694,10 +701,7 @@ impl Cache {
         if self.trusted_now(&dest, by_name) {
             return Ok(false);
         }
-        let dir = dest.parent().unwrap_or(&self.root);
-        if !dir.is_dir() {
-            let _ = self.make_object_dir(dir);
-        }
+        self.object_dir(&dest);
         let got = self.claims.try_claimed(
             &name,
             || self.trusted_now(&dest, by_name).then_some(false),
